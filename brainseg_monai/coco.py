@@ -1,0 +1,450 @@
+"""Reading and validating Roboflow/COCO brain tumor splits with pycocotools.
+
+A *split* is a folder holding images and ``_annotations.coco.json`` (Roboflow's export
+layout); a *dataset root* holds split folders ``train/``, ``valid/`` and optionally ``test/``.
+
+``validate_split`` lists every problem of a split, one :class:`DataProblem` each;
+``coco_to_datalist`` turns a valid split into MONAI datalist records whose ``label`` holds
+the image's annotations, rasterized later by
+:class:`brainseg_monai.transforms.CocoAnnotationsToMaskd`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "ANNOTATION_FILE",
+    "IMAGE_SUFFIXES",
+    "CocoDataError",
+    "DataProblem",
+    "build_coco",
+    "coco_to_datalist",
+    "load_coco_json",
+    "rasterize_annotations",
+    "resolve_category_map",
+    "split_dir",
+    "validate_split",
+]
+
+ANNOTATION_FILE = "_annotations.coco.json"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+TUMOR = "tumor"
+# Coordinates may touch the image border; allow float rounding, nothing more.
+_EDGE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """One problem found in a COCO split.
+
+    Args:
+        severity: ``"error"`` (training must not start) or ``"warning"``.
+        file: the file the problem is in (the JSON or an image).
+        where: the JSON element, e.g. ``images[id=3]`` or ``annotations[id=7]``.
+        field: the field at fault, e.g. ``bbox`` or ``file_name``.
+        message: what is wrong.
+    """
+
+    severity: str
+    file: str
+    where: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        location = ".".join(p for p in (self.where, self.field) if p)
+        return f"{self.severity}: {self.file}: {location}: {self.message}" if location else (
+            f"{self.severity}: {self.file}: {self.message}"
+        )
+
+
+class CocoDataError(ValueError):
+    """A COCO split has errors; ``problems`` lists all of them, ``str()`` gives one line each."""
+
+    def __init__(self, problems: Sequence[DataProblem]):
+        self.problems = list(problems)
+        errors = [p for p in self.problems if p.severity == "error"]
+        super().__init__("\n".join(str(p) for p in errors) or "invalid COCO data")
+
+
+def split_dir(dataset_dir: str | os.PathLike, split: str) -> str:
+    """The folder of ``split`` (``train``, ``valid``, ``test``) under a Roboflow dataset root."""
+    return os.path.join(os.fspath(dataset_dir), split)
+
+
+def load_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
+    """Load a COCO annotation file, raising :class:`CocoDataError` when it cannot be parsed."""
+    path = os.fspath(json_path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CocoDataError([DataProblem("error", path, "", "", "annotation file not found")]) from None
+    except UnicodeDecodeError as e:
+        raise CocoDataError([DataProblem("error", path, "", "", f"not UTF-8 text ({e.reason})")]) from None
+    except json.JSONDecodeError as e:
+        raise CocoDataError(
+            [DataProblem("error", path, "", "", f"malformed or truncated JSON at line {e.lineno} column {e.colno}: {e.msg}")]
+        ) from None
+    except OSError as e:
+        raise CocoDataError([DataProblem("error", path, "", "", f"cannot read: {e.strerror}")]) from None
+    if not isinstance(data, dict):
+        raise CocoDataError([DataProblem("error", path, "", "", f"top level must be an object, not {type(data).__name__}")])
+    return data
+
+
+def build_coco(data: Mapping[str, Any]):
+    """A ``pycocotools.coco.COCO`` index over already-loaded (and validated) COCO data."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = dict(data)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+def resolve_category_map(
+    categories: Sequence[Mapping[str, Any]], category_map: Mapping[str | int, int] | None = None
+) -> dict[int, int]:
+    """Map COCO category ids to label values.
+
+    Args:
+        categories: the split's ``categories``.
+        category_map: keys are category ids or names, values the label (0 drops the category).
+            ``None`` maps every category named "Tumor" or whose supercategory is "Tumor" to 1.
+
+    Raises:
+        ValueError: a key names no category, or a label is not a non-negative integer.
+    """
+    if category_map is None:
+        return {
+            int(c["id"]): 1
+            for c in categories
+            if str(c.get("name", "")).lower() == TUMOR or str(c.get("supercategory", "")).lower() == TUMOR
+        }
+    by_name: dict[str, list[int]] = {}
+    for c in categories:
+        by_name.setdefault(str(c.get("name")), []).append(int(c["id"]))
+    ids = {int(c["id"]) for c in categories}
+    resolved: dict[int, int] = {}
+    for key, label in category_map.items():
+        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+            raise ValueError(f"category_map[{key!r}]: label must be a non-negative integer, got {label!r}")
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit() and int(key) in ids and key not in by_name):
+            if int(key) not in ids:
+                raise ValueError(f"category_map: no category with id {key}")
+            resolved[int(key)] = label
+        elif key in by_name:
+            resolved.update({i: label for i in by_name[key]})
+        else:
+            raise ValueError(f"category_map: no category named or numbered {key!r}")
+    return {k: v for k, v in resolved.items() if v > 0}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _safe_image_path(root: Path, file_name: str) -> Path | None:
+    """The image's path inside ``root``, or None if ``file_name`` is absolute or escapes it."""
+    if os.path.isabs(file_name) or file_name.startswith(("/", "\\")) or (len(file_name) > 1 and file_name[1] == ":"):
+        return None
+    path = (root / file_name).resolve()
+    try:
+        path.relative_to(root.resolve())
+    except ValueError:
+        return None
+    return path
+
+
+def _check_image_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
+    """(problem, (height, width)) of an image file; reads it fully so truncation is found."""
+    if not path.is_file():
+        return "image file is missing", None
+    if path.stat().st_size == 0:
+        return "image file is empty (0 bytes)", None
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return None, (im.height, im.width)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"image file is unreadable ({e})", None
+
+
+def _check_polygon(poly: Any, height: int, width: int) -> str | None:
+    if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
+        return "polygon must be a list of finite numbers"
+    if len(poly) % 2:
+        return f"polygon has an odd number of coordinates ({len(poly)})"
+    if len(poly) < 6:
+        return f"polygon needs at least 3 points, has {len(poly) // 2}"
+    xs, ys = np.asarray(poly[0::2], float), np.asarray(poly[1::2], float)
+    if xs.min() < -_EDGE_TOLERANCE or ys.min() < -_EDGE_TOLERANCE or xs.max() > width + _EDGE_TOLERANCE or (
+        ys.max() > height + _EDGE_TOLERANCE
+    ):
+        return f"polygon lies outside the {width}x{height} image"
+    area = 0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
+    if area <= 0:
+        return "polygon has zero area"
+    return None
+
+
+def _check_segmentation(seg: Any, height: int, width: int) -> str | None:
+    if isinstance(seg, list):
+        if not seg:
+            return None  # empty list: fall back to bbox
+        for k, poly in enumerate(seg):
+            problem = _check_polygon(poly, height, width)
+            if problem:
+                return f"polygon {k}: {problem}" if len(seg) > 1 else problem
+        return None
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if "counts" not in seg or not (isinstance(size, list) and len(size) == 2):
+            return "RLE needs 'counts' and 'size' [height, width]"
+        if list(size) != [height, width]:
+            return f"RLE size {size} differs from the image's [{height}, {width}]"
+        return None
+    return f"must be a list of polygons or an RLE object, not {type(seg).__name__}"
+
+
+def _check_bbox(bbox: Any, height: int, width: int) -> str | None:
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        return f"must be [x, y, width, height] of finite numbers, got {json.dumps(bbox)[:80]}"
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return f"non-positive size {w}x{h}"
+    if x < -_EDGE_TOLERANCE or y < -_EDGE_TOLERANCE or x + w > width + _EDGE_TOLERANCE or y + h > height + _EDGE_TOLERANCE:
+        return f"box [{x}, {y}, {w}, {h}] lies outside the {width}x{height} image"
+    return None
+
+
+def validate_split(
+    split_path: str | os.PathLike, category_map: Mapping[str | int, int] | None = None, check_files: bool = True
+) -> list[DataProblem]:
+    """Every problem of a COCO split, errors and warnings, one entry each.
+
+    Args:
+        split_path: the split folder holding images and ``_annotations.coco.json``.
+        category_map: as in :func:`resolve_category_map`; a bad map is reported as an error.
+        check_files: also open every image (missing, empty, unreadable, size mismatch) and
+            warn about image files the JSON does not list.
+
+    Returns:
+        The problems; the split is usable when none has severity ``"error"``.
+    """
+    root = Path(split_path)
+    if not root.is_dir():
+        return [DataProblem("error", str(root), "", "", "split folder not found")]
+    json_path = root / ANNOTATION_FILE
+    jfile = str(json_path)
+    try:
+        data = load_coco_json(json_path)
+    except CocoDataError as e:
+        return e.problems
+    problems: list[DataProblem] = []
+
+    def err(where: str, field: str, message: str, file: str = jfile, severity: str = "error") -> None:
+        problems.append(DataProblem(severity, file, where, field, message))
+
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            err("", key, "missing top-level key")
+        elif not isinstance(data[key], list):
+            err("", key, f"must be a list, not {type(data[key]).__name__}")
+    if problems:
+        return problems
+
+    # categories
+    category_ids: set[int] = set()
+    for k, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or isinstance(cat.get("id"), bool):
+            err(f"categories[{k}]", "id", "category must be an object with an integer id")
+            continue
+        if cat["id"] in category_ids:
+            err(f"categories[id={cat['id']}]", "id", "duplicate category id")
+        category_ids.add(cat["id"])
+    try:
+        resolve_category_map([c for c in data["categories"] if isinstance(c, dict) and "id" in c], category_map)
+    except (ValueError, TypeError) as e:
+        err("", "categories", str(e))
+
+    # images
+    images: dict[int, dict] = {}
+    listed_files: set[Path] = set()
+    for k, im in enumerate(data["images"]):
+        if not isinstance(im, dict):
+            err(f"images[{k}]", "", f"must be an object, not {type(im).__name__}")
+            continue
+        iid = im.get("id")
+        if not isinstance(iid, int) or isinstance(iid, bool):
+            err(f"images[{k}]", "id", f"must be an integer, got {iid!r}")
+            continue
+        where = f"images[id={iid}]"
+        if iid in images:
+            err(where, "id", "duplicate image id")
+            continue
+        ok = True
+        for field in ("height", "width"):
+            if not _is_positive_int(im.get(field)):
+                err(where, field, f"must be a positive integer, got {im.get(field)!r}")
+                ok = False
+        file_name = im.get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            err(where, "file_name", f"must be a non-empty string, got {file_name!r}")
+            images[iid] = {}
+            continue
+        path = _safe_image_path(root, file_name)
+        if path is None:
+            err(where, "file_name", f"{file_name!r} is absolute or escapes the split folder: refused")
+            images[iid] = {}
+            continue
+        listed_files.add(path)
+        images[iid] = im if ok else {}
+        if check_files:
+            problem, size = _check_image_file(path)
+            if problem:
+                err(where, "file_name", f"{file_name}: {problem}", file=jfile)
+            elif ok and size != (im["height"], im["width"]):
+                err(
+                    where,
+                    "height/width",
+                    f"JSON says {im['width']}x{im['height']} but {file_name} is {size[1]}x{size[0]}",
+                )
+
+    # annotations
+    annotation_ids: set[int] = set()
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            err(f"annotations[{k}]", "", f"must be an object, not {type(ann).__name__}")
+            continue
+        aid = ann.get("id")
+        if not isinstance(aid, int) or isinstance(aid, bool):
+            err(f"annotations[{k}]", "id", f"must be an integer, got {aid!r}")
+            continue
+        where = f"annotations[id={aid}]"
+        if aid in annotation_ids:
+            err(where, "id", "duplicate annotation id")
+        annotation_ids.add(aid)
+        iid = ann.get("image_id")
+        if iid not in images:
+            err(where, "image_id", f"no image with id {iid!r}")
+            continue
+        if ann.get("category_id") not in category_ids:
+            err(where, "category_id", f"no category with id {ann.get('category_id')!r}")
+        im = images[iid]
+        if not im:
+            continue  # the image itself is broken and already reported
+        h, w = im["height"], im["width"]
+        seg = ann.get("segmentation")
+        has_seg = seg not in (None, [], {})
+        if "bbox" in ann or not has_seg:
+            problem = _check_bbox(ann.get("bbox"), h, w)
+            if problem:
+                err(where, "bbox", problem)
+        if has_seg:
+            problem = _check_segmentation(seg, h, w)
+            if problem:
+                err(where, "segmentation", problem)
+
+    if check_files:
+        for path in sorted(root.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.resolve() not in listed_files:
+                err("", "", f"image file {path.name} is not listed in {ANNOTATION_FILE}", file=str(path), severity="warning")
+    return problems
+
+
+def _annotation_label(ann: Mapping[str, Any], labels: Mapping[int, int]) -> int:
+    return labels.get(int(ann["category_id"]), 0)
+
+
+def rasterize_annotations(annotations: Sequence[Mapping[str, Any]], height: int, width: int) -> np.ndarray:
+    """A (height, width) uint8 label mask from COCO annotations, with pycocotools.
+
+    Each annotation is drawn from its ``segmentation`` (polygons or RLE) or, when that is
+    absent, from its ``bbox``; its value is ``annotation["label"]`` (default 1). Later
+    annotations overwrite earlier ones where they overlap. No annotation: an empty mask.
+    """
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for ann in annotations:
+        seg = ann.get("segmentation")
+        if isinstance(seg, dict):
+            rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg.get("counts"), list) else seg
+        else:
+            polygons = seg if seg else None
+            if polygons is None:
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                polygons = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+            rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width))
+        drawn = mask_utils.decode(rle).astype(bool)
+        mask[drawn] = int(ann.get("label", 1))
+    return mask
+
+
+def coco_to_datalist(
+    split_path: str | os.PathLike,
+    category_map: Mapping[str | int, int] | None = None,
+    validate: bool = True,
+) -> list[dict[str, Any]]:
+    """MONAI datalist records of a COCO split, one per image, images without annotation kept.
+
+    Each record is ``{"image": path, "label": {"height", "width", "annotations"}, "image_id": id}``
+    where each annotation keeps ``segmentation``, ``bbox`` and its mapped ``label``;
+    :class:`brainseg_monai.transforms.CocoAnnotationsToMaskd` turns ``label`` into a mask.
+
+    Args:
+        split_path: the split folder holding images and ``_annotations.coco.json``.
+        category_map: as in :func:`resolve_category_map`.
+        validate: run :func:`validate_split` first and refuse a split with errors.
+
+    Raises:
+        CocoDataError: the split has errors; one line per problem.
+    """
+    root = Path(split_path)
+    if validate:
+        problems = validate_split(root, category_map)
+        if any(p.severity == "error" for p in problems):
+            raise CocoDataError(problems)
+    data = load_coco_json(root / ANNOTATION_FILE)
+    labels = resolve_category_map(data["categories"], category_map)
+    coco = build_coco(data)
+    records = []
+    for iid in sorted(coco.imgs):
+        im = coco.imgs[iid]
+        path = _safe_image_path(root, im["file_name"])
+        if path is None:  # also when validate=False: never read outside the split
+            raise CocoDataError(
+                [DataProblem("error", str(root / ANNOTATION_FILE), f"images[id={iid}]", "file_name", "escapes the split folder: refused")]
+            )
+        anns = []
+        for ann in coco.imgToAnns.get(iid, []):
+            label = _annotation_label(ann, labels)
+            if label:
+                anns.append({"segmentation": ann.get("segmentation"), "bbox": ann.get("bbox"), "label": label})
+        records.append(
+            {
+                "image": str(path),
+                "label": {"height": int(im["height"]), "width": int(im["width"]), "annotations": anns},
+                "image_id": int(iid),
+            }
+        )
+    return records

@@ -1,0 +1,171 @@
+"""Ignite handlers for checkpoints that a crash cannot corrupt and a resume can trust.
+
+MONAI's ``CheckpointSaver`` names interval checkpoints by epoch, keeps device tensors and
+writes in place; the bundle needs a fixed-name latest state to resume from, a best model
+that is a plain CPU state dict, and writes that are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from brainseg_monai.io import atomic_output
+
+__all__ = [
+    "BEST_METRIC_KEYS",
+    "BestModelSaver",
+    "TrainingStateLoader",
+    "TrainingStateSaver",
+    "cpu_state_dict",
+    "save_atomic",
+]
+
+# Evaluator state that must survive a resume so the best model is not overwritten by a worse one.
+BEST_METRIC_KEYS = ("best_metric", "best_metric_epoch")
+
+
+def cpu_state_dict(obj: Any) -> Any:
+    """``obj.state_dict()`` (or ``obj`` itself) with every tensor moved to the CPU."""
+    state = obj.state_dict() if hasattr(obj, "state_dict") else obj
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, Mapping):
+        return {k: cpu_state_dict(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(cpu_state_dict(v) for v in state)
+    return state
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename onto it."""
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DistributedDataParallel/DataParallel, so keys carry no ``module.``."""
+    return network.module if hasattr(network, "module") else network
+
+
+class BestModelSaver:
+    """Save the network's CPU state dict to ``save_dir/filename`` whenever the evaluator's key metric improves.
+
+    Attach to the evaluator; MONAI's evaluator updates ``state.best_metric_epoch`` when the
+    key metric improves, which is the trigger. Only rank 0 writes under torch.distributed.
+
+    Args:
+        save_dir: folder of the best model (created if missing).
+        network: the network whose weights are saved.
+        filename: the file name, ``model.pt`` by default.
+    """
+
+    def __init__(self, save_dir: str | os.PathLike, network: torch.nn.Module, filename: str = "model.pt") -> None:
+        self.path = os.path.join(os.fspath(save_dir), filename)
+        self.network = network
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if engine.state.best_metric_epoch != engine.state.epoch or not _is_rank0():
+            return
+        save_atomic(cpu_state_dict(_unwrap(self.network)), self.path)
+
+
+class TrainingStateSaver:
+    """Save the full training state to one fixed file at the end of every ``interval`` epochs.
+
+    The file holds the state dicts of ``save_dict`` (network, optimizer, scheduler), of the
+    trainer it is attached to (key ``trainer``) and the evaluator's best metric (key
+    ``validator``), so :class:`TrainingStateLoader` restores the run and training continues at
+    the next epoch. Written atomically; only rank 0 writes.
+
+    Args:
+        save_dir: folder of the checkpoint (created if missing).
+        save_dict: objects with ``state_dict()``; keys become the checkpoint's keys.
+        filename: fixed file name, ``checkpoint_latest.pt`` by default.
+        evaluator: the validation engine whose best metric is kept (optional).
+        interval: save every this many epochs.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        filename: str = "checkpoint_latest.pt",
+        evaluator: Engine | None = None,
+        interval: int = 1,
+    ) -> None:
+        self.path = os.path.join(os.fspath(save_dir), filename)
+        self.save_dict = dict(save_dict)
+        self.evaluator = evaluator
+        self.interval = interval
+        if evaluator is not None:
+            # ignite's Engine.state_dict carries these user keys, so CheckpointLoader restores them
+            for key in BEST_METRIC_KEYS:
+                if key not in evaluator.state_dict_user_keys:
+                    evaluator.state_dict_user_keys.append(key)
+            self.save_dict.setdefault("validator", evaluator)
+
+    def attach(self, engine: Engine) -> None:
+        self.save_dict.setdefault("trainer", engine)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not _is_rank0():
+            return
+        state = {k: cpu_state_dict(_unwrap(v) if isinstance(v, torch.nn.Module) else v) for k, v in self.save_dict.items()}
+        save_atomic(state, self.path)
+
+
+class TrainingStateLoader:
+    """Resume a run from :class:`TrainingStateSaver`'s file, before the trainer's first epoch.
+
+    Wraps MONAI's ``CheckpointLoader`` (``weights_only=True`` loading) and adds the trainer it
+    is attached to and the evaluator, which configs cannot reference from the trainer's own
+    handler list without a cycle.
+
+    Args:
+        load_path: the checkpoint written by :class:`TrainingStateSaver`.
+        load_dict: network, optimizer, scheduler (as saved).
+        evaluator: the validation engine whose best metric is restored.
+        map_location: where tensors go, e.g. the training device.
+
+    Raises:
+        FileNotFoundError: at attach time, when ``load_path`` does not exist.
+    """
+
+    def __init__(
+        self,
+        load_path: str | os.PathLike,
+        load_dict: Mapping[str, Any],
+        evaluator: Engine | None = None,
+        map_location: Any = None,
+    ) -> None:
+        self.load_path = os.fspath(load_path)
+        self.load_dict = dict(load_dict)
+        self.evaluator = evaluator
+        self.map_location = map_location
+
+    def attach(self, engine: Engine) -> None:
+        from monai.handlers import CheckpointLoader
+
+        if not os.path.isfile(self.load_path):
+            raise FileNotFoundError(f"{self.load_path}: no training state to resume from (resume=true)")
+        load_dict = {**self.load_dict, "trainer": engine}
+        if self.evaluator is not None:
+            for key in BEST_METRIC_KEYS:
+                if key not in self.evaluator.state_dict_user_keys:
+                    self.evaluator.state_dict_user_keys.append(key)
+            load_dict["validator"] = self.evaluator
+        CheckpointLoader(self.load_path, load_dict, map_location=self.map_location).attach(engine)
+
+
+def _is_rank0() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

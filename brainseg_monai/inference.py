@@ -1,0 +1,167 @@
+"""The one place that loads a bundle and turns images into masks.
+
+:class:`BundlePredictor` reads the bundle's ``configs/inference.json`` (network, image
+transforms, probability and mask transforms) instead of restating sizes or normalisation,
+so the CLI, the Slicer logic and ``python -m monai.bundle run`` give the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+__all__ = ["BundlePredictor", "default_bundle_dir", "load_weights"]
+
+INFERENCE_CONFIG = os.path.join("configs", "inference.json")
+METADATA = os.path.join("configs", "metadata.json")
+
+
+def default_bundle_dir() -> str:
+    """The bundle shipped with this checkout (``<repo>/bundle``), or ``$BRAINSEG_BUNDLE``."""
+    env = os.environ.get("BRAINSEG_BUNDLE")
+    if env:
+        return env
+    return str(Path(__file__).resolve().parent.parent / "bundle")
+
+
+def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, device: torch.device | str = "cpu") -> None:
+    """Load a state dict into ``network`` safely (``weights_only=True``: no pickled code runs).
+
+    Accepts a plain state dict or a checkpoint holding one under ``model``.
+
+    Raises:
+        FileNotFoundError: no file at ``ckpt_path``.
+        ValueError: the file is not a loadable weights file or does not fit the network.
+    """
+    path = os.fspath(ckpt_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: model weights not found")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad or unsafe files
+        raise ValueError(f"{path}: not a safe weights file ({str(e).splitlines()[0][:200]})") from None
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: weights do not fit the bundle's network ({str(e).splitlines()[0][:200]})") from None
+
+
+class BundlePredictor:
+    """Segment 2D images with a bundle's inference configuration.
+
+    Args:
+        bundle_dir: the bundle folder (default: :func:`default_bundle_dir`).
+        ckpt_path: weights to load (default: the config's ``ckpt_path``, ``models/model.pt``).
+        device: ``"cpu"``, ``"cuda"``... (default: the config's ``device``).
+        overrides: config ids to override, e.g. ``{"spatial_size": [128, 128]}``.
+
+    Raises:
+        FileNotFoundError: the bundle or its weights are missing.
+        ValueError: the weights are unsafe or do not fit.
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike | None = None,
+        ckpt_path: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bundle_dir = os.path.abspath(os.fspath(bundle_dir or default_bundle_dir()))
+        config_file = os.path.join(self.bundle_dir, INFERENCE_CONFIG)
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"{config_file}: not a bundle (no configs/inference.json)")
+        parser = ConfigParser()
+        parser.read_config(config_file)
+        parser["bundle_root"] = self.bundle_dir
+        for key, value in (overrides or {}).items():
+            parser[key] = value
+        if device is not None:
+            parser["device"] = f"$torch.device('{torch.device(device)}')"
+        self.parser = parser
+        self.device = parser.get_parsed_content("device")
+        self.network = parser.get_parsed_content("network")
+        self.ckpt_path = os.fspath(ckpt_path) if ckpt_path else parser.get_parsed_content("ckpt_path")
+        load_weights(self.network, self.ckpt_path, self.device)
+        self.network.eval()
+        self.preprocessing = parser.get_parsed_content("preprocessing")
+        self.image_transforms = Compose(parser.get_parsed_content("image_transforms"))
+        self.probability_transforms = Compose(parser.get_parsed_content("probability_transforms"))
+        self.mask_transforms = Compose(parser.get_parsed_content("mask_transforms"))
+        self.inferer = parser.get_parsed_content("inferer")
+        self.amp = bool(parser.get_parsed_content("use_amp"))
+        meta_file = os.path.join(self.bundle_dir, METADATA)
+        self.metadata: dict[str, Any] = json.load(open(meta_file, encoding="utf-8")) if os.path.isfile(meta_file) else {}
+
+    @property
+    def name(self) -> str:
+        """The bundle's name and version from its metadata."""
+        return f"{self.metadata.get('name', os.path.basename(self.bundle_dir))} {self.metadata.get('version', '')}".strip()
+
+    def predict_file(self, path: str | os.PathLike, with_probability: bool = False):
+        """Segment a JPEG/PNG file with the bundle's own loader.
+
+        Returns:
+            the (H, W) uint8 mask (0/1) at the file's size, and with ``with_probability`` also the
+            (H, W) float32 tumor probability.
+        """
+        item = self.preprocessing({"image": os.fspath(path)})
+        return self._predict_items([item], with_probability)[0]
+
+    def predict_array(self, image: np.ndarray, with_probability: bool = False):
+        """Segment one 2D image given as an array: (H, W), or (H, W, C) with C in 1..4 (RGB(A) → grey).
+
+        Returns:
+            as :meth:`predict_file`.
+        """
+        return self.predict_arrays([image], with_probability)[0]
+
+    def predict_arrays(self, images: Sequence[np.ndarray], with_probability: bool = False, batch_size: int = 8):
+        """Segment several 2D images (e.g. the slices of a volume), ``batch_size`` at a time."""
+        items = [self.image_transforms({"image": _as_channel_first(img)}) for img in images]
+        results: list[Any] = []
+        for start in range(0, len(items), batch_size):
+            results.extend(self._predict_items(items[start : start + batch_size], with_probability))
+        return results
+
+    def _predict_items(self, items: list[dict], with_probability: bool) -> list[Any]:
+        batch = torch.stack([torch.as_tensor(it["image"]) for it in items]).to(self.device)
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
+            logits = self.inferer(batch, self.network).float().cpu()
+        out = []
+        for it, pred in zip(items, logits):
+            d = self.probability_transforms({"image": it["image"], "pred": pred})
+            prob = np.asarray(d["pred"][1], dtype=np.float32)
+            d = self.mask_transforms(d)
+            mask = np.asarray(d["pred"][0]).astype(np.uint8)
+            out.append((mask, prob) if with_probability else mask)
+        return out
+
+    def predict_files(self, paths: Iterable[str | os.PathLike]):
+        """Yield ``(path, mask)`` for each file, one at a time (constant memory)."""
+        for path in paths:
+            yield path, self.predict_file(path)
+
+
+def _as_channel_first(image: np.ndarray) -> MetaTensor:
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape[-1] <= 4:
+        arr = np.moveaxis(arr, -1, 0)  # (H, W, C) -> (C, H, W)
+    elif arr.ndim != 3 or arr.shape[0] > 4:
+        raise ValueError(f"expected a 2D image (H, W) or (H, W, C), got array of shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("image contains NaN or infinite values")
+    return MetaTensor(torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float32))
