@@ -1,0 +1,82 @@
+"""Shared test fixtures: the repo's sample data, the bundle, and ../shared data when present."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "bundle"
+CONFIGS = REPO / "configs"
+SAMPLE_ROOT = BUNDLE / "sample_data"
+SAMPLE_SPLIT = SAMPLE_ROOT / "valid"
+SAMPLE_OUTLINES = SAMPLE_ROOT / "valid_outlines"
+SHARED_DATA = REPO.parent / "shared" / "data" / "brain_tumor_coco"
+# The smoke override's network and size, for building a predictor on a smoke-trained model.
+SMOKE_OVERRIDES = {
+    k: v
+    for k, v in json.loads((CONFIGS / "smoke_cpu.json").read_text()).items()
+    if k.startswith(("network_def", "spatial_size"))
+}
+
+
+@pytest.fixture
+def sample_split(tmp_path: Path) -> Path:
+    """A writable copy of the sample COCO split (12 real valid images + annotations)."""
+    dst = tmp_path / "valid"
+    shutil.copytree(SAMPLE_SPLIT, dst)
+    return dst
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The full dataset beside the checkout; tests using it are skipped where it is absent."""
+    if not (SHARED_DATA / "valid" / "_annotations.coco.json").is_file():
+        pytest.skip("../shared/data/brain_tumor_coco is not present on this machine")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _two_threads():
+    """CI has 2 cores; keep torch from oversubscribing them."""
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def run_bundle(*args: str, cwd: Path = BUNDLE, timeout: int = 600):
+    """``python -m monai.bundle run ...`` in a subprocess, as a user runs it; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_model(tmp_path_factory) -> Path:
+    """A tiny model trained for 2 epochs on the sample split with configs/smoke_cpu.json (a real bundle run)."""
+    out = tmp_path_factory.mktemp("smoke_train")
+    proc = run_bundle(
+        "--config_file",
+        f"['configs/train.json','{CONFIGS / 'smoke_cpu.json'}']",
+        "--ckpt_dir",
+        str(out / "models"),
+        "--output_dir",
+        str(out / "eval"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    model = out / "models" / "model.pt"
+    assert model.is_file()
+    return model
