@@ -64,7 +64,9 @@ class BundlePredictor:
         bundle_dir: the bundle folder (default: :func:`default_bundle_dir`).
         ckpt_path: weights to load (default: the config's ``ckpt_path``, ``models/model.pt``).
         device: ``"cpu"``, ``"cuda"``... (default: the config's ``device``).
-        overrides: config ids to override, e.g. ``{"spatial_size": [128, 128]}``.
+        config_files: override JSON files layered on ``inference.json`` (as ``monai.bundle run``
+            layers ``--config_file`` lists), e.g. the network of a non-default training run.
+        overrides: config ids to override last, e.g. ``{"spatial_size": [128, 128]}``.
 
     Raises:
         FileNotFoundError: the bundle or its weights are missing.
@@ -76,14 +78,18 @@ class BundlePredictor:
         bundle_dir: str | os.PathLike | None = None,
         ckpt_path: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
+        config_files: Sequence[str | os.PathLike] = (),
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.bundle_dir = os.path.abspath(os.fspath(bundle_dir or default_bundle_dir()))
         config_file = os.path.join(self.bundle_dir, INFERENCE_CONFIG)
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"{config_file}: not a bundle (no configs/inference.json)")
+        for extra in config_files:
+            if not os.path.isfile(extra):
+                raise FileNotFoundError(f"{extra}: config file not found")
         parser = ConfigParser()
-        parser.read_config(config_file)
+        parser.read_config([config_file, *map(os.fspath, config_files)])
         parser["bundle_root"] = self.bundle_dir
         for key, value in (overrides or {}).items():
             parser[key] = value

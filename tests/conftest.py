@@ -16,12 +16,9 @@ SAMPLE_ROOT = BUNDLE / "sample_data"
 SAMPLE_SPLIT = SAMPLE_ROOT / "valid"
 SAMPLE_OUTLINES = SAMPLE_ROOT / "valid_outlines"
 SHARED_DATA = REPO.parent / "shared" / "data" / "brain_tumor_coco"
-# The smoke override's network and size, for building a predictor on a smoke-trained model.
-SMOKE_OVERRIDES = {
-    k: v
-    for k, v in json.loads((CONFIGS / "smoke_cpu.json").read_text()).items()
-    if k.startswith(("network_def", "spatial_size"))
-}
+# The smoke run's network and input size: layered on train.json and on inference.json alike.
+SMOKE_NETWORK = CONFIGS / "smoke_network.json"
+SMOKE_OVERRIDES = json.loads(SMOKE_NETWORK.read_text())
 
 
 @pytest.fixture
@@ -70,7 +67,7 @@ def smoke_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smoke_train")
     proc = run_bundle(
         "--config_file",
-        f"['configs/train.json','{CONFIGS / 'smoke_cpu.json'}']",
+        f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
         "--ckpt_dir",
         str(out / "models"),
         "--output_dir",

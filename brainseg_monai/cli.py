@@ -1,0 +1,326 @@
+"""The ``brainseg`` command: a thin layer over the bundle and the package.
+
+    brainseg check-data SPLIT_DIR
+    brainseg train --dataset-dir ROOT --output-dir RUN
+    brainseg evaluate SPLIT_DIR --output-dir OUT [--outlines DIR]
+    brainseg segment INPUT... --output-dir OUT
+
+On failure each subcommand prints one line naming the cause and exits with a non-zero
+code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A failure to report as one line (no traceback)."""
+
+
+def _category_map(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CommandError(f"--category-map: not valid JSON ({e.msg})") from None
+    if not isinstance(value, dict):
+        raise CommandError("--category-map: must be a JSON object such as '{\"Tumor\": 1}'")
+    return {(int(k) if k.isdigit() else k): v for k, v in value.items()}
+
+
+def _print_problems(problems: Sequence[Any], stream=sys.stderr) -> None:
+    for p in problems:
+        print(p, file=stream)
+
+
+# -- check-data --------------------------------------------------------------------------
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from brainseg_monai.coco import validate_split
+
+    problems = validate_split(args.split_dir, _category_map(args.category_map))
+    errors = [p for p in problems if p.severity == "error"]
+    _print_problems(problems)
+    warnings = len(problems) - len(errors)
+    if errors:
+        print(f"{args.split_dir}: {len(errors)} error(s), {warnings} warning(s)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.split_dir}: OK ({warnings} warning(s))")
+    return EXIT_OK
+
+
+# -- train -------------------------------------------------------------------------------
+
+
+def _bundle_dir(args: argparse.Namespace) -> str:
+    from brainseg_monai.inference import default_bundle_dir
+
+    bundle = os.path.abspath(args.bundle_dir or default_bundle_dir())
+    if not os.path.isfile(os.path.join(bundle, "configs", "train.json")):
+        raise CommandError(f"{bundle}: not a brainseg bundle (configs/train.json missing)")
+    return bundle
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from monai.bundle import ConfigWorkflow
+
+    from brainseg_monai.coco import split_dir, validate_split
+
+    bundle = _bundle_dir(args)
+    category_map = _category_map(args.category_map)
+    # Validate both splits before anything is built: training never starts on bad data.
+    failed = False
+    for split in (args.train_split, args.val_split):
+        problems = validate_split(split_dir(args.dataset_dir, split), category_map)
+        _print_problems(problems)
+        failed |= any(p.severity == "error" for p in problems)
+    if failed:
+        raise CommandError(f"{args.dataset_dir}: the dataset has errors (listed above); training not started")
+    for extra in args.config:
+        if not os.path.isfile(extra):
+            raise CommandError(f"--config {extra}: file not found")
+    out = Path(args.output_dir).resolve()
+    overrides: dict[str, Any] = {
+        "bundle_root": bundle,
+        "dataset_dir": os.path.abspath(args.dataset_dir),
+        "train_split": args.train_split,
+        "val_split": args.val_split,
+        "ckpt_dir": str(out / "models"),
+        "output_dir": str(out / "eval"),
+        "category_map": category_map,
+        "resume": bool(args.resume),
+        "progress_bar": sys.stderr.isatty(),
+    }
+    if args.epochs is not None:
+        overrides["train#trainer#max_epochs"] = args.epochs
+    if args.device:
+        overrides["device"] = f"$torch.device('{args.device}')"
+    workflow = ConfigWorkflow(
+        config_file=[os.path.join(bundle, "configs", "train.json"), *map(os.path.abspath, args.config)],
+        meta_file=os.path.join(bundle, "configs", "metadata.json"),
+        logging_file=os.path.join(bundle, "configs", "logging.conf"),
+        workflow_type="train",
+        **overrides,
+    )
+    try:
+        workflow.initialize()
+        workflow.run()
+    finally:
+        workflow.finalize()
+    model = out / "models" / "model.pt"
+    print(f"best model: {model}" if model.is_file() else f"no model saved in {out / 'models'}")
+    return EXIT_OK
+
+
+# -- evaluate ----------------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from brainseg_monai.inference import BundlePredictor
+    from brainseg_monai.metrics import evaluate_split
+
+    _check_output_dir(args.output_dir, [args.split_dir])
+    predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
+    summary = evaluate_split(
+        predictor,
+        args.split_dir,
+        args.output_dir,
+        outlines_dir=args.outlines,
+        category_map=_category_map(args.category_map),
+    )
+    print(json.dumps(summary, indent=2, default=float))
+    return EXIT_OK
+
+
+# -- segment -----------------------------------------------------------------------------
+
+
+def _expand_inputs(inputs: Sequence[str]) -> list[str]:
+    from brainseg_monai.io import MEDICAL_SUFFIXES, PLAIN_IMAGE_SUFFIXES
+
+    files: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            names = sorted(os.listdir(item))
+            if any(n.lower().endswith(".dcm") for n in names) and not any(
+                n.lower().endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES[:-1]) for n in names
+            ):
+                files.append(item)  # a DICOM series folder is one volume
+                continue
+            files.extend(
+                os.path.join(item, n)
+                for n in names
+                if n.lower().endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES) and not n.startswith(".")
+            )
+        elif os.path.exists(item):
+            files.append(item)
+        else:
+            raise CommandError(f"{item}: no such file or folder")
+    if not files:
+        raise CommandError(f"no images found in {', '.join(inputs)}")
+    return files
+
+
+def _check_output_dir(output_dir: str, inputs: Sequence[str]) -> None:
+    out = Path(output_dir).resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        # a folder input would pick up its own masks on a rerun; a file's folder would get masks over images
+        if (src.is_dir() and (out == src or src in out.parents)) or (not src.is_dir() and out == src.parent):
+            raise CommandError(f"--output-dir {output_dir}: inside the input folder of {item}; choose another folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CommandError(f"--output-dir {output_dir}: cannot create ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise CommandError(f"--output-dir {output_dir}: not writable")
+
+
+def _segment_one(predictor, path: str, args: argparse.Namespace) -> str:
+    import numpy as np
+
+    from brainseg_monai.io import is_medical_image, mask_output_path, read_medical_image, write_mask, write_medical_mask
+
+    if is_medical_image(path):
+        target = mask_output_path(path, args.output_dir, ".nii.gz")
+        if args.skip_existing and os.path.exists(target):
+            return target
+        array, image = read_medical_image(path)
+        if array.ndim == 2:
+            mask = predictor.predict_array(array)
+        else:  # (z, y, x): segment each axial slice
+            mask = np.stack(predictor.predict_arrays(list(array), batch_size=args.batch_size))
+        return write_medical_mask(mask, image, target)
+    target = mask_output_path(path, args.output_dir, args.format)
+    if args.skip_existing and os.path.exists(target):
+        return target
+    mask = predictor.predict_file(path)
+    write_mask(mask, target)
+    if args.overlays:
+        from brainseg_monai.report import single_overlay
+        from PIL import Image
+
+        with Image.open(path) as im:
+            grey = np.asarray(im.convert("F"))
+        single_overlay(grey, mask, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
+    return target
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from brainseg_monai.inference import BundlePredictor
+
+    files = _expand_inputs(args.inputs)
+    _check_output_dir(args.output_dir, args.inputs)
+    predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
+    failures: list[str] = []
+    for path in tqdm(files, desc="segment", unit="image", disable=not sys.stderr.isatty()):
+        try:
+            target = _segment_one(predictor, path, args)
+        except Exception as e:  # noqa: BLE001 - keep going past a bad file, report it
+            if args.debug:
+                raise
+            failures.append(path)
+            print(f"FAILED {path}: {_one_line(e)}", file=sys.stderr)
+            continue
+        print(target)
+    done = len(files) - len(failures)
+    print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def _one_line(error: BaseException) -> str:
+    """The innermost cause's message (config evaluation wraps the real error), first line."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brainseg", description="Brain tumor segmentation on 2D MRI slices (MONAI).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-data", help="validate a COCO split folder (images + _annotations.coco.json)")
+    p.add_argument("split_dir", help="split folder, e.g. DATASET/train")
+    p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
+    p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("train", help="train the bundle's U-Net on a Roboflow/COCO dataset root")
+    p.add_argument("--dataset-dir", required=True, help="dataset root holding train/ and valid/ split folders")
+    p.add_argument("--output-dir", required=True, help="run folder: models/ (model.pt, checkpoint_latest.pt) and eval/")
+    p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
+    p.add_argument("--config", action="append", default=[], help="extra override JSON layered on train.json (repeatable)")
+    p.add_argument("--epochs", type=int, help="number of epochs (train#trainer#max_epochs)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="valid")
+    p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when present)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/models/checkpoint_latest.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="segment a COCO split and measure against its boxes (and true outlines)")
+    p.add_argument("split_dir", help="split folder with _annotations.coco.json")
+    p.add_argument("--output-dir", required=True, help="where metrics, masks and pictures go")
+    p.add_argument("--outlines", help="folder of true tumor masks <stem>.png (0/255) to report outline Dice")
+    p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
+    p.add_argument("--model", help="weights to use instead of the bundle's models/model.pt")
+    p.add_argument("--config", action="append", default=[], help="override JSON layered on inference.json (repeatable)")
+    p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
+    p.add_argument("--device", help="cpu, cuda... (default: CUDA when present)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("segment", help="segment images (JPG/PNG, NIfTI, NRRD, DICOM) into masks")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--output-dir", required=True, help="where masks go (named after each input's stem)")
+    p.add_argument("--format", default=".png", choices=[".png", ".nii.gz"], help="mask format for JPG/PNG inputs")
+    p.add_argument("--overlays", action="store_true", help="also write overlay PNGs into OUTPUT_DIR/overlays")
+    p.add_argument("--skip-existing", action="store_true", help="skip inputs whose mask already exists")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per batch for 3D volumes")
+    p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
+    p.add_argument("--model", help="weights to use instead of the bundle's models/model.pt")
+    p.add_argument("--config", action="append", default=[], help="override JSON layered on inference.json (repeatable)")
+    p.add_argument("--device", help="cpu, cuda... (default: CUDA when present)")
+    p.set_defaults(func=cmd_segment)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``brainseg`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("brainseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line unless --debug
+        if args.debug:
+            raise
+        print(f"brainseg {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
