@@ -40,9 +40,9 @@ def _category_map(text: str | None) -> dict | None:
     return {(int(k) if k.isdigit() else k): v for k, v in value.items()}
 
 
-def _print_problems(problems: Sequence[Any], stream=sys.stderr) -> None:
+def _print_problems(problems: Sequence[Any]) -> None:
     for p in problems:
-        print(p, file=stream)
+        print(p, file=sys.stderr)
 
 
 # -- check-data --------------------------------------------------------------------------

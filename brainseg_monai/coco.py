@@ -158,6 +158,11 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _has_id(ids: Any, value: Any) -> bool:
+    """``value in ids`` for any JSON value: a list or an object is unhashable, so never an id."""
+    return not isinstance(value, (list, dict)) and value in ids
+
+
 def _is_positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -221,6 +226,21 @@ def _check_segmentation(seg: Any, height: int, width: int) -> str | None:
             return "RLE needs 'counts' and 'size' [height, width]"
         if list(size) != [height, width]:
             return f"RLE size {size} differs from the image's [{height}, {width}]"
+        counts = seg["counts"]
+        if isinstance(counts, list):
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+                return "RLE counts must be non-negative integers"
+            if sum(counts) != height * width:
+                return f"RLE counts sum to {sum(counts)}, not {height}*{width}={height * width} pixels"
+        elif isinstance(counts, str):
+            from pycocotools import mask as mask_utils
+
+            try:
+                mask_utils.decode({"size": [height, width], "counts": counts})
+            except ValueError as e:
+                return f"RLE counts cannot be decoded ({e})"
+        else:
+            return f"RLE counts must be a list of run lengths or a compressed string, not {type(counts).__name__}"
         return None
     return f"must be a list of polygons or an RLE object, not {type(seg).__name__}"
 
@@ -344,10 +364,10 @@ def validate_split(
             err(where, "id", "duplicate annotation id")
         annotation_ids.add(aid)
         iid = ann.get("image_id")
-        if iid not in images:
+        if not _has_id(images, iid):
             err(where, "image_id", f"no image with id {iid!r}")
             continue
-        if ann.get("category_id") not in category_ids:
+        if not _has_id(category_ids, ann.get("category_id")):
             err(where, "category_id", f"no category with id {ann.get('category_id')!r}")
         im = images[iid]
         if not im:
@@ -387,7 +407,7 @@ def rasterize_annotations(annotations: Sequence[Mapping[str, Any]], height: int,
     mask = np.zeros((height, width), dtype=np.uint8)
     for ann in annotations:
         seg = ann.get("segmentation")
-        if isinstance(seg, dict):
+        if isinstance(seg, dict) and seg:  # an empty dict, like an empty list, falls back to the bbox
             rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg.get("counts"), list) else seg
         else:
             polygons = seg if seg else None

@@ -1,0 +1,409 @@
+"""Figures of an evaluation and of a training run, drawn with matplotlib's Agg canvas.
+
+No pyplot: figures are :class:`matplotlib.figure.Figure` objects on a ``FigureCanvasAgg``, so
+nothing changes the process's backend (a Slicer or notebook host keeps its own), nothing is
+shown, and nothing leaks into pyplot's figure registry. Every PNG is written atomically.
+
+Coordinates: images are drawn with pixel centres at integer positions (matplotlib's
+``imshow``), COCO boxes use pixel edges (pixel ``i`` spans ``[i, i + 1)``), so boxes are
+shifted by half a pixel when drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
+
+from brainseg_monai.io import atomic_output, image_stem
+
+__all__ = [
+    "BOX_COLOR",
+    "DPI",
+    "LR_TAGS",
+    "OUTLINE_COLOR",
+    "PANEL_INCHES",
+    "PRED_COLOR",
+    "overlay_gallery",
+    "pick_gallery",
+    "read_scalars",
+    "single_overlay",
+    "training_curves",
+]
+
+DPI = 100
+PANEL_INCHES = 3.0
+"""Width and image height of one gallery panel; a caption strip adds :data:`_CAPTION_INCHES`."""
+BOX_COLOR = "yellow"
+PRED_COLOR = "red"
+OUTLINE_COLOR = "lime"
+LOSS_TAG = "train_loss"
+DICE_TAGS = ("val_mean_dice", "val_mean_iou", "train_mean_dice")
+LR_TAGS = ("lr", "learning_rate")
+"""A scalar tag is a learning rate when its first ``/``-part, lower-cased, is one of these
+(``lr``, ``learning_rate``, ignite's ``lr/group_0``...)."""
+
+_CAPTION_INCHES = 0.4
+_LEGEND_INCHES = 0.4
+_CURVES_SIZE = (15.0, 4.0)
+
+ImageLike = np.ndarray | str | os.PathLike
+"""An image or mask given as an array or as the path of a file PIL reads."""
+
+
+# --------------------------------------------------------------------------- shared drawing
+
+
+def _new_figure(width_in: float, height_in: float) -> Figure:
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, output_path: str | os.PathLike) -> str:
+    """Write ``fig`` as PNG atomically; return the path."""
+    path = os.fspath(output_path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return path
+
+
+def _load_gray(image: ImageLike) -> np.ndarray:
+    """An image as a 2D array: a file is read as greyscale, an (H, W, C) array averaged over C."""
+    if isinstance(image, (str, os.PathLike)):
+        from PIL import Image
+
+        with Image.open(image) as im:
+            return np.asarray(im.convert("L"))
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = arr[..., :3].mean(axis=-1)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2D image or (H, W, C), got shape {arr.shape}")
+    return arr
+
+
+def _load_mask(mask: ImageLike) -> np.ndarray:
+    """A mask (array or 0/255 PNG) as a boolean (H, W) array."""
+    return _load_gray(mask) > 0
+
+
+def _draw_contour(ax: Any, mask: np.ndarray, color: str, linewidth: float) -> None:
+    """The mask's outline; nothing for an empty or full mask (no level crossing)."""
+    if mask.any() and not mask.all():
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[color], linewidths=linewidth)
+
+
+def _draw_boxes(ax: Any, boxes: Sequence[Sequence[float]], linewidth: float) -> None:
+    for x, y, w, h in boxes:
+        ax.add_patch(
+            Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=BOX_COLOR, linewidth=linewidth)
+        )
+
+
+def _draw_overlay(
+    ax: Any,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    boxes: Sequence[Sequence[float]] = (),
+    outline: np.ndarray | None = None,
+    linewidth: float = 1.0,
+) -> None:
+    """Greyscale image, COCO boxes, true outline and predicted contour on one axes."""
+    ax.imshow(image, cmap="gray", interpolation="bilinear")
+    _draw_boxes(ax, boxes, linewidth)
+    if outline is not None:
+        _draw_contour(ax, outline, OUTLINE_COLOR, linewidth)
+    if mask is not None:
+        _draw_contour(ax, mask, PRED_COLOR, linewidth)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _legend_handles(with_outline: bool) -> list[Line2D]:
+    handles = [Line2D([], [], color=BOX_COLOR, label="COCO box"), Line2D([], [], color=PRED_COLOR, label="prediction")]
+    if with_outline:
+        handles.append(Line2D([], [], color=OUTLINE_COLOR, label="true outline"))
+    return handles
+
+
+# --------------------------------------------------------------------------- gallery and overlays
+
+
+def pick_gallery(rows: Sequence[Mapping[str, Any]], n_each: int = 3) -> list[tuple[str, list[int]]]:
+    """Indices of the best, median and worst rows by ``dice``, each image shown once.
+
+    Args:
+        rows: per-image rows with a ``dice`` (rows whose dice is None are skipped).
+        n_each: images per group.
+
+    Returns:
+        ``[("best", [...]), ("median", [...]), ("worst", [...])]`` with row indices, best first
+        within "best", worst first within "worst"; groups left empty (few images) are dropped.
+    """
+    order = sorted((i for i, r in enumerate(rows) if r.get("dice") is not None), key=lambda i: (-rows[i]["dice"], i))
+    start = max(0, (len(order) - n_each) // 2)
+    candidates = {
+        "best": order[:n_each],
+        "worst": order[::-1][:n_each],
+        "median": order[start : start + n_each],
+    }
+    taken: set[int] = set()
+    picked: dict[str, list[int]] = {}
+    for name in ("best", "worst", "median"):  # extremes first, the median takes what is left
+        picked[name] = [i for i in candidates[name] if i not in taken]
+        taken.update(picked[name])
+    return [(name, picked[name]) for name in ("best", "median", "worst") if picked[name]]
+
+
+def _caption(file_name: str, dice: float) -> str:
+    stem = image_stem(file_name)
+    short = stem if len(stem) <= 28 else stem[:27] + "…"
+    return f"{short}\nDice {dice:.3f}"
+
+
+def overlay_gallery(
+    rows: Sequence[Mapping[str, Any]],
+    image_paths: Sequence[ImageLike],
+    pred_masks: Sequence[ImageLike],
+    gt_boxes: Sequence[Sequence[Sequence[float]]],
+    output_path: str | os.PathLike,
+    outlines: Sequence[ImageLike | None] | None = None,
+    n_each: int = 3,
+) -> str:
+    """One PNG with the best, median and worst images by Dice, one row of panels per group.
+
+    Each panel shows the greyscale image, the COCO boxes (yellow rectangles), the predicted
+    mask's contour (red) and, when given, the true outline's contour (green), captioned with
+    the file stem and the Dice. Only the picked images are read, so masks may be given as
+    paths. The PNG is ``n_each * 300`` pixels wide and ``40 + groups * 340`` high (groups: 3,
+    fewer when there are fewer than ``3 * n_each`` images).
+
+    Args:
+        rows: per-image rows with ``file_name`` and ``dice`` (:func:`brainseg_monai.metrics.evaluate_image`).
+        image_paths: the images, aligned with ``rows``.
+        pred_masks: predicted masks (arrays or 0/255 PNG paths), aligned with ``rows``.
+        gt_boxes: each image's COCO boxes ``[x, y, w, h]``, aligned with ``rows``.
+        output_path: the PNG to write.
+        outlines: true outlines (arrays, PNG paths or None per image), aligned with ``rows``.
+        n_each: images per group.
+
+    Returns:
+        ``output_path``.
+
+    Raises:
+        ValueError: the sequences differ in length or no row has a Dice.
+    """
+    lengths = {len(rows), len(image_paths), len(pred_masks), len(gt_boxes)} | ({len(outlines)} if outlines else set())
+    if len(lengths) != 1:
+        raise ValueError(f"rows, images, masks, boxes and outlines must align, got lengths {sorted(lengths)}")
+    groups = pick_gallery(rows, n_each)
+    if not groups:
+        raise ValueError("no image with a Dice to show")
+    fig = _new_figure(n_each * PANEL_INCHES, _LEGEND_INCHES + len(groups) * (PANEL_INCHES + _CAPTION_INCHES))
+    axes = fig.subplots(len(groups), n_each, squeeze=False)
+    for r, (group, indices) in enumerate(groups):
+        for c in range(n_each):
+            ax = axes[r][c]
+            if c >= len(indices):
+                ax.set_axis_off()
+                continue
+            i = indices[c]
+            outline = outlines[i] if outlines else None
+            _draw_overlay(
+                ax,
+                _load_gray(image_paths[i]),
+                _load_mask(pred_masks[i]),
+                gt_boxes[i],
+                None if outline is None else _load_mask(outline),
+            )
+            ax.set_title(_caption(str(rows[i]["file_name"]), float(rows[i]["dice"])), fontsize=8)
+            if c == 0:
+                ax.set_ylabel(group, fontsize=10)
+    fig.legend(handles=_legend_handles(outlines is not None), loc="upper center", ncol=3, frameon=False, fontsize=9)
+    height = fig.get_figheight()
+    fig.subplots_adjust(
+        left=0.04,
+        right=0.99,
+        bottom=0.01,
+        top=1 - (_LEGEND_INCHES + _CAPTION_INCHES) / height,
+        hspace=_CAPTION_INCHES / PANEL_INCHES * 1.5,
+        wspace=0.05,
+    )
+    return _save(fig, output_path)
+
+
+def single_overlay(
+    image: ImageLike,
+    mask: ImageLike,
+    output_path: str | os.PathLike,
+    boxes: Sequence[Sequence[float]] | None = None,
+) -> str:
+    """One image with the predicted contour (red) and COCO boxes (yellow), at the image's own size.
+
+    Args:
+        image: the image (array (H, W) or (H, W, C), or a file).
+        mask: the predicted mask (array or 0/255 PNG), same size as the image.
+        output_path: the PNG to write; it is W x H pixels like the image.
+        boxes: COCO boxes ``[x, y, w, h]`` to draw.
+
+    Returns:
+        ``output_path``.
+
+    Raises:
+        ValueError: the mask's size differs from the image's.
+    """
+    gray, pred = _load_gray(image), _load_mask(mask)
+    if gray.shape != pred.shape:
+        raise ValueError(f"mask {pred.shape} and image {gray.shape} differ in size")
+    height, width = gray.shape
+    fig = _new_figure(width / DPI, height / DPI)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    _draw_overlay(ax, gray, pred, boxes or (), linewidth=max(1.0, width / 400))
+    ax.set_axis_off()
+    return _save(fig, output_path)
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float, float]]]:
+    """Every scalar of the TensorBoard event files under ``log_dir`` (searched recursively).
+
+    Args:
+        log_dir: the folder a bundle training run's ``TensorBoardStatsHandler`` wrote to.
+
+    Returns:
+        ``{tag: [(step, wall_time, value), ...]}`` sorted by wall time; where a step was
+        written twice (a resumed run redoing an epoch), the later value is kept.
+
+    Raises:
+        FileNotFoundError: no event file under ``log_dir``.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
+    if not files:
+        raise FileNotFoundError(f"{os.fspath(log_dir)}: no TensorBoard event files")
+    by_tag: dict[str, dict[int, tuple[float, float]]] = {}
+    for file in files:
+        events = EventAccumulator(str(file), size_guidance={SCALARS: 0})  # 0: keep every point
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            steps = by_tag.setdefault(tag, {})
+            for ev in events.Scalars(tag):
+                if ev.step not in steps or steps[ev.step][0] <= ev.wall_time:
+                    steps[ev.step] = (ev.wall_time, ev.value)
+    return {
+        tag: sorted(((step, t, v) for step, (t, v) in steps.items()), key=lambda p: (p[1], p[0]))
+        for tag, steps in by_tag.items()
+    }
+
+
+def _epoch_ends(scalars: Mapping[str, list[tuple[int, float, float]]]) -> list[tuple[int, float]]:
+    """``(epoch, wall_time)`` at the end of each logged epoch, from the epoch-level tag with most points."""
+    epoch_tags = [t for t in scalars if t != LOSS_TAG and not _is_lr(t)]
+    if not epoch_tags:
+        return []
+    tag = max(epoch_tags, key=lambda t: (len(scalars[t]), t))
+    return [(step, t) for step, t, _ in scalars[tag]]
+
+
+def _epoch_mean_loss(
+    loss: Sequence[tuple[int, float, float]], epoch_ends: Sequence[tuple[int, float]]
+) -> list[tuple[int, float]]:
+    """Mean iteration loss of each completed epoch: iterations logged after the previous epoch's end.
+
+    The epoch still running when the log was read has no end yet and is left out.
+    """
+    means = []
+    previous_end = float("-inf")
+    for epoch, end in epoch_ends:
+        values = [v for _, t, v in loss if previous_end < t <= end]
+        if values:
+            means.append((epoch, float(np.mean(values))))
+        previous_end = end
+    return means
+
+
+def _is_lr(tag: str) -> bool:
+    return tag.split("/")[0].lower() in LR_TAGS
+
+
+def _plot_or_note(ax: Any, curves: Mapping[str, Sequence[tuple[int, float]]], xlabel: str, note: str) -> None:
+    """Plot each non-empty curve with a legend, or write ``note`` in the empty axes."""
+    drawn = False
+    for label, points in curves.items():
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=3, label=label)
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    else:
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_xlabel(xlabel)
+
+
+def training_curves(log_dir: str | os.PathLike, output_path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """Plot a bundle training run's loss, validation Dice and learning rate per epoch in one PNG.
+
+    Reads what ``bundle/configs/train.json`` logs to TensorBoard: ``train_loss`` per
+    iteration (averaged here over each completed epoch, epochs delimited by the wall times
+    of the epoch-level scalars), ``val_mean_dice``, ``val_mean_iou`` and ``train_mean_dice``
+    per epoch, and a learning-rate tag (:data:`LR_TAGS`) if one is logged. The bundle's
+    ``LrScheduleHandler`` only prints the rate to the log, so with that config the third
+    panel says the rate was not logged. A missing tag leaves its curve out, never fails.
+    Without any completed epoch, the loss is plotted per iteration. The PNG is 1500 x 400 pixels.
+
+    Args:
+        log_dir: the run's TensorBoard folder (the bundle's ``output_dir``).
+        output_path: the PNG to write.
+
+    Returns:
+        The plotted curves, ``{name: [(epoch or iteration, value), ...]}``: ``train_loss``
+        (per-epoch mean), each of ``val_mean_dice``, ``val_mean_iou``, ``train_mean_dice``
+        found, and ``learning_rate`` when logged.
+
+    Raises:
+        FileNotFoundError: no event file under ``log_dir``.
+    """
+    scalars = read_scalars(log_dir)
+    loss = scalars.get(LOSS_TAG, [])
+    epoch_loss = _epoch_mean_loss(loss, _epoch_ends(scalars))
+    per_iteration = not epoch_loss and bool(loss)
+    curves: dict[str, list[tuple[int, float]]] = {
+        LOSS_TAG: [(s, v) for s, _, v in loss] if per_iteration else epoch_loss
+    }
+    curves.update({tag: [(s, v) for s, _, v in scalars[tag]] for tag in DICE_TAGS if tag in scalars})
+    lr_tags = sorted(t for t in scalars if _is_lr(t))
+    if lr_tags:
+        curves["learning_rate"] = [(s, v) for s, _, v in scalars[lr_tags[0]]]
+
+    fig = _new_figure(*_CURVES_SIZE)
+    ax_loss, ax_dice, ax_lr = fig.subplots(1, 3)
+    _plot_or_note(ax_loss, {LOSS_TAG: curves[LOSS_TAG]}, "iteration" if per_iteration else "epoch", "no loss logged")
+    ax_loss.set_title("training loss" + (" (per iteration)" if per_iteration else " (epoch mean)"))
+    _plot_or_note(ax_dice, {t: curves[t] for t in DICE_TAGS if t in curves}, "epoch", "no Dice logged")
+    ax_dice.set_title("Dice / IoU")
+    _plot_or_note(
+        ax_lr, {"learning_rate": curves.get("learning_rate", [])}, "epoch", "learning rate not logged to TensorBoard"
+    )
+    ax_lr.set_title("learning rate")
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
+    _save(fig, output_path)
+    return curves

@@ -1,0 +1,162 @@
+"""The bundle through MONAI's own entry points: ``python -m monai.bundle run`` and ``ConfigWorkflow``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+from PIL import Image
+
+from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle
+
+CONFIG_DIR = BUNDLE / "configs"
+
+
+def _workflow(workflow_type: str, config_file, **overrides) -> ConfigWorkflow:
+    return ConfigWorkflow(
+        workflow_type=workflow_type,
+        config_file=config_file,
+        meta_file=str(CONFIG_DIR / "metadata.json"),
+        logging_file=str(CONFIG_DIR / "logging.conf"),
+        bundle_root=str(BUNDLE),
+        **overrides,
+    )
+
+
+def test_train_properties_are_complete(tmp_path):
+    wf = _workflow(
+        "train",
+        [str(CONFIG_DIR / "train.json"), str(SMOKE_NETWORK), str(CONFIGS / "smoke_cpu.json")],
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+    )
+    wf.initialize()
+    assert not wf.check_properties()
+    # Model Zoo's ids are present and wired: val_interval drives the ValidationHandler
+    for key in ("bundle_root", "device", "dataset_dir", "train#trainer", "train#trainer#max_epochs", "train#dataset",
+                "train#dataset#data", "train#handlers", "validate#evaluator", "validate#handlers", "validate#dataset",
+                "validate#dataset#data", "val_interval", "network_def", "loss", "optimizer", "lr_scheduler", "seed"):
+        assert key in wf.parser, key
+    handlers = wf.parser.get_parsed_content("train#handlers")
+    val = [h for h in handlers if type(h).__name__ == "ValidationHandler"]
+    assert len(val) == 1 and val[0].interval == wf.parser.get_parsed_content("val_interval")
+    wf.finalize()
+
+
+def test_infer_properties_are_complete():
+    wf = _workflow("infer", str(CONFIG_DIR / "inference.json"), load_pretrain=False)
+    wf.initialize()
+    assert not wf.check_properties()
+    for key in ("network_def", "preprocessing", "postprocessing", "inferer", "output_dir", "dataset_dir", "ckpt_path"):
+        assert key in wf.parser, key
+    wf.finalize()
+
+
+def test_train_and_inference_share_network_and_preprocessing():
+    """inference.json must stand alone (Model Zoo, MONAI Label), so it repeats train.json: keep them equal."""
+    train = json.loads((CONFIG_DIR / "train.json").read_text())
+    infer = json.loads((CONFIG_DIR / "inference.json").read_text())
+    for key in ("network_def", "image_transforms", "load_image", "spatial_size", "device", "use_amp"):
+        assert train[key] == infer[key], key
+
+
+def test_smoke_training_writes_cpu_state_dict_and_resumable_state(smoke_model):
+    state = torch.load(smoke_model, map_location="cpu", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
+    parser = ConfigParser()
+    parser.read_config([str(CONFIG_DIR / "train.json"), str(SMOKE_NETWORK)])
+    parser.get_parsed_content("network_def").load_state_dict(state)  # fits the configured network
+
+    latest = torch.load(smoke_model.parent / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
+    assert set(latest) == {"model", "optimizer", "lr_scheduler", "trainer", "validator"}
+    assert latest["trainer"]["iteration"] // latest["trainer"]["epoch_length"] == 2  # ignite stores iterations
+    assert -1 < latest["validator"]["best_metric"] <= 1
+
+
+def test_resume_continues_from_latest_state(smoke_model, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_model.parent, run_dir / "models")
+    proc = run_bundle(
+        "--config_file",
+        f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
+        "--ckpt_dir", str(run_dir / "models"),
+        "--output_dir", str(run_dir / "eval"),
+        "--resume", "true",
+        "--train#trainer#max_epochs", "3",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "Epoch: 3/3" in log and "Epoch: 1/3" not in log and "Epoch: 2/3" not in log
+    latest = torch.load(run_dir / "models" / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
+    assert latest["trainer"]["iteration"] // latest["trainer"]["epoch_length"] == 3
+
+
+def test_resume_without_state_fails_clearly(tmp_path):
+    proc = run_bundle(
+        "--config_file",
+        f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
+        "--ckpt_dir", str(tmp_path / "models"),
+        "--output_dir", str(tmp_path / "eval"),
+        "--resume", "true",
+    )
+    assert proc.returncode != 0
+    assert "no training state to resume from" in proc.stderr
+
+
+def test_evaluate_writes_per_image_and_summary_metrics(smoke_model, tmp_path):
+    proc = run_bundle(
+        "--config_file",
+        f"['configs/train.json','configs/evaluate.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
+        "--ckpt_dir", str(smoke_model.parent),
+        "--output_dir", str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.reader(open(tmp_path / "val_mean_dice_raw.csv")))
+    assert rows[0][0] == "filename" and len(rows) == 1 + 12  # one row per sample image
+    values = [float(r[-1]) for r in rows[1:]]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    summary = dict(csv.reader(open(tmp_path / "metrics.csv")))
+    assert set(summary) == {"val_mean_dice", "val_mean_iou"}
+    assert 0.0 <= float(summary["val_mean_iou"]) <= float(summary["val_mean_dice"]) <= 1.0
+
+
+@pytest.mark.parametrize("ext", [".png", ".nii.gz"])
+def test_inference_writes_one_mask_per_image_at_input_size(smoke_model, tmp_path, ext):
+    images = tmp_path / "images"
+    images.mkdir()
+    for f in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:3]:
+        shutil.copy(f, images)
+    # a non-square grayscale PNG: the mask must come back at its own size
+    Image.fromarray(np.asarray(Image.open(f).convert("L"))[100:400, 50:550]).save(images / "crop.png")
+    out = tmp_path / "masks"
+    proc = run_bundle(
+        "--config_file", f"['configs/inference.json','{SMOKE_NETWORK}']",
+        "--dataset_dir", str(images),
+        "--ckpt_path", str(smoke_model),
+        "--output_dir", str(out),
+        "--output_ext", ext,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for src in sorted(images.iterdir()):
+        stem = src.name.rsplit(".", 1)[0]
+        target = out / (stem + ext)
+        assert target.is_file(), target
+        with Image.open(src) as im:
+            width, height = im.size
+        if ext == ".png":
+            mask = np.asarray(Image.open(target))
+            assert mask.shape == (height, width) and mask.dtype == np.uint8
+            assert set(np.unique(mask)) <= {0, 255}
+        else:
+            import nibabel as nib
+
+            mask = np.asarray(nib.load(target).dataobj)
+            assert mask.shape == (width, height, 1)  # NIfTI (x, y, z)
+            assert set(np.unique(mask)) <= {0, 1}
+    assert len(list(out.iterdir())) == 4  # nothing else (no temporary files left)
