@@ -68,9 +68,9 @@ class ToGrayscaled(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            channels = img.shape[0]
             if img.ndim != 3:
                 raise ValueError(f"{_name(img, key)}: expected a 2D image, got array of shape {tuple(img.shape)}")
+            channels = img.shape[0]
             if channels in (3, 4):
                 img = img[:3].float().mean(dim=0, keepdim=True) if isinstance(img, torch.Tensor) else (
                     np.asarray(img[:3], dtype=np.float32).mean(axis=0, keepdims=True)

@@ -182,7 +182,8 @@ def test_real_sample_annotations_fill_their_box_to_within_one_pixel():
         mask = rasterize_annotations(rec["label"]["annotations"], h, w).astype(bool)
         x, y, bw, bh = boxes[rec["image_id"]]
         outer = np.zeros((h, w), bool)  # the box grown by one pixel
-        outer[max(0, math.floor(y) - 1) : math.ceil(y + bh) + 1, max(0, math.floor(x) - 1) : math.ceil(x + bw) + 1] = True
+        top, left = max(0, math.floor(y) - 1), max(0, math.floor(x) - 1)
+        outer[top : math.ceil(y + bh) + 1, left : math.ceil(x + bw) + 1] = True
         inner = np.zeros((h, w), bool)  # the box shrunk by one pixel
         inner[math.ceil(y) + 1 : math.floor(y + bh) - 1, math.ceil(x) + 1 : math.floor(x + bw) - 1] = True
         assert inner.sum() > 1000, rec["image"]
