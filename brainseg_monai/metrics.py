@@ -49,6 +49,7 @@ __all__ = [
     "ROW_FIELDS",
     "SUMMARY_FILE",
     "TUMOR_CATEGORY_ID",
+    "Box",
     "Component",
     "DetectionCounts",
     "Evaluation",
@@ -264,9 +265,14 @@ def outline_dice(pred: np.ndarray, outline: np.ndarray | str | os.PathLike) -> f
         The Dice, with the empty/empty convention of :func:`dice_iou`.
 
     Raises:
+        FileNotFoundError: no file at the ``outline`` path.
         ValueError: the shapes differ.
     """
-    truth = load_outline(outline) if isinstance(outline, (str, os.PathLike)) else outline
+    if not isinstance(outline, (str, os.PathLike)):
+        return dice_iou(pred, outline)[0]
+    truth = load_outline(outline)
+    if truth.shape != np.shape(pred):
+        raise ValueError(f"{os.fspath(outline)}: outline is {truth.shape}, the prediction {np.shape(pred)}")
     return dice_iou(pred, truth)[0]
 
 
@@ -317,7 +323,8 @@ def annotation_box(annotation: Mapping[str, Any], height: int, width: int) -> li
     if not drawn.any():
         raise ValueError("annotation has neither a bbox nor a non-empty segmentation")
     rows, cols = np.nonzero(drawn)
-    return [float(cols.min()), float(rows.min()), float(cols.max() - cols.min() + 1), float(rows.max() - rows.min() + 1)]
+    x, y = int(cols.min()), int(rows.min())
+    return [float(x), float(y), float(cols.max() - x + 1), float(rows.max() - y + 1)]
 
 
 def box_masks(boxes: Sequence[Box], height: int, width: int) -> list[np.ndarray]:

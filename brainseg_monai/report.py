@@ -27,11 +27,14 @@ from brainseg_monai.io import atomic_output, image_stem
 
 __all__ = [
     "BOX_COLOR",
+    "DICE_TAGS",
     "DPI",
+    "LOSS_TAG",
     "LR_TAGS",
     "OUTLINE_COLOR",
     "PANEL_INCHES",
     "PRED_COLOR",
+    "ImageLike",
     "overlay_gallery",
     "pick_gallery",
     "read_scalars",
@@ -97,9 +100,13 @@ def _load_mask(mask: ImageLike) -> np.ndarray:
 
 
 def _draw_contour(ax: Any, mask: np.ndarray, color: str, linewidth: float) -> None:
-    """The mask's outline; nothing for an empty or full mask (no level crossing)."""
-    if mask.any() and not mask.all():
-        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[color], linewidths=linewidth)
+    """The mask's outline, also along the image border (the mask is padded with background)."""
+    if not mask.any():
+        return
+    height, width = mask.shape
+    padded = np.pad(mask.astype(np.float32), 1)
+    xs, ys = np.arange(-1, width + 1), np.arange(-1, height + 1)
+    ax.contour(xs, ys, padded, levels=[0.5], colors=[color], linewidths=linewidth)
 
 
 def _draw_boxes(ax: Any, boxes: Sequence[Sequence[float]], linewidth: float) -> None:

@@ -1,0 +1,428 @@
+"""Metrics on hand-computed masks and boxes, COCO AP with pycocotools, and a real split evaluation."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BUNDLE, SAMPLE_OUTLINES, SAMPLE_SPLIT, SMOKE_OVERRIDES
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from brainseg_monai.coco import ANNOTATION_FILE, coco_to_datalist, load_coco_json, rasterize_annotations
+from brainseg_monai.io import write_mask
+from brainseg_monai.metrics import (
+    GALLERY_FILE,
+    MASKS_DIR,
+    PER_IMAGE_FILE,
+    RESULTS_FILE,
+    ROW_FIELDS,
+    SUMMARY_FILE,
+    DetectionCounts,
+    annotation_masks,
+    best_match_box_iou,
+    box_iou,
+    coco_ap,
+    components_to_boxes,
+    containment_counts,
+    detection_counts,
+    dice_iou,
+    evaluate_image,
+    evaluate_predictions,
+    evaluate_split,
+    fill_ratios,
+    greedy_match,
+    outline_dice,
+    outside_fraction,
+    to_coco_results,
+    union_box_iou,
+)
+
+
+def box_mask(shape: tuple[int, int], x: int, y: int, w: int, h: int) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[y : y + h, x : x + w] = 1
+    return mask
+
+
+def record(image_id: int, boxes: list[list[float]], size: tuple[int, int] = (20, 20), name: str | None = None) -> dict:
+    """A datalist record as coco_to_datalist writes it, boxes only (no segmentation: drawn from bbox)."""
+    height, width = size
+    anns = [{"segmentation": None, "bbox": list(b), "label": 1} for b in boxes]
+    return {
+        "image": f"/nowhere/{name or f'img{image_id}'}.png",
+        "image_id": image_id,
+        "label": {"height": height, "width": width, "annotations": anns},
+    }
+
+
+def disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r**2).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- Dice / IoU
+
+
+def test_dice_iou_perfect_partial_and_empty_conventions():
+    gt = box_mask((8, 8), 1, 1, 3, 2)  # 6 px
+    assert dice_iou(gt, gt) == (1.0, 1.0)
+    pred = box_mask((8, 8), 3, 1, 2, 2)  # 4 px, 2 of them in gt
+    dice, iou = dice_iou(pred, gt)
+    assert dice == pytest.approx(2 * 2 / (4 + 6))
+    assert iou == pytest.approx(2 / 8)
+    empty = np.zeros((8, 8), np.uint8)
+    assert dice_iou(empty, empty) == (1.0, 1.0)  # a correct true negative
+    assert dice_iou(pred, empty) == (0.0, 0.0)
+    assert dice_iou(empty, gt) == (0.0, 0.0)
+
+
+def test_dice_iou_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="shapes differ"):
+        dice_iou(np.zeros((4, 4)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="2D"):
+        dice_iou(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))
+
+
+def test_outline_dice_against_png(tmp_path: Path):
+    truth = box_mask((10, 10), 2, 2, 4, 4)  # 16 px
+    path = write_mask(truth, tmp_path / "truth.png")  # 0/255 on disk
+    assert np.unique(np.asarray(Image.open(path))).tolist() == [0, 255]
+    pred = box_mask((10, 10), 2, 2, 4, 2)  # 8 px, all inside
+    assert outline_dice(pred, path) == pytest.approx(2 * 8 / (8 + 16))
+    assert outline_dice(truth, truth * 255) == 1.0
+    with pytest.raises(ValueError, match="outline is"):
+        outline_dice(np.zeros((12, 12)), path)
+    with pytest.raises(FileNotFoundError):
+        outline_dice(pred, tmp_path / "missing.png")
+
+
+# --------------------------------------------------------------------------- components and boxes
+
+
+def test_components_eight_connected_boxes_areas_scores():
+    mask = np.zeros((10, 10), np.uint8)
+    mask[0, 0] = mask[1, 1] = 1  # diagonal neighbours: one component with 8-connectivity
+    mask[5:7, 3:8] = 1  # 2 x 5 block
+    prob = np.zeros((10, 10), np.float32)
+    prob[0, 0], prob[1, 1] = 0.6, 1.0
+    prob[5:7, 3:8] = 0.8
+    comps = components_to_boxes(mask, prob)
+    assert [c.bbox for c in comps] == [[0.0, 0.0, 2.0, 2.0], [3.0, 5.0, 5.0, 2.0]]
+    assert [c.area for c in comps] == [2, 10]
+    assert comps[0].score == pytest.approx(0.8)
+    assert comps[1].score == pytest.approx(0.8)
+    assert [c.score for c in components_to_boxes(mask)] == [1.0, 1.0]
+    np.testing.assert_array_equal(comps[1].full_mask(10, 10), mask * (np.arange(10)[:, None] >= 5))
+    assert components_to_boxes(np.zeros((5, 5))) == []
+
+
+def test_box_iou_hand_computed():
+    assert box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert box_iou([0, 0, 10, 10], [5, 0, 10, 10]) == pytest.approx(50 / 150)
+    assert box_iou([0, 0, 10, 10], [10, 0, 5, 5]) == 0.0  # touching edges only
+    assert box_iou([0, 0, 10, 10], [0, 0, 10, 5]) == 0.5
+
+
+def test_detection_iou_exactly_at_threshold_is_a_match():
+    gt = [[0, 0, 10, 10]]
+    assert detection_counts([[0, 0, 10, 5]], gt) == DetectionCounts(tp=1, fp=0, fn=0)  # IoU 0.5
+    assert detection_counts([[0, 0, 10, 4]], gt) == DetectionCounts(tp=0, fp=1, fn=1)  # IoU 0.4
+    # a float box whose IoU is 0.5 up to rounding still matches
+    assert detection_counts([[0.1, 0.2, 10 * 0.7, 10 / 0.7 * 0.5]], [[0.1, 0.2, 10 * 0.7, 10 / 0.7]]).tp == 1
+
+
+def test_detection_greedy_one_to_one_and_two_gt_boxes():
+    gt = [[0, 0, 10, 10], [20, 20, 10, 10]]
+    assert detection_counts([[0, 0, 10, 10], [20, 20, 10, 10]], gt) == DetectionCounts(2, 0, 0)
+    # two predictions on one box: one is a duplicate (FP), the other box is missed (FN)
+    assert detection_counts([[0, 0, 10, 10], [0, 0, 10, 9]], gt) == DetectionCounts(1, 1, 1)
+    assert detection_counts([], gt) == DetectionCounts(0, 0, 2)
+    assert detection_counts([[0, 0, 3, 3]], []) == DetectionCounts(0, 1, 0)
+    # greedy by score, best pair first; not an optimal assignment
+    assert greedy_match(np.array([[0.9, 0.6], [0.7, 0.0]]), 0.5) == [(0, 0)]
+    assert greedy_match(np.array([[0.6, 0.9], [0.7, 0.0]]), 0.5) == [(0, 1), (1, 0)]
+    assert greedy_match(np.zeros((0, 2)), 0.5) == []
+
+
+def test_box_iou_union_and_best_match():
+    shape = (40, 40)
+    gt_boxes = [[0, 0, 10, 10], [20, 20, 10, 10]]
+    gt_masks = annotation_masks([{"bbox": b} for b in gt_boxes], *shape)
+    assert [int(m.sum()) for m in gt_masks] == [100, 100]
+    assert union_box_iou(gt_boxes, gt_masks, *shape) == 1.0
+    assert best_match_box_iou(gt_boxes, gt_boxes) == 1.0
+    # one prediction covering the first box only: union IoU 100/200; best match mean (1 + 0) / 2
+    assert union_box_iou([[0, 0, 10, 10]], gt_masks, *shape) == pytest.approx(0.5)
+    assert best_match_box_iou([[0, 0, 10, 10]], gt_boxes) == pytest.approx(0.5)
+    # one big box over both: union IoU 200 / 900; each GT box gets IoU 100/900
+    assert union_box_iou([[0, 0, 30, 30]], gt_masks, *shape) == pytest.approx(200 / 900)
+    assert best_match_box_iou([[0, 0, 30, 30]], gt_boxes) == pytest.approx(100 / 900)
+    # no boxes anywhere: a true negative; boxes on one side only: 0
+    assert union_box_iou([], [], *shape) == 1.0 and best_match_box_iou([], []) == 1.0
+    assert union_box_iou([[0, 0, 5, 5]], [], *shape) == 0.0 and best_match_box_iou([[0, 0, 5, 5]], []) == 0.0
+    assert union_box_iou([], gt_masks, *shape) == 0.0 and best_match_box_iou([], gt_boxes) == 0.0
+
+
+# --------------------------------------------------------------------------- containment, fill, outside
+
+
+def test_rectangle_versus_outline_shaped_prediction():
+    shape = (40, 40)
+    gt_masks = annotation_masks([{"bbox": [10, 10, 20, 20]}], *shape)  # 400 px
+    rectangle = box_mask(shape, 10, 10, 20, 20)
+    outline = disc(shape, 19.5, 19.5, 7.0)  # a round "tumor" well inside the box
+    n_outline = int(outline.sum())
+    assert fill_ratios(rectangle, gt_masks) == [1.0]
+    assert fill_ratios(outline, gt_masks) == [pytest.approx(n_outline / 400)]
+    assert outside_fraction(rectangle, gt_masks) == 0.0
+    assert outside_fraction(outline, gt_masks) == 0.0
+    # both detect the box by containment, only the rectangle by box IoU >= 0.5
+    for pred in (rectangle, outline):
+        assert containment_counts(components_to_boxes(pred), gt_masks) == DetectionCounts(1, 0, 0)
+    assert detection_counts([c.bbox for c in components_to_boxes(rectangle)], [[10, 10, 20, 20]]).tp == 1
+    outline_box = components_to_boxes(outline)[0].bbox
+    assert outline_box == [13.0, 13.0, 14.0, 14.0]  # columns and rows 13..26
+    assert box_iou(outline_box, [10, 10, 20, 20]) == pytest.approx(196 / 400)
+    assert detection_counts([outline_box], [[10, 10, 20, 20]]) == DetectionCounts(0, 1, 1)
+
+
+def test_containment_threshold_fragments_and_two_boxes():
+    shape = (40, 40)
+    gt_masks = annotation_masks([{"bbox": [0, 0, 10, 10]}, {"bbox": [20, 20, 10, 10]}], *shape)
+    # 10 px wide, exactly 5 columns inside the first box: 50% inside counts
+    half = box_mask(shape, 5, 2, 10, 2)
+    assert containment_counts(components_to_boxes(half), gt_masks) == DetectionCounts(1, 0, 1)
+    less = box_mask(shape, 6, 2, 10, 2)  # 40% inside
+    assert containment_counts(components_to_boxes(less), gt_masks) == DetectionCounts(0, 1, 2)
+    # two fragments inside the first box: one matches, the second is a false positive
+    fragments = box_mask(shape, 1, 1, 2, 2) | box_mask(shape, 6, 6, 2, 2)
+    assert containment_counts(components_to_boxes(fragments), gt_masks) == DetectionCounts(1, 1, 1)
+    # one component in each box
+    both = box_mask(shape, 2, 2, 3, 3) | box_mask(shape, 22, 22, 3, 3)
+    assert containment_counts(components_to_boxes(both), gt_masks) == DetectionCounts(2, 0, 0)
+    # fill ratio per box and the fraction outside every box
+    pred = box_mask(shape, 0, 0, 10, 5) | box_mask(shape, 35, 35, 2, 5)  # 50 inside box 1, 10 outside
+    assert fill_ratios(pred, gt_masks) == [0.5, 0.0]
+    assert outside_fraction(pred, gt_masks) == pytest.approx(10 / 60)
+    assert outside_fraction(np.zeros(shape), gt_masks) is None
+    assert outside_fraction(pred, []) == 1.0
+
+
+def test_detection_counts_ratio_conventions():
+    assert (DetectionCounts(0, 0, 0).precision, DetectionCounts().recall, DetectionCounts().f1) == (1.0, 1.0, 1.0)
+    counts = DetectionCounts(3, 1, 2)
+    assert counts.precision == 0.75 and counts.recall == 0.6
+    assert counts.f1 == pytest.approx(2 * 0.75 * 0.6 / (0.75 + 0.6))
+    assert DetectionCounts(0, 0, 4).precision == 0.0 and DetectionCounts(0, 2, 0).recall == 0.0
+    assert DetectionCounts(1, 2, 3) + DetectionCounts(1, 1, 1) == DetectionCounts(2, 3, 4)
+
+
+# --------------------------------------------------------------------------- per image and aggregation
+
+
+def test_evaluate_image_perfect_and_two_boxes():
+    rec = record(7, [[2, 2, 6, 4], [12, 10, 5, 8]])
+    gt = rasterize_annotations(rec["label"]["annotations"], 20, 20)
+    row, results = evaluate_image(rec, gt, outline=gt)
+    assert set(row) == set(ROW_FIELDS)
+    assert (row["file_name"], row["image_id"], row["n_gt"], row["n_pred"]) == ("img7.png", 7, 2, 2)
+    for key in ("dice", "iou", "box_iou", "box_iou_best_match", "fill_ratio", "outline_dice"):
+        assert row[key] == 1.0, key
+    assert row["outside_fraction"] == 0.0
+    assert (row["tp"], row["fp"], row["fn"]) == (2, 0, 0)
+    assert (row["containment_tp"], row["containment_fp"], row["containment_fn"]) == (2, 0, 0)
+    assert [r["bbox"] for r in results] == [[2.0, 2.0, 6.0, 4.0], [12.0, 10.0, 5.0, 8.0]]
+    with pytest.raises(ValueError, match="prediction is"):
+        evaluate_image(rec, np.zeros((10, 10)))
+
+
+def test_false_positives_on_tumor_free_images_and_summary():
+    free = record(1, [])
+    two_blobs = box_mask((20, 20), 0, 0, 3, 3) | box_mask((20, 20), 10, 10, 2, 2)
+    row, results = evaluate_image(free, two_blobs)
+    assert (row["dice"], row["iou"], row["box_iou"], row["box_iou_best_match"]) == (0.0, 0.0, 0.0, 0.0)
+    assert (row["n_gt"], row["n_pred"], row["tp"], row["fp"], row["fn"]) == (0, 2, 0, 2, 0)
+    assert (row["containment_tp"], row["containment_fp"]) == (0, 2)
+    assert row["fill_ratio"] is None and row["outside_fraction"] == 1.0 and row["outline_dice"] is None
+    assert len(results) == 2
+
+    records = [free, record(2, []), record(3, [[0, 0, 10, 10]])]
+    predictions = [two_blobs, np.zeros((20, 20)), (box_mask((20, 20), 0, 0, 10, 5), np.full((20, 20), 0.9))]
+    ev = evaluate_predictions(records, predictions)
+    s = ev.summary
+    assert (s["n_images"], s["n_tumor_images"], s["n_tumor_free_images"]) == (3, 1, 2)
+    assert (s["n_gt_boxes"], s["n_pred_components"]) == (1, 3)
+    assert (s["tumor_free_fp_components"], s["tumor_free_images_with_fp"]) == (2, 1)
+    # image 2 (empty, tumor-free) is a true negative: Dice 1; image 3: 50 of 100 px -> 2*50/150
+    assert [r["dice"] for r in ev.rows] == [0.0, 1.0, pytest.approx(2 / 3)]
+    assert s["dice_mean"] == pytest.approx((0 + 1 + 2 / 3) / 3)
+    assert s["dice_median"] == pytest.approx(2 / 3)
+    assert s["dice_mean_tumor_images"] == pytest.approx(2 / 3)
+    assert (s["detection_tp"], s["detection_fp"], s["detection_fn"]) == (1, 2, 0)  # box IoU 0.5 counts
+    assert s["detection_precision"] == pytest.approx(1 / 3) and s["detection_recall"] == 1.0
+    assert s["detection_f1"] == pytest.approx(0.5)
+    assert (s["containment_tp"], s["containment_fp"], s["containment_fn"]) == (1, 2, 0)
+    assert s["fill_ratio_mean"] == 0.5 and s["n_outlines"] == 0 and s["outline_dice_mean"] is None
+    assert s["box_iou_mean"] == pytest.approx((0 + 1 + 0.5) / 3)
+    assert [r["score"] for r in ev.coco_results] == [1.0, 1.0, pytest.approx(0.9)]
+    # half the box is found: AP at IoU 0.5 only
+    assert (s["bbox_AP50"], s["bbox_AP75"]) == (pytest.approx(1 / 3), 0.0)
+    json.dumps(s)  # JSON-serializable, no NaN
+    assert all(not (isinstance(v, float) and math.isnan(v)) for v in s.values())
+    with pytest.raises(ValueError, match="2 predictions for 3 records"):
+        evaluate_predictions(records, predictions[:2])
+    with pytest.raises(ValueError, match="more predictions"):
+        evaluate_predictions(records[:2], predictions)
+
+
+# --------------------------------------------------------------------------- COCO results and AP
+
+
+def synthetic_coco() -> dict:
+    """Two 40x40 images, three boxes; categories 1 and 2 both mean Tumor (as in the dataset)."""
+    def ann(aid, iid, cat, x, y, w, h):
+        return {
+            "id": aid, "image_id": iid, "category_id": cat, "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+            "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+        }
+
+    return {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 40},
+                   {"id": 2, "file_name": "b.jpg", "height": 40, "width": 40}],
+        "annotations": [ann(1, 1, 1, 2, 3, 10, 12), ann(2, 1, 2, 20, 20, 15, 8), ann(3, 2, 2, 5, 5, 20, 20)],
+        "categories": [{"id": 0, "name": "Tumor"}, {"id": 1, "name": "0"}, {"id": 2, "name": "1"}],
+    }
+
+
+def gt_as_results(data: dict) -> list[dict]:
+    """Rasterize each image's GT boxes as if they were a prediction."""
+    results = []
+    for im in data["images"]:
+        anns = [a for a in data["annotations"] if a["image_id"] == im["id"]]
+        results += to_coco_results(im["id"], rasterize_annotations(anns, im["height"], im["width"]))
+    return results
+
+
+def test_to_coco_results_rle_round_trip():
+    mask = box_mask((30, 30), 2, 3, 4, 5) | box_mask((30, 30), 20, 20, 6, 2)
+    prob = np.where(mask > 0, 0.75, 0.1).astype(np.float32)
+    results = to_coco_results(9, mask, prob)
+    assert len(results) == 2
+    assert [r["bbox"] for r in results] == [[2.0, 3.0, 4.0, 5.0], [20.0, 20.0, 6.0, 2.0]]
+    assert all(r["image_id"] == 9 and r["category_id"] == 1 and r["score"] == pytest.approx(0.75) for r in results)
+    assert all(isinstance(r["segmentation"]["counts"], str) for r in results)
+    decoded = sum(mask_utils.decode(r["segmentation"]) for r in results)
+    np.testing.assert_array_equal(decoded, mask)
+    json.loads(json.dumps(results))
+    assert to_coco_results(1, np.zeros((5, 5))) == []
+
+
+def test_coco_ap_perfect_on_synthetic_without_touching_inputs():
+    data = synthetic_coco()
+    results = gt_as_results(data)
+    data_before, results_before = copy.deepcopy(data), copy.deepcopy(results)
+    assert coco_ap(data, results, "bbox") == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0}
+    assert coco_ap(data, results, "segm") == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0}
+    assert data == data_before and results == results_before  # category rewrite happened on a copy
+    # only category 2 counts as tumor: the category-1 box's detection becomes a false positive
+    assert coco_ap(data, results, "bbox", category_ids=[2])["AP"] < 1.0
+
+
+def test_coco_ap_without_predictions_or_ground_truth():
+    data = synthetic_coco()
+    assert coco_ap(data, [], "bbox") == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    assert coco_ap(data, [], "segm") == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    no_gt = {**data, "annotations": []}
+    assert coco_ap(no_gt, gt_as_results(data), "bbox") == {"AP": None, "AP50": None, "AP75": None}
+    with pytest.raises(ValueError, match="lacks"):
+        coco_ap(data, [{**gt_as_results(data)[0], "image_id": 99}], "bbox")
+    with pytest.raises(ValueError, match="iou_type"):
+        coco_ap(data, [], "keypoints")
+
+
+def test_segm_ap_is_capped_for_outline_shaped_masks_against_boxes():
+    data = synthetic_coco()
+    data["images"], data["annotations"] = data["images"][1:], data["annotations"][2:]  # one 20x20 box
+    outline = box_mask((40, 40), 5, 5, 20, 11)  # 220 px inside the 400 px box: mask IoU 0.55
+    results = to_coco_results(2, outline)
+    ap = coco_ap(data, results, "segm")
+    # passes IoU thresholds 0.50 and 0.55 of ten -> AP 0.2, though the detection is in the right place
+    assert ap == {"AP": pytest.approx(0.2), "AP50": pytest.approx(1.0), "AP75": 0.0}
+
+
+def test_coco_ap_perfect_on_real_sample_split():
+    data = load_coco_json(SAMPLE_SPLIT / ANNOTATION_FILE)
+    results = gt_as_results(data)
+    assert len(results) == len(data["annotations"]) == 12
+    assert coco_ap(SAMPLE_SPLIT / ANNOTATION_FILE, results, "bbox") == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0}
+    assert coco_ap(data, results, "segm") == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0}
+    assert coco_ap(data, [], "bbox")["AP"] == 0.0
+
+
+def _size(rec: dict) -> dict:
+    return {"height": rec["label"]["height"], "width": rec["label"]["width"]}
+
+
+def test_evaluate_predictions_gt_as_prediction_on_sample_split():
+    records = coco_to_datalist(SAMPLE_SPLIT)
+    preds = [rasterize_annotations(r["label"]["annotations"], **_size(r)) for r in records]
+    s = evaluate_predictions(records, iter(preds), SAMPLE_OUTLINES).summary
+    for key in ("dice_mean", "box_iou_mean", "fill_ratio_mean", "detection_f1", "containment_f1", "bbox_AP", "segm_AP"):
+        assert s[key] == 1.0, key
+    assert s["outside_fraction_mean"] == 0.0 and s["n_outlines"] == 12
+    # the loose boxes score about 0.55 Dice against the true outlines (NOTICE.md)
+    assert 0.45 < s["outline_dice_mean"] < 0.65
+
+
+# --------------------------------------------------------------------------- a real predictor on the sample split
+
+
+def test_evaluate_split_refuses_a_missing_outline_folder(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="outline folder not found"):
+        evaluate_split(None, SAMPLE_SPLIT, tmp_path / "out", outlines_dir=tmp_path / "no_outlines")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_split_writes_every_output(smoke_model: Path, tmp_path: Path):
+    from brainseg_monai.inference import BundlePredictor
+
+    predictor = BundlePredictor(bundle_dir=BUNDLE, ckpt_path=smoke_model, overrides=SMOKE_OVERRIDES)
+    out = tmp_path / "eval"
+    summary = evaluate_split(predictor, SAMPLE_SPLIT, out, outlines_dir=SAMPLE_OUTLINES)
+
+    assert json.loads((out / SUMMARY_FILE).read_text()) == summary
+    assert summary["n_images"] == 12 and summary["n_outlines"] == 12
+    for key, value in summary.items():
+        if key.endswith(("_mean", "_median", "_precision", "_recall", "_f1")) or "_AP" in key:
+            assert value is None or 0.0 <= value <= 1.0, (key, value)
+
+    with open(out / PER_IMAGE_FILE, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and list(rows[0]) == list(ROW_FIELDS)
+    for row in rows:
+        for key in ("dice", "iou", "box_iou", "box_iou_best_match", "fill_ratio", "outline_dice"):
+            assert 0.0 <= float(row[key]) <= 1.0
+        assert int(row["tp"]) + int(row["fn"]) == int(row["n_gt"]) == 1
+        assert int(row["tp"]) + int(row["fp"]) == int(row["n_pred"])
+
+    results = json.loads((out / RESULTS_FILE).read_text())
+    assert len(results) == summary["n_pred_components"]
+    image_ids = {im["id"] for im in load_coco_json(SAMPLE_SPLIT / ANNOTATION_FILE)["images"]}
+    for r in results:
+        assert r["image_id"] in image_ids and 0.0 <= r["score"] <= 1.0 and len(r["bbox"]) == 4
+
+    masks = sorted((out / MASKS_DIR).glob("*.png"))
+    assert [m.stem for m in masks] == sorted(p.stem for p in SAMPLE_SPLIT.glob("*.jpg"))
+    for m in masks:
+        arr = np.asarray(Image.open(m))
+        assert arr.shape == (640, 640) and set(np.unique(arr)) <= {0, 255}
+
+    with Image.open(out / GALLERY_FILE) as im:
+        assert im.size == (900, 40 + 3 * 340)
+    assert not [p for p in out.rglob(".*")]  # no temporary files left behind

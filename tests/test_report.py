@@ -1,0 +1,133 @@
+"""Figures: the overlay gallery, single overlays and training curves from real TensorBoard logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_SPLIT
+from PIL import Image
+
+from brainseg_monai.report import overlay_gallery, pick_gallery, read_scalars, single_overlay, training_curves
+
+
+def open_png(path: Path) -> Image.Image:
+    assert path.is_file() and path.stat().st_size > 0
+    im = Image.open(path)
+    assert im.format == "PNG"
+    im.load()
+    return im
+
+
+def square(shape: tuple[int, int], x: int, y: int, size: int) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[y : y + size, x : x + size] = 1
+    return mask
+
+
+def test_pick_gallery_best_median_worst_distinct():
+    rows = [{"dice": d} for d in (0.5, 0.9, 0.1, 0.7, 0.3, 0.8, 0.2, 0.6, 0.4, 0.0, 1.0, None)]
+    groups = pick_gallery(rows, n_each=3)
+    # by Dice: 1.0(10) 0.9(1) 0.8(5) 0.7(3) 0.6(7) 0.5(0) 0.4(8) 0.3(4) 0.2(6) 0.1(2) 0.0(9); row 11 has none
+    assert groups == [("best", [10, 1, 5]), ("median", [7, 0, 8]), ("worst", [9, 2, 6])]
+    assert pick_gallery(rows[:2], n_each=3) == [("best", [1, 0])]
+    assert pick_gallery([{"dice": None}], n_each=3) == []
+
+
+def test_overlay_gallery_png_size(tmp_path: Path):
+    shape = (48, 64)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(5)]
+    masks = [square(shape, 10 + i, 10, 8) for i in range(5)]
+    masks[4][:] = 0  # an empty prediction draws no contour and must not fail
+    boxes = [[[8.0, 8.0, 14.5, 12.0]] for _ in range(5)]
+    outlines = [square(shape, 12, 12, 5), None, None, str(_write(tmp_path / "o.png", square(shape, 1, 1, 3))), None]
+    rows = [{"file_name": f"img_{i}.jpg", "dice": d} for i, d in enumerate((0.9, 0.1, 0.5, 0.7, 0.0))]
+    out = overlay_gallery(rows, images, masks, boxes, tmp_path / "g" / "gallery.png", outlines=outlines, n_each=2)
+    with open_png(Path(out)) as im:
+        assert im.size == (2 * 300, 40 + 3 * 340)  # best, median, worst rows of two panels
+    with pytest.raises(ValueError, match="align"):
+        overlay_gallery(rows, images[:4], masks, boxes, tmp_path / "x.png")
+
+
+def _write(path: Path, mask: np.ndarray) -> Path:
+    Image.fromarray(mask * 255).save(path)
+    return path
+
+
+def test_overlay_gallery_from_files_of_the_sample_split(tmp_path: Path):
+    images = sorted(SAMPLE_SPLIT.glob("*.jpg"))[:4]
+    masks = []
+    for k, path in enumerate(images):
+        masks.append(_write(tmp_path / f"{path.stem}.png", square((640, 640), 200 + 10 * k, 250, 90)))
+    rows = [{"file_name": p.name, "dice": 0.2 * k} for k, p in enumerate(images)]
+    boxes = [[[190.0, 240.0, 120.0, 110.0]] for _ in images]
+    with open_png(Path(overlay_gallery(rows, images, masks, boxes, tmp_path / "gallery.png"))) as im:
+        assert im.size == (900, 40 + 2 * 340)  # four images: best three and the worst one
+
+
+def test_single_overlay_keeps_the_image_size(tmp_path: Path):
+    image = next(iter(sorted(SAMPLE_SPLIT.glob("*.jpg"))))
+    mask = square((640, 640), 250, 320, 60)
+    with open_png(Path(single_overlay(image, mask, tmp_path / "one.png", boxes=[[251, 323, 96.25, 67.5]]))) as im:
+        assert im.size == (640, 640)
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    with open_png(Path(single_overlay(rgb, np.zeros((48, 64)), tmp_path / "rgb.png"))) as im:
+        assert im.size == (64, 48)
+    with pytest.raises(ValueError, match="differ in size"):
+        single_overlay(rgb, np.zeros((64, 48)), tmp_path / "bad.png")
+
+
+def test_training_curves_from_a_real_bundle_run(smoke_model: Path, tmp_path: Path):
+    log_dir = smoke_model.parent.parent / "eval"
+    scalars = read_scalars(log_dir)
+    assert {"train_loss", "val_mean_dice", "val_mean_iou"} <= set(scalars)
+    curves = training_curves(log_dir, tmp_path / "curves.png")
+    with open_png(tmp_path / "curves.png") as im:
+        assert im.size == (1500, 400)
+    # smoke_cpu.json: 2 epochs of 12 images in batches of 4
+    assert len(scalars["train_loss"]) == 6
+    assert [e for e, _ in curves["train_loss"]] == [1, 2]
+    for epoch, mean in curves["train_loss"]:
+        iterations = [v for s, _, v in scalars["train_loss"] if 3 * (epoch - 1) < s <= 3 * epoch]
+        assert mean == pytest.approx(np.mean(iterations))
+    assert [e for e, _ in curves["val_mean_dice"]] == [1, 2]
+    assert all(0.0 <= v <= 1.0 for _, v in curves["val_mean_dice"])
+    assert "learning_rate" not in curves  # the bundle's LrScheduleHandler only prints it
+
+
+def test_training_curves_with_missing_and_extra_tags(tmp_path: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    only_dice = tmp_path / "only_dice"
+    with SummaryWriter(str(only_dice)) as w:
+        for epoch in (1, 2, 3):
+            w.add_scalar("val_mean_dice", 0.1 * epoch, epoch, walltime=100.0 + epoch)
+    curves = training_curves(only_dice, tmp_path / "a.png")
+    assert curves["train_loss"] == []
+    assert [e for e, _ in curves["val_mean_dice"]] == [1, 2, 3]
+    assert [v for _, v in curves["val_mean_dice"]] == pytest.approx([0.1, 0.2, 0.3])
+    assert open_png(tmp_path / "a.png").size == (1500, 400)
+
+    full = tmp_path / "full"
+    with SummaryWriter(str(full)) as w:
+        for it, loss in enumerate((0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2), start=1):
+            w.add_scalar("train_loss", loss, it, walltime=float(it))
+        for epoch, end in ((1, 3.5), (2, 6.5)):  # iterations 7-8 belong to an unfinished epoch 3
+            w.add_scalar("train_mean_dice", 0.5, epoch, walltime=end)
+            w.add_scalar("lr", 1e-3 / epoch, epoch, walltime=end)
+    curves = training_curves(full, tmp_path / "b.png")
+    assert curves["train_loss"] == [(1, pytest.approx(0.8)), (2, pytest.approx(0.5))]
+    assert curves["learning_rate"] == [(1, pytest.approx(1e-3)), (2, pytest.approx(5e-4))]
+    assert open_png(tmp_path / "b.png").size == (1500, 400)
+
+    iterations_only = tmp_path / "iterations_only"
+    with SummaryWriter(str(iterations_only)) as w:
+        for it in (1, 2, 3):
+            w.add_scalar("train_loss", 1.0 / it, it, walltime=float(it))
+    curves = training_curves(iterations_only, tmp_path / "c.png")
+    assert [s for s, _ in curves["train_loss"]] == [1, 2, 3]  # no finished epoch: per iteration
+
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
+        training_curves(tmp_path / "empty", tmp_path / "d.png")
