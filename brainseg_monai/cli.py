@@ -130,9 +130,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from brainseg_monai.inference import BundlePredictor
-    from brainseg_monai.metrics import evaluate_split
+    from brainseg_monai.metrics import MASKS_DIR, PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
 
     _check_output_dir(args.output_dir, [args.split_dir])
+    if args.train_log and not os.path.isdir(args.train_log):
+        raise CommandError(f"--train-log {args.train_log}: folder not found")
     predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
     summary = evaluate_split(
         predictor,
@@ -141,8 +143,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         outlines_dir=args.outlines,
         category_map=_category_map(args.category_map),
     )
-    print(json.dumps(summary, indent=2, default=float))
+    out = Path(args.output_dir)
+    if args.overlays:
+        _write_overlays(args.split_dir, out / MASKS_DIR, out / "overlays", _category_map(args.category_map))
+    if args.train_log:
+        from brainseg_monai.report import training_curves
+
+        training_curves(args.train_log, out / "training_curves.png")
+    _print_table(out / PER_IMAGE_FILE)
+    keys = ("dice_mean", "iou_mean", "box_iou_mean", "detection_f1", "containment_f1", "bbox_AP50", "fill_ratio_median",
+            "outside_fraction_mean", "outline_dice_mean")
+    print("  ".join(f"{k}={summary[k]:.3f}" for k in keys if isinstance(summary.get(k), (int, float))))
+    print(f"wrote {out / PER_IMAGE_FILE}, {out / SUMMARY_FILE}, masks and pictures in {out}")
     return EXIT_OK
+
+
+def _write_overlays(split_dir: str, masks_dir: Path, overlay_dir: Path, category_map: dict | None) -> None:
+    """One overlay PNG per image: predicted contour and the COCO boxes."""
+    import numpy as np
+    from PIL import Image
+
+    from brainseg_monai.coco import coco_to_datalist
+    from brainseg_monai.io import mask_output_path
+    from brainseg_monai.metrics import annotation_box
+    from brainseg_monai.report import single_overlay
+
+    for rec in coco_to_datalist(split_dir, category_map, validate=False):
+        h, w = rec["label"]["height"], rec["label"]["width"]
+        with Image.open(rec["image"]) as im:
+            grey = np.asarray(im.convert("F"))
+        with Image.open(mask_output_path(rec["image"], masks_dir)) as m:
+            mask = np.asarray(m) > 0
+        boxes = [annotation_box(a, h, w) for a in rec["label"]["annotations"]]
+        single_overlay(grey, mask, mask_output_path(rec["image"], overlay_dir), boxes=boxes)
+
+
+def _print_table(csv_path: Path) -> None:
+    import csv
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = [c for c in ("dice", "iou", "box_iou", "outline_dice") if rows and c in rows[0]]
+    print(f"{'image':<48} " + " ".join(f"{c:>12}" for c in cols))
+    for row in rows:
+        cells = " ".join(f"{float(row[c]):>12.3f}" if row[c] not in ("", "None") else f"{'-':>12}" for c in cols)
+        print(f"{row['file_name'][:48]:<48} {cells}")
 
 
 # -- segment -----------------------------------------------------------------------------
@@ -284,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("split_dir", help="split folder with _annotations.coco.json")
     p.add_argument("--output-dir", required=True, help="where metrics, masks and pictures go")
     p.add_argument("--outlines", help="folder of true tumor masks <stem>.png (0/255) to report outline Dice")
+    p.add_argument("--overlays", action="store_true", help="also write one overlay PNG per image into OUTPUT_DIR/overlays")
+    p.add_argument("--train-log", help="a training run's eval/ folder (TensorBoard logs): draw training_curves.png")
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--model", help="weights to use instead of the bundle's models/model.pt")
     p.add_argument("--config", action="append", default=[], help="override JSON layered on inference.json (repeatable)")
