@@ -1,0 +1,620 @@
+"""3D Slicer module: segment brain tumors on MRI slices with the brainseg-monai MONAI bundle.
+
+Only Slicer glue lives here (user interface, settings, dialogs, dependency installation,
+the background process, progress and cancel). The processing is in the Qt-free package
+``BrainTumorSegmentationLib`` next to this file, usable without the application
+(see its ``segment_volume``) and tested with the PyPI package ``slicer-core``.
+"""
+
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+
+import BrainTumorSegmentationLib as btl
+import ctk
+import numpy as np
+import qt
+import slicer
+import vtk  # noqa: F401 - keeps Slicer's module template imports
+from BrainTumorSegmentationLib import dependencies
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+SETTINGS_PREFIX = "BrainTumorSegmentation/"
+AXIS_CHOICES = (None, 2, 1, 0)  # combo box index -> IJK axis ("Auto", "K", "J", "I")
+
+
+#
+# Module
+#
+
+
+class BrainTumorSegmentation(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Brain Tumor Segmentation"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []  # PyTorch Utils (PyTorch extension) is used when present, not required
+        self.parent.contributors = ["brainseg-monai contributors"]
+        self.parent.helpText = """
+Segments brain tumors on 2D MRI slices (a JPEG/PNG loaded as a volume) or on 3D MRI volumes,
+slice by slice, with a 2D U-Net from the brainseg-monai MONAI bundle. The result is a
+segmentation with one "Brain tumor" segment (standard terminology: Neoplasm of the brain);
+optionally also the tumor probability as a volume.
+The model was trained on 2D T1 contrast-enhanced slices with box-shaped labels: it is a
+research tool, not for clinical use.
+"""
+        self.parent.acknowledgementText = """
+Built on MONAI and PyTorch. Training data: Brain Tumor Image Dataset (Roboflow/Kaggle, CC BY 4.0),
+slices of the figshare brain tumor dataset (Jun Cheng, 2017, CC BY 4.0).
+"""
+
+
+#
+# Widget
+#
+
+
+class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.run = None
+        self._started = 0.0
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/BrainTumorSegmentation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = BrainTumorSegmentationLogic()
+
+        self.ui.bundlePathLineEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.ui.bundlePathLineEdit.settingKey = SETTINGS_PREFIX + "BundleDirHistory"
+        self.restoreSettings()
+
+        self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButtons)
+        self.ui.bundlePathLineEdit.currentPathChanged.connect(self.updateBundleStatus)
+        self.ui.applyButton.clicked.connect(self.onApply)
+        self.ui.cancelButton.clicked.connect(self.onCancel)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+
+        self.ui.progressBar.setVisible(False)
+        self.updateBundleStatus()
+        self.updateButtons()
+
+    def cleanup(self):
+        if self.run is not None:
+            self.run.onProgress = self.run.onFinished = None  # the widget is going away
+            self.run.cancel()
+            self.run = None
+        self.removeObservers()
+
+    def onSceneStartClose(self, caller, event):
+        if self.run is not None:
+            self.run.cancel()
+
+    # settings
+
+    def restoreSettings(self):
+        settings = slicer.app.userSettings()
+        self.ui.bundlePathLineEdit.currentPath = settings.value(SETTINGS_PREFIX + "BundleDir", "")
+        self.ui.forceCpuCheckBox.checked = slicer.util.toBool(settings.value(SETTINGS_PREFIX + "ForceCPU", False))
+        self.ui.probabilityCheckBox.checked = slicer.util.toBool(
+            settings.value(SETTINGS_PREFIX + "OutputProbability", False)
+        )
+        self.ui.axisComboBox.currentIndex = int(settings.value(SETTINGS_PREFIX + "Axis", 0))
+        self.ui.batchSizeSpinBox.value = int(settings.value(SETTINGS_PREFIX + "BatchSize", 8))
+
+    def saveSettings(self):
+        settings = slicer.app.userSettings()
+        settings.setValue(SETTINGS_PREFIX + "BundleDir", self.ui.bundlePathLineEdit.currentPath)
+        settings.setValue(SETTINGS_PREFIX + "ForceCPU", self.ui.forceCpuCheckBox.checked)
+        settings.setValue(SETTINGS_PREFIX + "OutputProbability", self.ui.probabilityCheckBox.checked)
+        settings.setValue(SETTINGS_PREFIX + "Axis", self.ui.axisComboBox.currentIndex)
+        settings.setValue(SETTINGS_PREFIX + "BatchSize", self.ui.batchSizeSpinBox.value)
+        self.ui.bundlePathLineEdit.addCurrentPathToHistory()
+
+    # state
+
+    def bundleDir(self):
+        return self.ui.bundlePathLineEdit.currentPath or None
+
+    def updateBundleStatus(self, *args):
+        info = btl.bundle_info(self.bundleDir())
+        self.ui.statusLabel.text = f"Model: {info['label']}"
+        self.ui.statusLabel.toolTip = info["path"]
+
+    def updateButtons(self, *args):
+        running = self.run is not None
+        self.ui.applyButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None and not running
+        self.ui.applyButton.toolTip = "Segment the brain tumor" if not running else "Segmentation is running"
+        self.ui.cancelButton.enabled = running
+        for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.bundlePathLineEdit):
+            widget.enabled = not running
+
+    # actions
+
+    def onApply(self):
+        self.saveSettings()
+        volume = self.ui.inputVolumeSelector.currentNode()
+        try:
+            btl.check_volume_node(volume)
+            info = btl.bundle_info(self.bundleDir())
+            if not info["is_bundle"] or not info["has_weights"]:
+                raise ValueError(f"{info['label']}\nChoose the bundle folder (with models/model.pt) in 'Model bundle'.")
+        except ValueError as e:
+            slicer.util.errorDisplay(f"Cannot segment: {e}")
+            return
+        if not self.logic.setupPythonRequirements(self.bundleDir()):
+            self.ui.statusLabel.text = "Python packages are not ready (see the message shown)."
+            return
+        self.ui.progressBar.setValue(0)
+        self.ui.progressBar.setVisible(True)
+        self.ui.statusLabel.text = "Starting the model..."
+        self._started = time.time()
+        try:
+            self.run = self.logic.startProcessing(
+                volume,
+                self.ui.outputSegmentationSelector.currentNode(),
+                bundleDir=self.bundleDir(),
+                forceCPU=self.ui.forceCpuCheckBox.checked,
+                outputProbability=self.ui.probabilityCheckBox.checked,
+                axis=AXIS_CHOICES[self.ui.axisComboBox.currentIndex],
+                batchSize=self.ui.batchSizeSpinBox.value,
+                onProgress=self.onProgress,
+                onFinished=self.onFinished,
+            )
+        except Exception as e:
+            self.ui.progressBar.setVisible(False)
+            slicer.util.errorDisplay(f"Cannot start the segmentation: {e}")
+            logging.exception("BrainTumorSegmentation start failed")
+        self.updateButtons()
+
+    def onCancel(self):
+        if self.run is not None:
+            self.ui.statusLabel.text = "Cancelling..."
+            self.run.cancel()
+
+    def onProgress(self, fraction, message=None):
+        self.ui.progressBar.setValue(int(round(100 * fraction)))
+        if message:
+            self.ui.statusLabel.text = message
+
+    def onFinished(self, segmentationNode, error, cancelled):
+        self.run = None
+        self.ui.progressBar.setVisible(False)
+        self.updateButtons()
+        if cancelled:
+            self.ui.statusLabel.text = "Cancelled: nothing was changed."
+            return
+        if error:
+            self.ui.statusLabel.text = "Failed (see the error message)."
+            slicer.util.errorDisplay("Brain tumor segmentation failed.", detailedText=error)
+            return
+        self.ui.outputSegmentationSelector.setCurrentNode(segmentationNode)
+        mask = btl.segment_mask_array(segmentationNode)
+        found = int(mask.reshape(mask.shape[0], -1).any(axis=1).sum()) if mask.size else 0
+        what = f"tumor found on {found} of {mask.shape[0]} slice(s)" if found else "no tumor found"
+        self.ui.statusLabel.text = f"Done in {time.time() - self._started:.1f} s: {what}."
+
+
+#
+# Logic
+#
+
+
+class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
+    """Slicer side of the processing: Python packages, and running ``BrainTumorSegmentationLib``.
+
+    ``process`` runs in Slicer's own process (blocking; for scripts and tests);
+    ``startProcessing`` runs the model in a background ``PythonSlicer`` process with progress
+    and cancel, then writes the result into the scene on the main thread.
+    """
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    # Python packages
+
+    def setupPythonRequirements(self, bundleDir=None, askConfirmation=True):
+        """Install what is missing (after confirmation). Returns True when everything is ready.
+
+        brainseg-monai counts as present when the bundle carries its own copy (a packaged bundle).
+        """
+        bundle = btl.find_bundle_dir(bundleDir)
+        statuses = dependencies.check(bundle_dir=bundle)
+        missing = [s for s in statuses if not s.ok]
+        if not missing:
+            return True
+        package_missing = any(s.requirement == dependencies.PACKAGE for s in missing)
+        source = dependencies.find_package_source() if package_missing else None
+        if package_missing and source is None:
+            slicer.util.errorDisplay(
+                "The brainseg-monai Python package is not installed and no source was found.\n"
+                "Set the environment variable BRAINSEG_MONAI_SOURCE to a brainseg-monai wheel or source "
+                "folder and restart Slicer, or install it with slicer.util.pip_install()."
+            )
+            return False
+        torch = next(s for s in statuses if s.requirement == dependencies.TORCH)
+        if torch.installed is not None and not torch.ok:
+            slicer.util.errorDisplay(
+                f"PyTorch {torch.installed} is installed, but {dependencies.TORCH.spec} is needed.\n"
+                "Open the PyTorch Utils module, uninstall PyTorch, restart Slicer, and apply again."
+            )
+            return False
+        text = (
+            "Brain Tumor Segmentation needs Python packages that will now be downloaded and installed "
+            "into Slicer's Python. This can take several minutes (PyTorch alone is 1-3 GB).\n\n"
+            + "\n".join(f"  {s.describe()}" for s in missing)
+        )
+        if askConfirmation and not slicer.app.commandOptions().testingEnabled:
+            if not slicer.util.confirmOkCancelDisplay(text, windowTitle="Install Python packages"):
+                return False
+        try:
+            slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+            if not torch.ok and not self._installTorch():
+                return False
+            specs = [s.requirement.spec for s in missing if s.requirement in dependencies.REQUIREMENTS]
+            if specs:
+                slicer.util.pip_install(specs)
+            if package_missing:
+                slicer.util.pip_install(["--upgrade", "--no-deps", source])
+        except Exception as e:
+            logging.exception("BrainTumorSegmentation: installing Python packages failed")
+            slicer.util.errorDisplay(f"Installing Python packages failed: {e}", detailedText=str(e))
+            return False
+        finally:
+            slicer.app.restoreOverrideCursor()
+        still = [s.describe() for s in dependencies.check(bundle_dir=bundle) if not s.ok]
+        if still:
+            slicer.util.errorDisplay("These packages are still missing:\n" + "\n".join(still))
+            return False
+        restart = dependencies.needs_restart(statuses)
+        if restart:
+            if slicer.util.confirmOkCancelDisplay(
+                f"Updated {', '.join(restart)}, already loaded by Slicer. Slicer must be restarted before "
+                "segmenting. Restart now?",
+                windowTitle="Restart Slicer",
+            ):
+                slicer.util.restart()
+            return False
+        return True
+
+    def _installTorch(self):
+        try:
+            import PyTorchUtils
+
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        except ImportError:
+            torchLogic = None
+        if torchLogic is not None:
+            return (
+                torchLogic.installTorch(
+                    askConfirmation=False, torchVersionRequirement=f">={dependencies.TORCH.minimum}"
+                )
+                is not None
+            )
+        if not slicer.util.confirmOkCancelDisplay(
+            "The PyTorch extension (PyTorch Utils module) is not installed: it picks the PyTorch build for your GPU. "
+            "Install it from the Extensions Manager and restart Slicer for GPU support, or continue to install "
+            "PyTorch with pip (default build).",
+            windowTitle="PyTorch",
+        ):
+            return False
+        slicer.util.pip_install([dependencies.TORCH.spec])
+        return True
+
+    # processing
+
+    def process(
+        self,
+        inputVolume,
+        outputSegmentation=None,
+        bundleDir=None,
+        forceCPU=False,
+        outputProbability=False,
+        axis=None,
+        batchSize=8,
+        progress=None,
+        cancel=None,
+        **options,
+    ):
+        """Segment in this process (blocks the application). Returns the segmentation node."""
+        return btl.segment_volume(
+            inputVolume,
+            outputSegmentation,
+            bundleDir,
+            force_cpu=forceCPU,
+            output_probability=outputProbability,
+            axis=axis,
+            batch_size=batchSize,
+            progress=progress,
+            cancel=cancel,
+            **options,
+        )
+
+    def startProcessing(
+        self,
+        inputVolume,
+        outputSegmentation=None,
+        bundleDir=None,
+        forceCPU=False,
+        outputProbability=False,
+        axis=None,
+        batchSize=8,
+        onProgress=None,
+        onFinished=None,
+        ckptPath=None,
+        configFiles=(),
+    ):
+        """Segment in a background ``PythonSlicer`` process. Returns a :class:`BackgroundSegmentation`.
+
+        ``onProgress(fraction, message)`` and ``onFinished(segmentationNode, error, cancelled)`` are
+        called on the main thread.
+        """
+        return BackgroundSegmentation(
+            inputVolume,
+            outputSegmentation,
+            bundleDir,
+            forceCPU,
+            outputProbability,
+            axis,
+            batchSize,
+            onProgress,
+            onFinished,
+            ckptPath,
+            configFiles,
+        )
+
+
+class BackgroundSegmentation:
+    """One run of ``BrainTumorSegmentationLib/worker.py`` in ``PythonSlicer``, polled by a Qt timer.
+
+    The input voxels go to the process as a ``.npy`` file; the scene is changed only when the
+    process has succeeded (``btl.apply_prediction``), so Cancel (terminating the process) leaves
+    it unchanged. ``CUDA_VISIBLE_DEVICES=-1`` forces the CPU.
+    """
+
+    def __init__(
+        self,
+        volumeNode,
+        segmentationNode,
+        bundleDir,
+        forceCPU,
+        outputProbability,
+        axis,
+        batchSize,
+        onProgress,
+        onFinished,
+        ckptPath=None,
+        configFiles=(),
+    ):
+        btl.check_volume_node(volumeNode)
+        self.volumeNodeID = volumeNode.GetID()
+        self.segmentationNodeID = segmentationNode.GetID() if segmentationNode is not None else None
+        self.onProgress = onProgress
+        self.onFinished = onFinished
+        self.cancelled = False
+        self.finished = False
+        self.error = None
+        self.bundleName = ""
+        self.log = []
+        self.tempDir = tempfile.mkdtemp(prefix="BrainTumorSegmentation-")
+        inputPath = os.path.join(self.tempDir, "input.npy")
+        self.outputPath = os.path.join(self.tempDir, "output.npz")
+        np.save(inputPath, btl.volume_array(volumeNode))
+
+        python = shutil.which("PythonSlicer")
+        if not python:
+            raise RuntimeError("PythonSlicer (Slicer's Python launcher) was not found")
+        worker = os.path.join(os.path.dirname(btl.__file__), "worker.py")
+        command = [
+            python,
+            worker,
+            "--input",
+            inputPath,
+            "--output",
+            self.outputPath,
+            "--batch-size",
+            str(int(batchSize)),
+        ]
+        command += ["--bundle-dir", btl.find_bundle_dir(bundleDir)]
+        if ckptPath:
+            command += ["--ckpt-path", os.fspath(ckptPath)]
+        for config in configFiles:
+            command += ["--config-file", os.fspath(config)]
+        if axis is not None:
+            command += ["--axis", str(axis)]
+        if outputProbability:
+            command.append("--probability")
+        environment = None
+        if forceCPU:
+            command.append("--force-cpu")
+            environment = {"CUDA_VISIBLE_DEVICES": "-1"}
+        logging.info("BrainTumorSegmentation: " + " ".join(command))
+        self.process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment)
+        self.lines = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.killAt = None
+        self.timer = qt.QTimer()
+        self.timer.setInterval(100)
+        self.timer.timeout.connect(self._poll)
+        self.timer.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.process.stdout.close()
+
+    def cancel(self):
+        """Stop the process; the scene is not changed."""
+        if self.finished or self.cancelled:
+            return
+        self.cancelled = True
+        self.process.terminate()
+        self.killAt = time.time() + 3.0
+
+    def _poll(self):
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(line)
+        if self.killAt is not None and self.process.poll() is None and time.time() > self.killAt:
+            self.process.kill()
+        if self.process.poll() is None or self.reader.is_alive():
+            return
+        self.timer.stop()
+        self._finish()
+
+    def _handle(self, line):
+        word, _, rest = line.partition(" ")
+        if word == "PROGRESS":
+            try:
+                fraction = float(rest)
+            except ValueError:
+                return
+            self._call(self.onProgress, fraction, f"Segmenting with {self.bundleName}..." if self.bundleName else None)
+        elif word == "BUNDLE":
+            self.bundleName = rest
+            self._call(self.onProgress, 0.0, f"Segmenting with {rest}...")
+        elif word == "ERROR":
+            self.error = rest
+        else:
+            self.log = (self.log + [line])[-200:]
+            logging.debug(line)
+
+    def _finish(self):
+        self.finished = True
+        segmentation = None
+        try:
+            if self.cancelled:
+                return
+            returnCode = self.process.returncode
+            if returnCode != 0 or not os.path.isfile(self.outputPath):
+                details = "\n".join(self.log[-40:])
+                self.error = f"{self.error or f'the process exited with code {returnCode}'}\n\n{details}".strip()
+                return
+            volume = slicer.mrmlScene.GetNodeByID(self.volumeNodeID)
+            if volume is None:
+                self.error = "The input volume was removed while it was being segmented."
+                return
+            outputNode = slicer.mrmlScene.GetNodeByID(self.segmentationNodeID) if self.segmentationNodeID else None
+            with np.load(self.outputPath) as result:
+                mask = result["mask"]
+                probability = result["probability"] if "probability" in result.files else None
+            segmentation = btl.apply_prediction(volume, mask, probability, outputNode, source=self.bundleName)
+        except Exception as e:
+            logging.exception("BrainTumorSegmentation: loading the result failed")
+            self.error = str(e)
+        finally:
+            shutil.rmtree(self.tempDir, ignore_errors=True)
+            self._call(self.onFinished, segmentation, self.error, self.cancelled)
+
+    @staticmethod
+    def _call(callback, *args):
+        if callback is not None:
+            callback(*args)
+
+    def wait(self, timeoutSeconds=600):
+        """Block (processing Qt events) until the run has finished. For scripts and tests."""
+        end = time.time() + timeoutSeconds
+        while not self.finished and time.time() < end:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        if not self.finished:
+            self.cancel()
+            raise TimeoutError("the background segmentation did not finish in time")
+
+
+#
+# Test
+#
+
+
+class BrainTumorSegmentationTest(ScriptedLoadableModuleTest):
+    """Runs ``BrainTumorSegmentationLib.testing`` (the same checks as tests/test_slicer_lib.py) in Slicer."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SegmentVolume()
+        self.setUp()
+        self.test_BackgroundProcess()
+
+    def _samples(self):
+        from BrainTumorSegmentationLib import testing
+
+        split = os.path.join(btl.find_bundle_dir(), "sample_data", "valid")
+        try:
+            return testing.read_samples(split)
+        except (ImportError, OSError) as e:
+            logging.info(f"Sample images not usable ({e}); using synthetic images")
+            return testing.synthetic_samples()
+
+    @staticmethod
+    def _modelReady():
+        """The default bundle has weights and every Python package is installed."""
+        bundle = btl.find_bundle_dir()
+        return btl.bundle_info(bundle)["has_weights"] and all(s.ok for s in dependencies.check(bundle_dir=bundle))
+
+    def _predictor(self):
+        """The bundle's trained model when it can be loaded, else the numpy stand-in."""
+        from BrainTumorSegmentationLib import testing
+
+        if self._modelReady():
+            return btl.load_predictor(force_cpu=True), True
+        logging.info(
+            "brainseg-monai/torch or the trained weights are missing: checking the scene logic with a stand-in"
+        )
+        return testing.IntensityPredictor(), False
+
+    def test_SegmentVolume(self):
+        from BrainTumorSegmentationLib import testing
+
+        self.delayDisplay("Checking segment_volume on the scene")
+        predictor, trained = self._predictor()
+        with tempfile.TemporaryDirectory() as tmp:
+            testing.run_all_checks(slicer.mrmlScene, predictor, self._samples(), tmp, trained, log=logging.info)
+        self.delayDisplay("segment_volume checks passed")
+
+    def test_BackgroundProcess(self):
+        from BrainTumorSegmentationLib import testing
+
+        if not self._modelReady():
+            self.delayDisplay("Skipping the background process test: brainseg-monai or the weights are missing")
+            return
+        sample = self._samples()[0]
+        volume = testing.add_vector_volume(slicer.mrmlScene, sample.rgb, "background test")
+        progress = []
+        run = BrainTumorSegmentationLogic().startProcessing(
+            volume,
+            forceCPU=True,
+            onProgress=lambda f, m=None: progress.append(f),
+            onFinished=lambda *args: progress.append(args),
+        )
+        run.wait()
+        segmentation, error, cancelled = progress[-1]
+        self.assertIsNone(error)
+        self.assertFalse(cancelled)
+        testing.check_segment_metadata(segmentation)
+        expected = btl.load_predictor(force_cpu=True).predict_array(sample.rgb)
+        self.assertTrue(np.array_equal(btl.segment_mask_array(segmentation)[0], expected))
+        self.assertIn(1.0, progress)
+        self.delayDisplay("Background process test passed")

@@ -1,0 +1,502 @@
+"""Segment MRML volume nodes into a "Brain tumor" segment: the extension's logic, free of Qt.
+
+Works in 3D Slicer and in a plain Python process with the PyPI package ``slicer-core``
+(real MRML scene, no application): nothing here touches ``slicer.app``, ``slicer.modules``,
+``slicer.mrmlScene`` or ``qt``; the scene is always ``volume_node.GetScene()``.
+
+The scene is changed only at the very end, after the input was checked and every slice was
+predicted: a bad input, a missing model, a failed prediction or a cancel leave it as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import slicer
+import vtk
+import vtk.util.numpy_support as vtk_np
+
+from .inference import CancelSpec, ProgressCallback, load_predictor, predict_volume, resolve_axis
+
+__all__ = [
+    "PROBABILITY_REFERENCE_ROLE",
+    "SEGMENT_COLOR",
+    "SEGMENT_NAME",
+    "SOURCE_TAG",
+    "TERMINOLOGY",
+    "apply_prediction",
+    "check_volume_node",
+    "export_segment_labelmap",
+    "probability_node_of",
+    "save_segmentation",
+    "segment_ids",
+    "segment_mask_array",
+    "segment_volume",
+    "volume_array",
+]
+
+SEGMENT_NAME = "Brain tumor"
+#: Fixed display color of the segment (RGB in 0..1).
+SEGMENT_COLOR = (0.90, 0.30, 0.20)
+#: Standard terminology (DICOM/SNOMED-CT) as Slicer serializes it in the segment's
+#: ``TerminologyEntry`` tag: context~category~type~typeModifier~anatomicContext~region~regionModifier,
+#: each code ``scheme^value^meaning``. Neoplasm (SCT 108369006) of the brain (SCT 12738006).
+TERMINOLOGY = (
+    "Segmentation category and type - 3D Slicer General Anatomy list"
+    "~SCT^49755003^Morphologically Altered Structure"
+    "~SCT^108369006^Neoplasm"
+    "~^^"
+    "~Anatomic codes - DICOM master list"
+    "~SCT^12738006^Brain"
+    "~^^"
+)
+TERMINOLOGY_TAG = "TerminologyEntry"
+#: Segment tag recording which bundle (name and version) made the segment.
+SOURCE_TAG = "BrainTumorSegmentation.Bundle"
+#: Node reference role from the segmentation node to its probability volume.
+PROBABILITY_REFERENCE_ROLE = "BrainTumorSegmentation.Probability"
+
+_SUPPORTED_VOLUMES = ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode")
+_FOUR_D_VOLUMES = (
+    "vtkMRMLMultiVolumeNode",
+    "vtkMRMLDiffusionWeightedVolumeNode",
+    "vtkMRMLDiffusionTensorVolumeNode",
+)
+
+
+# --------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------
+
+
+def _describe(node: Any) -> str:
+    if node is None:
+        return "None"
+    if not hasattr(node, "GetClassName"):
+        return f"a {type(node).__name__}"
+    name = node.GetName() if hasattr(node, "GetName") else None
+    return f"'{name}' ({node.GetClassName()})" if name else node.GetClassName()
+
+
+def check_volume_node(volume_node: Any) -> int:
+    """Check that ``volume_node`` can be segmented; return its number of components per voxel.
+
+    Accepted: a scalar volume node, or a vector volume node with 1, 3 (RGB) or 4 (RGBA)
+    components (what Slicer makes of a JPEG/PNG), with voxels, in a MRML scene.
+
+    Raises:
+        ValueError: saying what is wrong (no volume, not a volume, 4D/sequence, labelmap,
+            empty, wrong number of components, not in a scene).
+    """
+    if volume_node is None:
+        raise ValueError("no input volume: select a scalar or RGB volume to segment (got None)")
+    if not hasattr(volume_node, "IsA"):
+        raise ValueError(f"the input must be a volume node, got {_describe(volume_node)}")
+    what = _describe(volume_node)
+    cls = volume_node.GetClassName()
+    if volume_node.IsA("vtkMRMLSequenceNode") or volume_node.IsA("vtkMRMLSequenceBrowserNode"):
+        raise ValueError(
+            f"{what} is a sequence (4D data), not a volume: select the volume of one time point "
+            "(the sequence's proxy volume) instead"
+        )
+    if cls in _FOUR_D_VOLUMES:
+        raise ValueError(f"{what} is a 4D/multi-valued volume; select a single 2D or 3D scalar or RGB volume")
+    if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise ValueError(f"{what} is a labelmap (labels, not an image); select the MRI volume instead")
+    if not volume_node.IsA("vtkMRMLVolumeNode"):
+        raise ValueError(f"{what} is not a volume node; select a scalar or RGB volume")
+    if cls not in _SUPPORTED_VOLUMES:
+        raise ValueError(f"{what}: unsupported volume type; select a scalar or RGB(A) vector volume")
+    if volume_node.GetScene() is None:
+        raise ValueError(f"{what} is not in a MRML scene; add it to a scene first")
+    image = volume_node.GetImageData()
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        raise ValueError(f"{what} is empty: it has no image data")
+    dims = image.GetDimensions()
+    if min(dims) < 1 or image.GetNumberOfPoints() == 0:
+        raise ValueError(f"{what} is empty: it has no voxels (dimensions {tuple(dims)})")
+    components = image.GetNumberOfScalarComponents()
+    if cls == "vtkMRMLScalarVolumeNode" and components != 1:
+        raise ValueError(
+            f"{what} has {components} components per voxel (a 4D or multi-channel image); "
+            "only single-component scalar volumes and RGB(A) vector volumes are supported"
+        )
+    if components not in (1, 3, 4):
+        raise ValueError(
+            f"{what} has {components} components per voxel; only grey (1), RGB (3) or RGBA (4) "
+            "volumes can be segmented"
+        )
+    return components
+
+
+def volume_array(volume_node: Any) -> np.ndarray:
+    """A copy of the volume's voxels after :func:`check_volume_node`: ``(k, j, i)`` or ``(k, j, i, c)``."""
+    components = check_volume_node(volume_node)
+    image = volume_node.GetImageData()
+    shape = tuple(reversed(image.GetDimensions()))
+    voxels = vtk_np.vtk_to_numpy(image.GetPointData().GetScalars())
+    array = np.array(voxels, copy=True).reshape(shape + ((components,) if components > 1 else ()))
+    return array
+
+
+def _check_output_nodes(volume_node: Any, segmentation_node: Any, probability_node: Any) -> None:
+    scene = volume_node.GetScene()
+    if segmentation_node is not None:
+        if not hasattr(segmentation_node, "IsA") or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
+            raise ValueError(f"the output must be a segmentation node, got {_describe(segmentation_node)}")
+        if segmentation_node.GetScene() is not scene:
+            raise ValueError(f"the segmentation {_describe(segmentation_node)} is not in the input volume's scene")
+    if probability_node is not None:
+        if (
+            not hasattr(probability_node, "GetClassName")
+            or probability_node.GetClassName() != "vtkMRMLScalarVolumeNode"
+        ):
+            raise ValueError(f"the probability output must be a scalar volume node, got {_describe(probability_node)}")
+        if probability_node is volume_node:
+            raise ValueError("the probability output cannot be the input volume itself")
+        if probability_node.GetScene() is not scene:
+            raise ValueError(f"the probability volume {_describe(probability_node)} is not in the input volume's scene")
+
+
+# --------------------------------------------------------------------------------------
+# Segmentation
+# --------------------------------------------------------------------------------------
+
+
+def segment_volume(
+    volume_node: Any,
+    segmentation_node: Any = None,
+    bundle_dir: str | os.PathLike | None = None,
+    *,
+    ckpt_path: str | os.PathLike | None = None,
+    config_files: Sequence[str | os.PathLike] = (),
+    device: str | None = None,
+    force_cpu: bool = False,
+    axis: int | str | None = None,
+    batch_size: int = 8,
+    output_probability: bool = False,
+    probability_node: Any = None,
+    progress: ProgressCallback = None,
+    cancel: CancelSpec = None,
+    predictor: Any = None,
+) -> Any:
+    """Segment the brain tumor in a volume node into a "Brain tumor" segment.
+
+    A single-slice volume (a JPEG/PNG loaded in Slicer, shape ``(1, H, W)``) is one 2D image;
+    a 3D volume is segmented slice by slice along ``axis``, ``batch_size`` slices at a time.
+    RGB(A) vector volumes are turned to grey by the bundle's own transforms (as for JPEG files).
+
+    Args:
+        volume_node: a scalar or RGB(A) vector volume node in a MRML scene.
+        segmentation_node: output; a new ``vtkMRMLSegmentationNode`` is added when None. Running
+            again with the same node replaces its "Brain tumor" segment (other segments stay).
+        bundle_dir: the MONAI bundle (default: see :func:`~BrainTumorSegmentationLib.find_bundle_dir`).
+        ckpt_path: weights (default: the bundle's ``models/model.pt``).
+        config_files: JSON files layered on the bundle's ``inference.json`` (e.g. another network size).
+        device: torch device (default: CUDA if available, else CPU).
+        force_cpu: use the CPU even when a GPU is available.
+        axis: IJK axis to slice along: 2 (K, the acquisition slices, default for 3D volumes),
+            1 (J) or 0 (I); ``None`` also picks the flat axis of a single-slice image.
+        batch_size: slices per network call.
+        output_probability: also write the tumor probability (0..1) into a scalar volume with the
+            input's geometry: ``probability_node``, else the one made by an earlier run with this
+            segmentation node, else a new one (see :func:`probability_node_of`).
+        probability_node: scalar volume node to write the probability into.
+        progress: called with the fraction done (0..1).
+        cancel: callable or ``threading.Event`` checked between batches; raises
+            :class:`~BrainTumorSegmentationLib.SegmentationCancelled`, leaving the scene unchanged.
+        predictor: a ready ``BundlePredictor`` (or an object with its ``predict_arrays``); then
+            ``bundle_dir``, ``ckpt_path``, ``config_files``, ``device`` and ``force_cpu`` must not be given.
+
+    Returns:
+        the segmentation node.
+
+    Raises:
+        ValueError: a bad input or option (the message says what), weights that do not fit.
+        FileNotFoundError: bundle or weights missing.
+        SegmentationCancelled: ``cancel`` fired.
+    """
+    check_volume_node(volume_node)
+    _check_output_nodes(volume_node, segmentation_node, probability_node)
+    array = volume_array(volume_node)
+    ijk_axis = resolve_axis(array.shape, axis)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if predictor is None:
+        predictor = load_predictor(bundle_dir, ckpt_path, config_files, device, force_cpu)
+    elif bundle_dir or ckpt_path or config_files or device or force_cpu:
+        raise ValueError("pass either predictor or the options to load one (bundle_dir, ckpt_path, ...), not both")
+    mask, probability = predict_volume(
+        array,
+        predictor,
+        axis=ijk_axis,
+        batch_size=batch_size,
+        with_probability=output_probability,
+        progress=progress,
+        cancel=cancel,
+    )
+    return apply_prediction(
+        volume_node,
+        mask,
+        probability,
+        segmentation_node=segmentation_node,
+        probability_node=probability_node,
+        source=getattr(predictor, "name", None),
+    )
+
+
+def apply_prediction(
+    volume_node: Any,
+    mask: np.ndarray,
+    probability: np.ndarray | None = None,
+    segmentation_node: Any = None,
+    probability_node: Any = None,
+    source: str | None = None,
+) -> Any:
+    """Write a predicted ``(k, j, i)`` mask (and probability) for ``volume_node`` into the scene.
+
+    This is the scene-changing half of :func:`segment_volume`, for results computed elsewhere
+    (the Slicer module runs the model in a background process and calls this on its output).
+
+    Returns:
+        the segmentation node (new when ``segmentation_node`` is None).
+
+    Raises:
+        ValueError: bad nodes, or arrays that do not have the volume's shape.
+    """
+    check_volume_node(volume_node)
+    _check_output_nodes(volume_node, segmentation_node, probability_node)
+    shape = tuple(reversed(volume_node.GetImageData().GetDimensions()))
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(f"the mask has shape {mask.shape} but the volume has {shape} (k, j, i)")
+    if probability is not None and np.asarray(probability).shape != shape:
+        raise ValueError(f"the probability has shape {np.asarray(probability).shape} but the volume has {shape}")
+    labelmap = _oriented_labelmap(volume_node, mask)
+    _register_converter_rules()
+
+    scene = volume_node.GetScene()
+    created: list[Any] = []
+    try:
+        if segmentation_node is None:
+            segmentation_node = scene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volume_node.GetName()} brain tumor")
+            )
+            created.append(segmentation_node)
+            segmentation_node.CreateDefaultDisplayNodes()
+            created.extend(_display_nodes(segmentation_node))
+        was_modifying = segmentation_node.StartModify()
+        try:
+            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+            segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+            _replace_segment(segmentation_node, labelmap, source)
+        finally:
+            segmentation_node.EndModify(was_modifying)
+        if probability is not None:
+            target = probability_node or probability_node_of(segmentation_node)
+            if target is None:
+                target = scene.AddNewNodeByClass(
+                    "vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{volume_node.GetName()} tumor probability")
+                )
+                created.append(target)
+                target.CreateDefaultDisplayNodes()
+                created.extend(_display_nodes(target))
+            _write_probability(target, volume_node, np.asarray(probability, dtype=np.float32))
+            segmentation_node.SetNodeReferenceID(PROBABILITY_REFERENCE_ROLE, target.GetID())
+    except Exception:
+        for node in reversed(created):
+            if node.GetScene() is not None:
+                scene.RemoveNode(node)
+        raise
+    return segmentation_node
+
+
+def probability_node_of(segmentation_node: Any) -> Any:
+    """The probability volume an earlier run wrote for this segmentation node (None if none/removed)."""
+    if segmentation_node is None:
+        return None
+    node = segmentation_node.GetNodeReference(PROBABILITY_REFERENCE_ROLE)
+    if node is None or node.GetScene() is None or node.GetClassName() != "vtkMRMLScalarVolumeNode":
+        return None
+    return node
+
+
+def _display_nodes(node: Any) -> list[Any]:
+    return [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes()) if node.GetNthDisplayNode(i)]
+
+
+def _register_converter_rules() -> None:
+    """Segment operations need the representation converters (Slicer registers them at startup)."""
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    registered = {type(rule).__name__ for rule in _iterate(factory.GetConverterRules())}
+    for rule in (
+        slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+        slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule,
+    ):
+        if rule.__name__ not in registered:
+            factory.RegisterConverterRule(rule())
+
+
+def _iterate(rules: Any) -> list[Any]:
+    if rules is None:
+        return []
+    if hasattr(rules, "GetNumberOfItems"):
+        return [rules.GetItemAsObject(i) for i in range(rules.GetNumberOfItems())]
+    return list(rules)
+
+
+def _ijk_to_ras(volume_node: Any) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def _oriented_labelmap(volume_node: Any, mask: np.ndarray) -> Any:
+    """The mask as a ``vtkOrientedImageData`` with the volume's IJK-to-RAS geometry."""
+    image = slicer.vtkOrientedImageData()
+    k, j, i = mask.shape
+    image.SetExtent(0, i - 1, 0, j - 1, 0, k - 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    vtk_np.vtk_to_numpy(image.GetPointData().GetScalars())[:] = (
+        (np.ascontiguousarray(mask) != 0).astype(np.uint8).ravel()
+    )
+    image.SetImageToWorldMatrix(_ijk_to_ras(volume_node))
+    return image
+
+
+def segment_ids(segmentation: Any) -> list[str]:
+    """IDs of a ``vtkSegmentation``'s segments, in order."""
+    ids = vtk.vtkStringArray()
+    segmentation.GetSegmentIDs(ids)
+    return [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]
+
+
+def _replace_segment(segmentation_node: Any, labelmap: Any, source: str | None) -> str:
+    """Put ``labelmap`` in the node's "Brain tumor" segment, at the old one's position if there was one."""
+    segmentation = segmentation_node.GetSegmentation()
+    old_ids = [sid for sid in segment_ids(segmentation) if segmentation.GetSegment(sid).GetName() == SEGMENT_NAME]
+    index = segmentation.GetSegmentIndex(old_ids[0]) if old_ids else None
+    for sid in old_ids:
+        segmentation.RemoveSegment(sid)
+    ids = segment_ids(segmentation)
+    insert_before = ids[index] if index is not None and index < len(ids) else ""
+    before = set(ids)
+    scalars = vtk_np.vtk_to_numpy(labelmap.GetPointData().GetScalars())
+    if scalars.any():
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+            labelmap, segmentation_node, SEGMENT_NAME, insert_before
+        )
+        new_ids = [sid for sid in segment_ids(segmentation) if sid not in before]
+        if not ok or len(new_ids) != 1:
+            raise RuntimeError(f"importing the tumor labelmap into {_describe(segmentation_node)} failed")
+        segment_id = new_ids[0]
+    else:  # nothing found: keep an empty segment so the result is visible as "no tumor"
+        segment_id = segmentation.AddEmptySegment("", SEGMENT_NAME)
+        if index is not None:
+            segmentation.SetSegmentIndex(segment_id, index)
+    segment = segmentation.GetSegment(segment_id)
+    segment.SetName(SEGMENT_NAME)
+    segment.SetColor(*SEGMENT_COLOR)
+    segment.SetTag(TERMINOLOGY_TAG, TERMINOLOGY)
+    if source:
+        segment.SetTag(SOURCE_TAG, str(source))
+    for method in ("SetNameAutoGenerated", "SetColorAutoGenerated"):
+        if hasattr(segment, method):
+            getattr(segment, method)(False)
+    return segment_id
+
+
+def _write_probability(target: Any, volume_node: Any, probability: np.ndarray) -> None:
+    target.CopyOrientation(volume_node)
+    target.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    slicer.util.updateVolumeFromArray(target, probability)
+    display = target.GetDisplayNode()
+    if display is not None and hasattr(display, "SetWindowLevelMinMax"):
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Reading results back, saving
+# --------------------------------------------------------------------------------------
+
+
+def export_segment_labelmap(segmentation_node: Any, segment_name: str = SEGMENT_NAME) -> tuple[np.ndarray, np.ndarray]:
+    """A segment as a ``(k, j, i)`` uint8 0/1 array on the segmentation's reference geometry.
+
+    Returns:
+        ``(mask, ijk_to_ras)`` with ``ijk_to_ras`` the 4x4 matrix of that geometry (equal to the
+        input volume's ``GetIJKToRASMatrix`` after :func:`segment_volume`).
+
+    Raises:
+        ValueError: no segment of that name.
+    """
+    segmentation = segmentation_node.GetSegmentation()
+    segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
+    if not segment_id:
+        raise ValueError(f"{_describe(segmentation_node)} has no segment named {segment_name!r}")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    merged = slicer.vtkOrientedImageData()
+    ok = segmentation_node.GenerateMergedLabelmapForAllSegments(
+        merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, None, ids
+    )
+    scalars = merged.GetPointData().GetScalars() if ok else None
+    if scalars is not None and scalars.GetNumberOfTuples() > 0:
+        shape = tuple(reversed(merged.GetDimensions()))
+        mask = (vtk_np.vtk_to_numpy(scalars).reshape(shape) != 0).astype(np.uint8)
+    else:  # an empty segment has no voxels to merge: zeros on the reference geometry
+        geometry = segmentation.GetConversionParameter(
+            slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        )
+        merged = slicer.vtkOrientedImageData()
+        if not geometry or not slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, merged, False):
+            raise RuntimeError(
+                f"cannot export segment {segment_name!r}: {_describe(segmentation_node)} has no reference geometry"
+            )
+        mask = np.zeros(tuple(reversed(merged.GetDimensions())), dtype=np.uint8)
+    matrix = vtk.vtkMatrix4x4()
+    merged.GetImageToWorldMatrix(matrix)
+    return mask, np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def segment_mask_array(segmentation_node: Any, segment_name: str = SEGMENT_NAME) -> np.ndarray:
+    """The segment's ``(k, j, i)`` 0/1 mask on the input volume's voxel grid (see :func:`export_segment_labelmap`)."""
+    return export_segment_labelmap(segmentation_node, segment_name)[0]
+
+
+def save_segmentation(segmentation_node: Any, path: str | os.PathLike) -> str:
+    """Write the segmentation to a ``.seg.nrrd`` file (atomically) with its names, colors and terminology.
+
+    The file is Slicer's own segmentation format, readable by Slicer and by
+    ``slicerio.read_segmentation``.
+
+    Raises:
+        ValueError: not a segmentation node, or the path does not end with ``.seg.nrrd``.
+        OSError: the file could not be written.
+    """
+    if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
+        raise ValueError(f"expected a segmentation node, got {_describe(segmentation_node)}")
+    target = os.path.abspath(os.fspath(path))
+    if not target.lower().endswith(".seg.nrrd"):
+        raise ValueError(f"{target}: a segmentation file must end with .seg.nrrd")
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".brain_tumor.", suffix=".seg.nrrd", dir=folder)
+    os.close(fd)
+    try:
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        storage.SetFileName(tmp)
+        storage.SetUseCompression(True)
+        if not storage.WriteData(segmentation_node):
+            raise OSError(f"{target}: writing the segmentation failed")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target

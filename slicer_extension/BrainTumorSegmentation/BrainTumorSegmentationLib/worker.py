@@ -1,0 +1,99 @@
+"""Background inference process: ``PythonSlicer worker.py --input in.npy --output out.npz ...``.
+
+The Slicer module saves the input volume's voxels (``(k, j, i)`` or ``(k, j, i, c)``) to a
+``.npy`` file, starts this script with Slicer's Python (``PythonSlicer``), reads its progress
+from stdout and loads the result back into the scene with
+:func:`BrainTumorSegmentationLib.apply_prediction` on the main thread. Cancel = terminate
+the process; the output file only appears (atomically) when everything succeeded.
+
+Protocol on stdout, one message per line:
+    ``BUNDLE <name and version>``    the model is loaded
+    ``PROGRESS <fraction>``          0.0 .. 1.0
+    ``DONE <output path>``           success (exit code 0)
+    ``ERROR <message>``              failure (exit code 2 for bad input/model, 1 otherwise)
+
+Needs no ``slicer`` module: only numpy and brainseg-monai (torch, MONAI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+
+def _import_inference():
+    """Import the package's numpy-only module whether run as a script or as a module."""
+    if __package__:
+        from . import inference
+    else:  # run as a script: import the package from its parent folder, not its modules as top-level names
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+        sys.path.insert(0, os.path.dirname(here))
+        from BrainTumorSegmentationLib import inference
+    return inference
+
+
+def _say(*words: object) -> None:
+    print(*words, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--input", required=True, help=".npy file with the volume's (k, j, i[, c]) voxels")
+    p.add_argument("--output", required=True, help=".npz file to write (mask, and probability with --probability)")
+    p.add_argument("--bundle-dir", default=None, help="MONAI bundle folder (default: the repo's bundle/)")
+    p.add_argument("--ckpt-path", default=None, help="weights (default: <bundle>/models/model.pt)")
+    p.add_argument("--config-file", action="append", default=[], help="extra config layered on inference.json")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: the bundle's)")
+    p.add_argument("--force-cpu", action="store_true", help="run on the CPU")
+    p.add_argument("--axis", default=None, help="IJK axis to slice along: 0, 1, 2 or I, J, K (default: auto)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--probability", action="store_true", help="also output the tumor probability")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import numpy as np
+
+        inference = _import_inference()
+        if args.force_cpu:
+            os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        axis = None if args.axis in (None, "", "auto") else (int(args.axis) if args.axis.isdigit() else args.axis)
+        array = np.load(args.input, allow_pickle=False)
+        predictor = inference.load_predictor(
+            args.bundle_dir, args.ckpt_path, args.config_file, args.device, args.force_cpu
+        )
+        _say("BUNDLE", getattr(predictor, "name", ""))
+        mask, probability = inference.predict_volume(
+            array,
+            predictor,
+            axis=axis,
+            batch_size=args.batch_size,
+            with_probability=args.probability,
+            progress=lambda f: _say("PROGRESS", f"{f:.4f}"),
+        )
+        out = os.path.abspath(args.output)
+        tmp = out + ".partial.npz"
+        arrays = {"mask": mask}
+        if probability is not None:
+            arrays["probability"] = probability
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out)
+        _say("DONE", out)
+        return 0
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        _say("ERROR", " ".join(str(e).split()) or type(e).__name__)
+        return 2
+    except Exception as e:  # noqa: BLE001 - report anything to the parent, with the traceback on stderr
+        traceback.print_exc()
+        _say("ERROR", f"{type(e).__name__}: {' '.join(str(e).split())}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The Slicer extension's Qt-free logic (slicer_extension/.../BrainTumorSegmentationLib) on a real MRML scene.
+
+Uses the PyPI package ``slicer-core`` (real ``vtkMRMLScene``, segmentation logic and
+storage nodes, no application) and the 12 real sample JPEGs. The scene checks themselves
+live in ``BrainTumorSegmentationLib/testing.py``, which the in-Slicer self-test
+(``BrainTumorSegmentationTest``) runs too. Pixel checks run with two predictors: the
+smoke-trained bundle model and a numpy intensity stand-in whose masks are far from uniform
+(the smoke model marks nearly everything as tumor), so a flipped or transposed slice shows.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed for the MRML tests")
+
+from conftest import BUNDLE, REPO, SAMPLE_SPLIT, SMOKE_NETWORK  # noqa: E402
+
+MODULE_DIR = REPO / "slicer_extension" / "BrainTumorSegmentation"
+LIB_DIR = MODULE_DIR / "BrainTumorSegmentationLib"
+SHIPPED_MODEL = BUNDLE / "models" / "model.pt"
+if str(MODULE_DIR) not in sys.path:
+    sys.path.insert(0, str(MODULE_DIR))
+
+import BrainTumorSegmentationLib as btl  # noqa: E402
+import slicer  # noqa: E402
+from BrainTumorSegmentationLib import dependencies, testing  # noqa: E402
+
+# --------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return testing.read_samples(SAMPLE_SPLIT)
+
+
+@pytest.fixture(scope="module")
+def smoke_predictor(smoke_model):
+    from brainseg_monai.inference import BundlePredictor
+
+    return BundlePredictor(BUNDLE, ckpt_path=smoke_model, config_files=[SMOKE_NETWORK], device="cpu")
+
+
+@pytest.fixture(params=["smoke", "intensity"])
+def predictor(request):
+    if request.param == "intensity":
+        return testing.IntensityPredictor()
+    return request.getfixturevalue("smoke_predictor")
+
+
+@pytest.fixture(scope="module")
+def tumor_predictor(request):
+    """The shipped model when bundle/models/model.pt exists, else the smoke model; and whether it is trained."""
+    if SHIPPED_MODEL.is_file():
+        from brainseg_monai.inference import BundlePredictor
+
+        return BundlePredictor(BUNDLE, device="cpu"), True
+    return request.getfixturevalue("smoke_predictor"), False
+
+
+# --------------------------------------------------------------------------------------
+# Import boundaries and orientation
+# --------------------------------------------------------------------------------------
+
+
+def test_lib_core_imports_without_slicer_torch_or_qt():
+    """The package, its numpy layer and the worker import in a bare interpreter (no slicer, torch, qt)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import BrainTumorSegmentationLib as L;"
+        "from BrainTumorSegmentationLib import inference, dependencies, worker;"
+        "bad = sorted(m for m in ('slicer', 'torch', 'monai', 'qt', 'vtk') if m in sys.modules);"
+        "assert not bad, bad; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_slicer_reader_orientation_matches_pil(scene, tmp_path, samples, smoke_predictor):
+    """A JPEG read by Slicer's own volume reader (ITK -> vtkITK archetype reader) has [0] == the PIL array.
+
+    slicer-core's ITK has no JPEG IO, so the JPEG is read with ITK (Slicer's reader underneath) and
+    handed over as NRRD. The flip of 2D images is in IJK-to-RAS (diag(-1, -1, 1)), not in the voxels.
+    """
+    itk = pytest.importorskip("itk")
+    sample = samples[0]
+    image = itk.imread(str(SAMPLE_SPLIT / sample.name))
+    assert np.array_equal(itk.array_from_image(image), sample.rgb)
+    itk.imwrite(image, str(tmp_path / "jpeg.nrrd"))
+    volume = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "jpeg")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(tmp_path / "jpeg.nrrd"))
+    assert storage.ReadData(volume)
+    array = slicer.util.arrayFromVolume(volume)
+    assert array.shape == (1, *sample.rgb.shape)
+    assert np.array_equal(array[0], sample.rgb)
+    assert np.allclose(testing.ijk_to_ras_array(volume)[:3, :3], testing.JPEG_IJK_TO_RAS_DIRECTIONS)
+
+    segmentation = btl.segment_volume(volume, predictor=smoke_predictor)
+    mask = btl.segment_mask_array(segmentation)
+    assert np.array_equal(mask[0], smoke_predictor.predict_array(sample.rgb))
+
+
+# --------------------------------------------------------------------------------------
+# segment_volume on the scene (checks shared with the in-Slicer self-test)
+# --------------------------------------------------------------------------------------
+
+
+def test_2d_vector_volume_and_seg_nrrd(scene, tmp_path, samples, predictor):
+    segmentation, mask = testing.check_2d_vector_volume(scene, predictor, samples[1])
+    reference = btl.export_segment_labelmap(segmentation)[1]
+    data = testing.check_save_roundtrip(segmentation, mask[None], reference, str(tmp_path / "out" / "case.seg.nrrd"))
+    assert data["segments"][0]["terminology"]["category"] == ["SCT", "49755003", "Morphologically Altered Structure"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["case.seg.nrrd"]  # no temporary file left
+
+
+def test_scalar_volume_with_geometry_loads_the_bundle(scene, samples, smoke_model, smoke_predictor):
+    """Options load the predictor (bundle_dir + ckpt_path + config_files, CPU) and give predict_array's pixels."""
+    segmentation, _ = testing.check_scalar_volume(
+        scene,
+        samples[2].grey,
+        smoke_predictor,
+        bundle_dir=BUNDLE,
+        ckpt_path=smoke_model,
+        config_files=[SMOKE_NETWORK],
+        force_cpu=True,
+    )
+    volume = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+    assert volume.GetSpacing() == pytest.approx(testing.TEST_SPACING)
+    assert volume.GetOrigin() == pytest.approx(testing.TEST_ORIGIN)
+    segment = segmentation.GetSegmentation().GetSegment(segmentation.GetSegmentation().GetNthSegmentID(0))
+    assert testing.segment_tag(segment, btl.SOURCE_TAG) == smoke_predictor.name
+
+
+def test_3d_volume_slice_by_slice(scene, samples, predictor):
+    testing.check_3d_stack(scene, predictor, [s.grey for s in samples[:5]], batch_size=2)
+
+
+def test_slicing_along_j(scene, samples, predictor):
+    testing.check_axis(scene, predictor, samples[3].grey)
+
+
+def test_bad_inputs_raise_and_leave_scene_unchanged(scene):
+    messages = testing.check_bad_inputs(scene, testing.IntensityPredictor())
+    assert len(messages) == 15
+
+
+def test_missing_weights_leave_scene_unchanged(scene, samples, tmp_path):
+    volume = testing.add_vector_volume(scene, samples[0].rgb)
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        btl.segment_volume(volume, bundle_dir=BUNDLE, ckpt_path=tmp_path / "missing.pt", config_files=[SMOKE_NETWORK])
+    assert scene.GetNumberOfNodes() == before
+
+
+def test_cancel_leaves_scene_unchanged(scene, samples, smoke_predictor):
+    testing.check_cancel(scene, smoke_predictor, [s.grey for s in samples[:3]])
+
+
+def test_rerun_replaces_segment_and_probability(scene, samples, predictor):
+    testing.check_rerun_replaces(scene, predictor, samples[4].grey, samples[5].grey)
+
+
+def test_mask_meets_ground_truth_boxes(scene, samples, tumor_predictor):
+    """With the shipped model the masks must meet the COCO boxes; with only the smoke model the overlap is computed."""
+    predictor, trained = tumor_predictor
+    stats = testing.check_tumor_overlap(scene, predictor, samples, trained)
+    assert len(stats) == len(samples)
+    if not trained:
+        print(f"bundle/models/model.pt absent: overlap of the smoke model only computed: {stats[:2]}...")
+
+
+def test_all_checks_as_the_slicer_self_test_runs_them(scene, tmp_path, samples):
+    testing.run_all_checks(
+        scene, testing.IntensityPredictor(), samples[:4], str(tmp_path), trained=False, log=lambda m: None
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The numpy layer and the background worker
+# --------------------------------------------------------------------------------------
+
+
+def test_predict_volume_axes_and_shapes():
+    stand_in = testing.IntensityPredictor()
+    rng = np.random.default_rng(0)
+    assert btl.resolve_axis((1, 20, 30)) == 2
+    assert btl.resolve_axis((20, 1, 30)) == 1
+    assert btl.resolve_axis((20, 30, 1)) == 0
+    assert btl.resolve_axis((5, 20, 30)) == 2
+    assert btl.resolve_axis((5, 20, 30), "j") == 1
+    volume = rng.random((6, 1, 40)).astype(np.float32)  # flat along J: auto slices along J
+    mask, prob = btl.predict_volume(volume, stand_in, with_probability=True)
+    assert np.array_equal(mask[:, 0, :], stand_in.predict_array(volume[:, 0, :]))
+    assert prob.dtype == np.float32 and prob.shape == volume.shape
+    rgb = rng.integers(0, 255, (2, 16, 24, 4), dtype=np.uint8)
+    mask, prob = btl.predict_volume(rgb, stand_in)
+    assert prob is None and np.array_equal(mask[1], stand_in.predict_array(rgb[1]))
+    grey1 = rng.random((2, 8, 8, 1))
+    assert btl.predict_volume(grey1, stand_in)[0].shape == (2, 8, 8)
+    for bad in (np.zeros((8, 8)), np.zeros((2, 8, 8, 2)), np.zeros((0, 8, 8))):
+        with pytest.raises(ValueError):
+            btl.predict_volume(bad, stand_in)
+
+
+def test_worker_process_matches_in_process(tmp_path, samples, smoke_model, smoke_predictor):
+    """The background process (what the Slicer module runs in PythonSlicer) gives the in-process result."""
+    volume = np.stack([s.grey for s in samples[:3]])
+    np.save(tmp_path / "in.npy", volume)
+    args = [sys.executable, str(LIB_DIR / "worker.py"), "--input", str(tmp_path / "in.npy")]
+    args += ["--bundle-dir", str(BUNDLE), "--ckpt-path", str(smoke_model), "--config-file", str(SMOKE_NETWORK)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*args, "--output", str(tmp_path / "out.npz"), "--force-cpu", "--probability", "--batch-size", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"BUNDLE {smoke_predictor.name}"
+    assert [line for line in lines if line.startswith("PROGRESS")][-1] == "PROGRESS 1.0000"
+    assert lines[-1] == f"DONE {tmp_path / 'out.npz'}"
+    expected_mask, expected_prob = btl.predict_volume(volume, smoke_predictor, batch_size=2, with_probability=True)
+    with np.load(tmp_path / "out.npz") as out:
+        assert np.array_equal(out["mask"], expected_mask)
+        assert np.allclose(out["probability"], expected_prob, atol=1e-6)
+
+    # errors come back as one ERROR line and exit code 2, with no output file
+    bad = subprocess.run(
+        [*args[:2], "--input", str(tmp_path / "none.npy"), "--output", str(tmp_path / "x.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert bad.returncode == 2 and bad.stdout.splitlines()[-1].startswith("ERROR ") and "none.npy" in bad.stdout
+    assert not (tmp_path / "x.npz").exists()
+
+
+# --------------------------------------------------------------------------------------
+# Bundle info, dependencies, and the module's Slicer files (checked without Slicer)
+# --------------------------------------------------------------------------------------
+
+
+def test_bundle_info(tmp_path):
+    info = btl.bundle_info(BUNDLE)
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert info["is_bundle"] and info["name"] == meta["name"] and info["version"] == meta["version"]
+    assert info["has_weights"] == SHIPPED_MODEL.is_file()
+    assert meta["name"] in info["label"]
+    assert not btl.bundle_info(tmp_path)["is_bundle"]
+    assert btl.find_bundle_dir() in (str(BUNDLE), os.environ.get("BRAINSEG_BUNDLE"))
+
+
+def test_dependency_checks():
+    assert dependencies.version_tuple("2.13.0+cu126") == (2, 13)
+    assert dependencies.version_tuple("0.4.11") == (0, 4, 11)
+    assert dependencies.version_tuple("1.5rc1") == (1, 5)
+    assert dependencies.version_tuple("10.0") == dependencies.version_tuple("10")
+    statuses = {s.requirement.distribution: s for s in dependencies.check()}
+    assert set(statuses) >= {"torch", "monai", "pytorch-ignite", "pycocotools", "itk", "brainseg-monai"}
+    assert all(s.ok for s in statuses.values()), [s.describe() for s in statuses.values() if not s.ok]
+    missing = dependencies.Status(dependencies.Requirement("no-such-dist", "no_such", "1.0"), None)
+    assert not missing.ok and "not installed" in missing.describe()
+    old = dependencies.Status(dependencies.Requirement("monai", "monai", "99"), "1.6.1")
+    assert not old.ok and "too old" in old.describe()
+    assert dependencies.find_package_source() == str(REPO)
+    # a packaged bundle carries brainseg_monai/ at its root, as the repository root does
+    assert dependencies.vendored_package_version(str(REPO)) == dependencies.check((dependencies.PACKAGE,))[0].installed
+    assert dependencies.vendored_package_version(str(BUNDLE)) is None
+
+
+def test_module_files_fit_together():
+    """Without Slicer: the module parses, every self.ui.<name> exists in the .ui, CMake lists every file."""
+    source = (MODULE_DIR / "BrainTumorSegmentation.py").read_text()
+    tree = ast.parse(source)
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert {
+        "BrainTumorSegmentation",
+        "BrainTumorSegmentationWidget",
+        "BrainTumorSegmentationLogic",
+        "BrainTumorSegmentationTest",
+    } <= classes
+    ui = ET.parse(MODULE_DIR / "Resources" / "UI" / "BrainTumorSegmentation.ui").getroot()
+    names = {w.get("name") for w in ui.iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used <= names, f"widgets used but not in the .ui: {used - names}"
+    classes_in_ui = {w.get("class") for w in ui.iter("widget")}
+    assert {
+        "qMRMLNodeComboBox",
+        "ctkPathLineEdit",
+        "QCheckBox",
+        "QComboBox",
+        "QProgressBar",
+        "QPushButton",
+    } <= classes_in_ui
+    from PIL import Image
+
+    with Image.open(MODULE_DIR / "Resources" / "Icons" / "BrainTumorSegmentation.png") as icon:
+        assert icon.format == "PNG" and icon.size == (128, 128)
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    for path in LIB_DIR.glob("*.py"):
+        assert f"${{MODULE_NAME}}Lib/{path.name}" in cmake, f"{path.name} is not installed by CMakeLists.txt"
+    assert "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest" in cmake
+    top = (REPO / "slicer_extension" / "CMakeLists.txt").read_text()
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_DEPENDS", "Slicer_EXTENSION_CPACK"):
+        assert key in top
+
+
+def test_empty_result_keeps_an_empty_segment(scene, tmp_path):
+    testing.check_no_tumor(scene, str(tmp_path))
