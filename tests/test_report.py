@@ -94,7 +94,9 @@ def test_training_curves_from_a_real_bundle_run(smoke_model: Path, tmp_path: Pat
         assert mean == pytest.approx(np.mean(iterations))
     assert [e for e, _ in curves["val_mean_dice"]] == [1, 2]
     assert all(0.0 <= v <= 1.0 for _, v in curves["val_mean_dice"])
-    assert "learning_rate" not in curves  # the bundle's LrScheduleHandler only prints it
+    # train.json logs the learning rate per epoch; cosine annealing lowers it every epoch
+    assert [e for e, _ in curves["learning_rate"]] == [1, 2]
+    assert curves["learning_rate"][0][1] > curves["learning_rate"][1][1] > 0
 
 
 def test_training_curves_with_missing_and_extra_tags(tmp_path: Path):
