@@ -4,6 +4,7 @@
     brainseg train --dataset-dir ROOT --output-dir RUN
     brainseg evaluate SPLIT_DIR --output-dir OUT [--outlines DIR]
     brainseg segment INPUT... --output-dir OUT
+    brainseg unpack ZIP --dest DIR --sha256 HEX
 
 On failure each subcommand prints one line naming the cause and exits with a non-zero
 code; ``--debug`` shows the traceback instead.
@@ -129,12 +130,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from brainseg_monai.coco import validate_split
     from brainseg_monai.inference import BundlePredictor
     from brainseg_monai.metrics import MASKS_DIR, PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
 
-    _check_output_dir(args.output_dir, [args.split_dir])
+    # Check the split before anything is written: a bad split leaves no output folder behind.
+    problems = validate_split(args.split_dir, _category_map(args.category_map))
+    _print_problems(problems)
+    if any(p.severity == "error" for p in problems):
+        raise CommandError(f"{args.split_dir}: the split has errors (listed above); nothing evaluated")
     if args.train_log and not os.path.isdir(args.train_log):
         raise CommandError(f"--train-log {args.train_log}: folder not found")
+    _unpack_bundle_zip(args)
+    _check_output_dir(args.output_dir, [args.split_dir])
     predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
     summary = evaluate_split(
         predictor,
@@ -230,8 +238,35 @@ def _check_output_dir(output_dir: str, inputs: Sequence[str]) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CommandError(f"--output-dir {output_dir}: cannot create ({e.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise CommandError(f"--output-dir {output_dir}: not writable")
+    # os.access says yes to root whatever the mode bits; only a real write answers for a
+    # read-only mount, an immutable folder or a full disk
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise CommandError(f"--output-dir {output_dir}: not writable ({e.strerror})") from None
+
+
+class _AlreadyDone(Exception):
+    """``--skip-existing``: the mask of this input is already there (``args[0]``)."""
+
+
+def _unpack_bundle_zip(args: argparse.Namespace) -> None:
+    """``--bundle-zip Z --sha256 H``: check and unpack Z into a temporary folder, use it as --bundle-dir."""
+    if not getattr(args, "bundle_zip", None):
+        return
+    import tempfile
+
+    from brainseg_monai.bundle_zip import unpack_bundle
+
+    if args.bundle_dir:
+        raise CommandError("--bundle-zip and --bundle-dir: give one of them")
+    if not args.sha256:
+        raise CommandError("--bundle-zip needs --sha256 (the zip's published sha256): a bundle is code")
+    args.unpacked = tempfile.TemporaryDirectory(prefix="brainseg_bundle_")
+    args.bundle_dir = str(unpack_bundle(args.bundle_zip, Path(args.unpacked.name) / "bundle", args.sha256))
 
 
 def _segment_one(predictor, path: str, args: argparse.Namespace) -> str:
@@ -242,7 +277,7 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> str:
     if is_medical_image(path):
         target = mask_output_path(path, args.output_dir, ".nii.gz")
         if args.skip_existing and os.path.exists(target):
-            return target
+            raise _AlreadyDone(target)
         array, image = read_medical_image(path)
         if array.ndim == 2:
             mask = predictor.predict_array(array)
@@ -251,7 +286,7 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> str:
         return write_medical_mask(mask, image, target)
     target = mask_output_path(path, args.output_dir, args.format)
     if args.skip_existing and os.path.exists(target):
-        return target
+        raise _AlreadyDone(target)
     mask = predictor.predict_file(path)
     write_mask(mask, target)
     if args.overlays:
@@ -270,24 +305,58 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from brainseg_monai.inference import BundlePredictor
 
     files = _expand_inputs(args.inputs)
+    _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
     _check_output_dir(args.output_dir, args.inputs)
     predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
     failures: list[str] = []
+    skipped = 0
     for path in tqdm(files, desc="segment", unit="image", disable=not sys.stderr.isatty()):
         try:
             target = _segment_one(predictor, path, args)
+        except _AlreadyDone:
+            skipped += 1
+            continue
         except Exception as e:  # noqa: BLE001 - keep going past a bad file, report it
             if args.debug:
                 raise
             failures.append(path)
-            print(f"FAILED {path}: {_one_line(e)}", file=sys.stderr)
+            message = _one_line(e)
+            if message.startswith(f"{path}: "):  # the reader names the file already
+                message = message[len(path) + 2 :]
+            print(f"FAILED {path}: {message}", file=sys.stderr, flush=True)
             continue
-        print(target)
-    done = len(files) - len(failures)
-    print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}", file=sys.stderr)
+        print(target, flush=True)  # stream: a caller sees each mask as soon as it is written
+    done = len(files) - len(failures) - skipped
+    already = f", {skipped} already done (--skip-existing)" if skipped else ""
+    print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}{already}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- unpack ------------------------------------------------------------------------------
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from brainseg_monai.bundle_zip import unpack_bundle
+
+    print(unpack_bundle(args.zip, args.dest, args.sha256))
+    return EXIT_OK
+
+
+# -- package -----------------------------------------------------------------------------
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from brainseg_monai.package import package_bundle, update_large_files_hash
+
+    bundle = _bundle_dir(args)
+    if args.update_hash:
+        print(f"large_files.yml: sha256 {update_large_files_hash(bundle)}", file=sys.stderr)
+    named = {"name": args.name} if args.name else {}
+    out = package_bundle(bundle, args.output, allow_no_weights=args.allow_no_weights, **named)
+    print(out)
     return EXIT_OK
 
 
@@ -296,10 +365,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def _one_line(error: BaseException) -> str:
     """The innermost cause's message (config evaluation wraps the real error), first line."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    from brainseg_monai.errors import error_lines
+
+    return error_lines(error)[0]
+
+
+def _add_bundle_zip_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle-zip", help="bundle zip to use (checked against --sha256, unpacked to a temporary folder)")
+    p.add_argument("--sha256", help="expected sha256 of --bundle-zip")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[], help="override JSON layered on inference.json (repeatable)")
     p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
     p.add_argument("--device", help="cpu, cuda... (default: CUDA when present)")
+    _add_bundle_zip_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("segment", help="segment images (JPG/PNG, NIfTI, NRRD, DICOM) into masks")
@@ -349,7 +423,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="weights to use instead of the bundle's models/model.pt")
     p.add_argument("--config", action="append", default=[], help="override JSON layered on inference.json (repeatable)")
     p.add_argument("--device", help="cpu, cuda... (default: CUDA when present)")
+    _add_bundle_zip_options(p)
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("unpack", help="check a bundle zip's sha256 and unpack it (never outside --dest)")
+    p.add_argument("zip", help="the bundle zip")
+    p.add_argument("--dest", required=True, help="folder to unpack into (must not exist, or be empty)")
+    p.add_argument("--sha256", required=True, help="the zip's expected sha256 (64 hex digits); refused if it differs")
+    p.set_defaults(func=cmd_unpack)
+
+    p = sub.add_parser("package", help="zip the bundle, its weights and this package's source for the MONAI Model Zoo")
+    p.add_argument("--output", help="zip file, or folder for <name>_v<version>.zip (default: current folder)")
+    p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
+    p.add_argument("--name", help="bundle folder name inside the zip (default: brain_tumor_mri_2d_segmentation)")
+    p.add_argument("--allow-no-weights", action="store_true", help="package even without models/model.pt")
+    p.add_argument("--update-hash", action="store_true", help="first write model.pt's sha256 into large_files.yml")
+    p.set_defaults(func=cmd_package)
     return parser
 
 
@@ -365,8 +454,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one line unless --debug
         if args.debug:
             raise
-        print(f"brainseg {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        from brainseg_monai.errors import error_lines
+
+        for line in error_lines(e):  # one per problem of a COCO split, else one
+            print(f"brainseg {args.command}: error: {line}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        unpacked = getattr(args, "unpacked", None)
+        if unpacked is not None:
+            unpacked.cleanup()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ the image's annotations, rasterized later by
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import math
@@ -65,8 +66,10 @@ class DataProblem:
 
     def __str__(self) -> str:
         location = ".".join(p for p in (self.where, self.field) if p)
-        return f"{self.severity}: {self.file}: {location}: {self.message}" if location else (
-            f"{self.severity}: {self.file}: {self.message}"
+        return (
+            f"{self.severity}: {self.file}: {location}: {self.message}"
+            if location
+            else (f"{self.severity}: {self.file}: {self.message}")
         )
 
 
@@ -96,12 +99,20 @@ def load_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
         raise CocoDataError([DataProblem("error", path, "", "", f"not UTF-8 text ({e.reason})")]) from None
     except json.JSONDecodeError as e:
         raise CocoDataError(
-            [DataProblem("error", path, "", "", f"malformed or truncated JSON at line {e.lineno} column {e.colno}: {e.msg}")]
+            [
+                DataProblem(
+                    "error", path, "", "", f"malformed or truncated JSON at line {e.lineno} column {e.colno}: {e.msg}"
+                )
+            ]
         ) from None
     except OSError as e:
         raise CocoDataError([DataProblem("error", path, "", "", f"cannot read: {e.strerror}")]) from None
+    except RecursionError:
+        raise CocoDataError([DataProblem("error", path, "", "", "JSON nested too deeply to be COCO data")]) from None
     if not isinstance(data, dict):
-        raise CocoDataError([DataProblem("error", path, "", "", f"top level must be an object, not {type(data).__name__}")])
+        raise CocoDataError(
+            [DataProblem("error", path, "", "", f"top level must be an object, not {type(data).__name__}")]
+        )
     return data
 
 
@@ -171,12 +182,17 @@ def _safe_image_path(root: Path, file_name: str) -> Path | None:
     """The image's path inside ``root``, or None if ``file_name`` is absolute or escapes it."""
     if os.path.isabs(file_name) or file_name.startswith(("/", "\\")) or (len(file_name) > 1 and file_name[1] == ":"):
         return None
-    path = (root / file_name).resolve()
-    try:
-        path.relative_to(root.resolve())
-    except ValueError:
+    real_root = _real_folder(os.fspath(root))
+    real = os.path.realpath(os.path.join(real_root, file_name))
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
         return None
-    return path
+    return Path(real)
+
+
+@functools.lru_cache(maxsize=64)
+def _real_folder(folder: str) -> str:
+    """``os.path.realpath`` of a split folder, once per folder (a split may list 50,000 images)."""
+    return os.path.realpath(folder)
 
 
 def _check_image_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
@@ -187,6 +203,9 @@ def _check_image_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
         return "image file is empty (0 bytes)", None
     try:
         with Image.open(path) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                return f"image file has {frames} frames (a 3D stack); a 2D image is expected", None
             im.load()
             return None, (im.height, im.width)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -201,8 +220,11 @@ def _check_polygon(poly: Any, height: int, width: int) -> str | None:
     if len(poly) < 6:
         return f"polygon needs at least 3 points, has {len(poly) // 2}"
     xs, ys = np.asarray(poly[0::2], float), np.asarray(poly[1::2], float)
-    if xs.min() < -_EDGE_TOLERANCE or ys.min() < -_EDGE_TOLERANCE or xs.max() > width + _EDGE_TOLERANCE or (
-        ys.max() > height + _EDGE_TOLERANCE
+    if (
+        xs.min() < -_EDGE_TOLERANCE
+        or ys.min() < -_EDGE_TOLERANCE
+        or xs.max() > width + _EDGE_TOLERANCE
+        or (ys.max() > height + _EDGE_TOLERANCE)
     ):
         return f"polygon lies outside the {width}x{height} image"
     area = 0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
@@ -251,7 +273,12 @@ def _check_bbox(bbox: Any, height: int, width: int) -> str | None:
     x, y, w, h = bbox
     if w <= 0 or h <= 0:
         return f"non-positive size {w}x{h}"
-    if x < -_EDGE_TOLERANCE or y < -_EDGE_TOLERANCE or x + w > width + _EDGE_TOLERANCE or y + h > height + _EDGE_TOLERANCE:
+    if (
+        x < -_EDGE_TOLERANCE
+        or y < -_EDGE_TOLERANCE
+        or x + w > width + _EDGE_TOLERANCE
+        or y + h > height + _EDGE_TOLERANCE
+    ):
         return f"box [{x}, {y}, {w}, {h}] lies outside the {width}x{height} image"
     return None
 
@@ -309,6 +336,7 @@ def validate_split(
     # images
     images: dict[int, dict] = {}
     listed_files: set[Path] = set()
+    checked: dict[Path, tuple[str | None, tuple[int, int] | None]] = {}
     for k, im in enumerate(data["images"]):
         if not isinstance(im, dict):
             err(f"images[{k}]", "", f"must be an object, not {type(im).__name__}")
@@ -339,7 +367,9 @@ def validate_split(
         listed_files.add(path)
         images[iid] = im if ok else {}
         if check_files:
-            problem, size = _check_image_file(path)
+            if path not in checked:  # several entries may share a file: decode it once
+                checked[path] = _check_image_file(path)
+            problem, size = checked[path]
             if problem:
                 err(where, "file_name", f"{file_name}: {problem}", file=jfile)
             elif ok and size != (im["height"], im["width"]):
@@ -387,7 +417,13 @@ def validate_split(
     if check_files:
         for path in sorted(root.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.resolve() not in listed_files:
-                err("", "", f"image file {path.name} is not listed in {ANNOTATION_FILE}", file=str(path), severity="warning")
+                err(
+                    "",
+                    "",
+                    f"image file {path.name} is not listed in {ANNOTATION_FILE}",
+                    file=str(path),
+                    severity="warning",
+                )
     return problems
 
 
@@ -421,9 +457,7 @@ def rasterize_annotations(annotations: Sequence[Mapping[str, Any]], height: int,
 
 
 def coco_to_datalist(
-    split_path: str | os.PathLike,
-    category_map: Mapping[str | int, int] | None = None,
-    validate: bool = True,
+    split_path: str | os.PathLike, category_map: Mapping[str | int, int] | None = None, validate: bool = True
 ) -> list[dict[str, Any]]:
     """MONAI datalist records of a COCO split, one per image, images without annotation kept.
 
@@ -453,7 +487,15 @@ def coco_to_datalist(
         path = _safe_image_path(root, im["file_name"])
         if path is None:  # also when validate=False: never read outside the split
             raise CocoDataError(
-                [DataProblem("error", str(root / ANNOTATION_FILE), f"images[id={iid}]", "file_name", "escapes the split folder: refused")]
+                [
+                    DataProblem(
+                        "error",
+                        str(root / ANNOTATION_FILE),
+                        f"images[id={iid}]",
+                        "file_name",
+                        "escapes the split folder: refused",
+                    )
+                ]
             )
         anns = []
         for ann in coco.imgToAnns.get(iid, []):

@@ -19,9 +19,12 @@ from brainseg_monai.io import atomic_output
 __all__ = [
     "BEST_METRIC_KEYS",
     "BestModelSaver",
+    "EpochSeeder",
+    "SafeCheckpointLoader",
     "TrainingStateLoader",
     "TrainingStateSaver",
     "cpu_state_dict",
+    "safe_load",
     "save_atomic",
 ]
 
@@ -119,7 +122,9 @@ class TrainingStateSaver:
     def __call__(self, engine: Engine) -> None:
         if not _is_rank0():
             return
-        state = {k: cpu_state_dict(_unwrap(v) if isinstance(v, torch.nn.Module) else v) for k, v in self.save_dict.items()}
+        state = {
+            k: cpu_state_dict(_unwrap(v) if isinstance(v, torch.nn.Module) else v) for k, v in self.save_dict.items()
+        }
         save_atomic(state, self.path)
 
 
@@ -153,8 +158,6 @@ class TrainingStateLoader:
         self.map_location = map_location
 
     def attach(self, engine: Engine) -> None:
-        from monai.handlers import CheckpointLoader
-
         if not os.path.isfile(self.load_path):
             raise FileNotFoundError(f"{self.load_path}: no training state to resume from (resume=true)")
         load_dict = {**self.load_dict, "trainer": engine}
@@ -163,7 +166,109 @@ class TrainingStateLoader:
                 if key not in self.evaluator.state_dict_user_keys:
                     self.evaluator.state_dict_user_keys.append(key)
             load_dict["validator"] = self.evaluator
-        CheckpointLoader(self.load_path, load_dict, map_location=self.map_location).attach(engine)
+        SafeCheckpointLoader(self.load_path, load_dict, map_location=self.map_location).attach(engine)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 32-bit seed that depends only on the run's ``seed``, the ``epoch`` and the process ``rank``."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(rank)]).generate_state(1)[0])
+
+
+class EpochSeeder:
+    """Re-seed every random source at the start of each epoch from ``(seed, epoch, rank)`` alone.
+
+    A run resumed from a checkpoint then draws the same shuffle order and the same random
+    augmentations in epoch ``k`` as an uninterrupted run: without it the resumed run starts
+    from the random states of process start, not those reached after ``k - 1`` epochs.
+
+    At ``EPOCH_STARTED`` (before ignite creates the epoch's data iterator) it seeds torch
+    (the shuffle sampler and workers draw from its default generator), numpy, ``random``, and
+    the random transforms of the trainer's dataset (MONAI ``set_rnd``; with ``num_workers=0``
+    these use their own ``RandomState``, seeded once when the data loader is built).
+
+    Args:
+        seed: the run's seed (the bundle's ``seed``).
+        data: the dataset or transform whose random transforms to seed (default: the
+            dataset of the attached trainer's data loader).
+    """
+
+    def __init__(self, seed: int = 0, data: Any = None) -> None:
+        self.seed = int(seed)
+        self.data = data
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        import random
+
+        import numpy as np
+        from monai.data.utils import set_rnd
+
+        dist = torch.distributed
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        seed = epoch_seed(self.seed, engine.state.epoch, rank)  # ranks augment their shards independently
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        data = self.data
+        if data is None:
+            loader = getattr(engine, "data_loader", None) or engine.state.dataloader
+            data = getattr(loader, "dataset", None)
+        if data is not None:
+            transform = getattr(data, "transform", None)
+            set_rnd(data if transform is None else transform, seed)
+
+
+def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """``torch.load(path, weights_only=True)``, with a one-line error that names the file.
+
+    ``weights_only=True`` unpickles tensors, containers and numbers only; a file whose pickle
+    would call anything else (a crafted ``__reduce__`` that runs code) is refused before
+    that call happens.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file holds pickled code or objects (refused), or is not a torch file.
+    """
+    import pickle
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"{p}: checkpoint not found")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "")
+        detail = detail.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
+        raise ValueError(
+            f"{p}: refused: not a plain weights file, its pickle calls code (torch.load weights_only=True)"
+            + (f" [{detail}]" if detail else "")
+        ) from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not a checkpoint
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"{p}: not a readable torch checkpoint ({first})") from None
+
+
+def _checkpoint_loader_base():
+    from monai.handlers import CheckpointLoader
+
+    return CheckpointLoader
+
+
+class SafeCheckpointLoader(_checkpoint_loader_base()):
+    """MONAI's ``CheckpointLoader`` (which loads with ``weights_only=True``) with clear refusals.
+
+    MONAI's loader lets torch's multi-paragraph ``UnpicklingError`` through, which names
+    neither the file nor the offending global; this one checks the file first with
+    :func:`safe_load` and fails with one line naming both. Same arguments as MONAI's.
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        safe_load(self.load_path, map_location="cpu")  # refuse unsafe or unreadable files by name
+        super().__call__(engine)
 
 
 def _is_rank0() -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "MEDICAL_SUFFIXES",
     "PLAIN_IMAGE_SUFFIXES",
+    "PILImageReader",
     "atomic_output",
     "image_stem",
     "is_medical_image",
@@ -67,9 +68,15 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
         raise OSError(e.errno, f"cannot write in {target.parent}: {e.strerror}") from None
     os.close(fd)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+            os.replace(tmp, target)
+        except OSError as e:
+            if e.errno is None or str(target) in str(e):
+                raise
+            # e.g. ENOSPC from the writer names the temporary file at best: name the target
+            raise OSError(e.errno, f"cannot write {target}: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -142,7 +149,23 @@ def read_medical_image(path: str | os.PathLike):
     array = itk.array_from_image(image)
     if array.ndim not in (2, 3):
         raise ValueError(f"{p}: expected a 2D or 3D scalar image, got array of shape {array.shape}")
+    bad = array.size - int(np.isfinite(array).sum())
+    if not bad and p.lower().endswith((".nii", ".nii.gz")):
+        bad = _nifti_non_finite(p)  # ITK's NIfTI reader turns NaN into 0: look at the stored values
+    if bad:
+        raise ValueError(f"{p}: image contains {bad} NaN or infinite value(s)")
     return array.astype(np.float32, copy=False), image
+
+
+def _nifti_non_finite(path: str) -> int:
+    """How many stored voxels of a floating-point NIfTI file are NaN or infinite."""
+    import nibabel as nib
+
+    image = nib.load(path)
+    if image.get_data_dtype().kind != "f":
+        return 0
+    data = np.asanyarray(image.dataobj)
+    return int(data.size - np.isfinite(data).sum())
 
 
 def write_medical_mask(mask: np.ndarray, reference, path: str | os.PathLike) -> str:
@@ -169,3 +192,83 @@ def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = PLAIN_IMA
     return sorted(
         os.path.join(p, name) for name in os.listdir(p) if name.lower().endswith(suffixes) and not name.startswith(".")
     )
+
+
+def _pil_reader_base():
+    from monai.data import PILReader
+
+    return PILReader
+
+
+class PILImageReader(_pil_reader_base()):
+    """MONAI's ``PILReader`` that refuses what it would otherwise get silently wrong.
+
+    The bundle's ``load_image`` uses it (``"reader": "brainseg_monai.io.PILImageReader"``), so
+    training, ``monai.bundle run`` inference and the CLI read images alike:
+
+    * an empty file, or one PIL cannot identify: ``ValueError`` naming the file;
+    * a truncated file (PIL opens lazily, so plain ``PILReader`` fails later with a bare
+      ``struct.error``): decoded here, ``ValueError`` naming the file;
+    * a multi-frame file (a TIFF stack is a 3D volume): refused, a 2D image is expected;
+    * a palette (``P``/``PA``) image: converted to RGB(A) so the network sees intensities,
+      not palette indices.
+
+    16-bit, RGBA, grey + alpha, non-square and very large images are read as usual.
+    """
+
+    # MONAI's LoadImage falls back to its other readers (ITK, ...) when the designated one raises
+    # in read(), and ITK happily reads a TIFF stack as a volume: so read() never raises, it
+    # records the problem, and get_data() (not wrapped by LoadImage) reports it.
+
+    def read(self, data, **kwargs):
+        from PIL import Image, UnidentifiedImageError
+
+        images = []
+        for name in _names(data):
+            try:
+                if os.path.getsize(name) == 0:
+                    images.append(_Unreadable(f"{name}: image file is empty (0 bytes)"))
+                    continue
+                im = Image.open(name, **{**self.kwargs, **kwargs})
+            except UnidentifiedImageError:
+                images.append(_Unreadable(f"{name}: not an image file PIL can read (corrupt or another format)"))
+                continue
+            except OSError as e:  # no such file, no permission; or a damaged header ("Truncated File Read")
+                why = f"cannot read ({e.strerror})" if e.errno else f"image file is unreadable or truncated ({e})"
+                images.append(_Unreadable(f"{name}: {why}"))
+                continue
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                im.close()
+                images.append(_Unreadable(f"{name}: has {frames} frames (a 3D stack); a 2D image is expected"))
+                continue
+            try:
+                im.load()  # PIL opens lazily: decode now so a truncated file is named
+                if im.mode in ("P", "PA"):
+                    im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+            except Exception as e:  # noqa: BLE001 - damaged files make PIL's decoders raise struct.error & co.
+                images.append(_Unreadable(f"{name}: image file is unreadable or truncated ({e})"))
+                continue
+            if callable(self.converter):
+                im = self.converter(im)
+            images.append(im)
+        return images if len(images) > 1 else images[0]
+
+    def get_data(self, img):
+        for im in img if isinstance(img, (list, tuple)) else [img]:
+            if isinstance(im, _Unreadable):
+                raise ValueError(im.message)
+        return super().get_data(img)
+
+
+class _Unreadable:
+    """A file :class:`PILImageReader` could not read, and why."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _names(data) -> list[str]:
+    if isinstance(data, (str, os.PathLike)):
+        return [os.fspath(data)]
+    return [os.fspath(d) for d in data]

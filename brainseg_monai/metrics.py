@@ -713,9 +713,7 @@ def _median(values: Iterable[float | None]) -> float | None:
 
 
 def _counts(rows: Sequence[Mapping[str, Any]], prefix: str) -> DetectionCounts:
-    return sum(
-        (DetectionCounts(r[f"{prefix}tp"], r[f"{prefix}fp"], r[f"{prefix}fn"]) for r in rows), DetectionCounts()
-    )
+    return sum((DetectionCounts(r[f"{prefix}tp"], r[f"{prefix}fp"], r[f"{prefix}fn"]) for r in rows), DetectionCounts())
 
 
 def summarize(

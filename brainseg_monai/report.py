@@ -111,9 +111,7 @@ def _draw_contour(ax: Any, mask: np.ndarray, color: str, linewidth: float) -> No
 
 def _draw_boxes(ax: Any, boxes: Sequence[Sequence[float]], linewidth: float) -> None:
     for x, y, w, h in boxes:
-        ax.add_patch(
-            Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=BOX_COLOR, linewidth=linewidth)
-        )
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=BOX_COLOR, linewidth=linewidth))
 
 
 def _draw_overlay(
@@ -160,11 +158,7 @@ def pick_gallery(rows: Sequence[Mapping[str, Any]], n_each: int = 3) -> list[tup
     """
     order = sorted((i for i, r in enumerate(rows) if r.get("dice") is not None), key=lambda i: (-rows[i]["dice"], i))
     start = max(0, (len(order) - n_each) // 2)
-    candidates = {
-        "best": order[:n_each],
-        "worst": order[::-1][:n_each],
-        "median": order[start : start + n_each],
-    }
+    candidates = {"best": order[:n_each], "worst": order[::-1][:n_each], "median": order[start : start + n_each]}
     taken: set[int] = set()
     picked: dict[str, list[int]] = {}
     for name in ("best", "worst", "median"):  # extremes first, the median takes what is left
@@ -251,10 +245,7 @@ def overlay_gallery(
 
 
 def single_overlay(
-    image: ImageLike,
-    mask: ImageLike,
-    output_path: str | os.PathLike,
-    boxes: Sequence[Sequence[float]] | None = None,
+    image: ImageLike, mask: ImageLike, output_path: str | os.PathLike, boxes: Sequence[Sequence[float]] | None = None
 ) -> str:
     """One image with the predicted contour (red) and COCO boxes (yellow), at the image's own size.
 

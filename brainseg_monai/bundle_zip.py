@@ -1,0 +1,151 @@
+"""Unpack a bundle zip only when it is the one expected, and only inside the target folder.
+
+A MONAI bundle is code: its configs are evaluated (``$`` expressions, ``_target_``) and
+``brainseg`` imports what they name. So a zip is checked against the sha256 its publisher
+gave *before* it is opened, and no member may land outside the target folder ("zip slip":
+``../x``, absolute paths, drive letters, symbolic links). Extraction goes to a temporary
+folder beside the target and is renamed onto it at the end, so a refused or failed unpack
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+__all__ = ["BundleZipError", "MAX_UNPACKED_BYTES", "check_members", "sha256_file", "unpack_bundle"]
+
+# Refuse zips that would unpack to more than this (a zip bomb); a bundle is tens of MB.
+MAX_UNPACKED_BYTES = 4 * 1024**3
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class BundleZipError(ValueError):
+    """The zip is not the expected one, is unsafe to unpack, or is not a bundle."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if "\x00" in name:
+        return "has a NUL character in its name"
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"[A-Za-z]:", posix):
+        return "is an absolute path"
+    if ".." in PurePosixPath(posix).parts:
+        return "climbs out of the target folder ('..')"
+    kind = stat.S_IFMT(info.external_attr >> 16)  # Unix file type; 0 when the zip records none
+    if kind == stat.S_IFLNK:
+        return "is a symbolic link"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return "is not a regular file or folder"
+    return None
+
+
+def check_members(zf: zipfile.ZipFile, zip_path: str | os.PathLike = "") -> None:
+    """Refuse the whole zip if any member would land outside the target folder or it is too large.
+
+    Raises:
+        BundleZipError: naming the first unsafe member.
+    """
+    total = 0
+    for info in zf.infolist():
+        problem = _member_problem(info)
+        if problem:
+            raise BundleZipError(f"{zip_path}: member {info.filename!r} {problem}: refused, nothing unpacked")
+        total += info.file_size
+    if total > MAX_UNPACKED_BYTES:
+        raise BundleZipError(f"{zip_path}: would unpack to {total / 2**30:.1f} GiB: refused, nothing unpacked")
+
+
+def _bundle_root(folder: Path) -> Path:
+    """The folder holding ``configs/``: ``folder`` itself or its single top-level folder."""
+    if (folder / "configs").is_dir():
+        return folder
+    subdirs = [p for p in folder.iterdir() if p.is_dir() and (p / "configs").is_dir()]
+    if len(subdirs) == 1:
+        return subdirs[0]
+    raise BundleZipError("no configs/ folder at the top of the zip: not a MONAI bundle")
+
+
+def unpack_bundle(zip_path: str | os.PathLike, dest: str | os.PathLike, sha256: str) -> Path:
+    """Check ``zip_path`` against ``sha256``, then unpack it into ``dest``.
+
+    Args:
+        zip_path: the bundle zip (as ``brainseg package`` or the Model Zoo makes it).
+        dest: the folder to create (it may exist if empty).
+        sha256: the expected hex sha256 of the zip file (64 hex digits).
+
+    Returns:
+        The bundle folder inside ``dest`` (the one holding ``configs/``).
+
+    Raises:
+        BundleZipError: bad ``sha256`` argument, hash mismatch, unsafe member, not a zip,
+            not a bundle, or ``dest`` is not empty.
+        FileNotFoundError: no file at ``zip_path``.
+    """
+    src, target = Path(zip_path), Path(dest)
+    expected = (sha256 or "").strip().lower()
+    if not _HEX64.fullmatch(expected):
+        raise BundleZipError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: bundle zip not found")
+    actual = sha256_file(src)
+    if actual != expected:
+        raise BundleZipError(f"{src}: sha256 is {actual}, not the expected {expected}: refused, nothing unpacked")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise BundleZipError(f"{target}: already exists and is not an empty folder")
+    try:
+        zf = zipfile.ZipFile(src)
+    except zipfile.BadZipFile as e:
+        raise BundleZipError(f"{src}: not a zip file ({e})") from None
+    with zf:
+        check_members(zf, src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            _extract(zf, tmp)
+            try:
+                root = _bundle_root(tmp)
+            except BundleZipError as e:
+                raise BundleZipError(f"{src}: {e}") from None
+            if target.exists():
+                target.rmdir()
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target / root.relative_to(tmp)
+
+
+def _extract(zf: zipfile.ZipFile, folder: Path) -> None:
+    base = folder.resolve()
+    written = 0
+    for info in zf.infolist():
+        path = (base / info.filename.replace("\\", "/")).resolve()
+        if path != base and base not in path.parents:  # belt and braces after check_members
+            raise BundleZipError(f"member {info.filename!r} would land outside {folder}: refused")
+        if info.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as fin, open(path, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                written += len(chunk)
+                if written > MAX_UNPACKED_BYTES:
+                    raise BundleZipError(f"unpacks to more than {MAX_UNPACKED_BYTES / 2**30:.0f} GiB: refused")
+                fout.write(chunk)

@@ -1,0 +1,779 @@
+"""Issue 7, reliability: bad input at every entry point, atomic writes, resume and determinism, long runs.
+
+Bad input is met with one line naming the file, id or field and what is wrong, a non-zero
+exit status, no traceback, and nothing written for the bad item; unusual but valid images
+(16-bit, alpha, palette, non-square, 4000x3000, 1x1) are segmented. Cases already covered by
+test_cli.py, test_coco.py and test_bundle.py are not repeated here.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK
+from PIL import Image
+
+from brainseg_monai.cli import main
+
+REPO = BUNDLE.parent
+ANNOTATIONS = "_annotations.coco.json"
+SMOKE_TRAIN = f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _bundle(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run ...`` from the bundle folder, one thread."""
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args],
+        cwd=BUNDLE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(("error:", "brainseg ")) and "error:" in line]
+
+
+def _read_json(split: Path) -> dict:
+    return json.loads((split / ANNOTATIONS).read_text())
+
+
+def _write_json(split: Path, data: dict) -> None:
+    (split / ANNOTATIONS).write_text(json.dumps(data))
+
+
+def _grey() -> np.ndarray:
+    with Image.open(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]) as im:
+        return np.asarray(im.convert("L"))
+
+
+def _tiff_stack(path: Path) -> None:
+    g = _grey()
+    Image.fromarray(g).save(path, save_all=True, append_images=[Image.fromarray(255 - g)])
+
+
+def _palette_png(path: Path, grey: np.ndarray) -> None:
+    """A palette PNG that *shows* ``grey`` through a shuffled palette: its indices are not intensities."""
+    perm = np.random.default_rng(0).permutation(256).astype(np.uint8)
+    im = Image.fromarray(np.argsort(perm).astype(np.uint8)[grey], "P")
+    im.putpalette(np.repeat(perm, 3).tolist())
+    im.save(path)
+
+
+def _segment_args(smoke_model: Path, out: Path, *inputs) -> list[str]:
+    return [
+        "segment",
+        *map(str, inputs),
+        "--output-dir",
+        str(out),
+        "--model",
+        str(smoke_model),
+        "--config",
+        str(SMOKE_NETWORK),
+        "--device",
+        "cpu",
+    ]
+
+
+def _no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.startswith(".")]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """A dataset root with train/ and valid/ copies of the sample split."""
+    root = tmp_path / "dataset"
+    shutil.copytree(SAMPLE_SPLIT, root / "train")
+    shutil.copytree(SAMPLE_SPLIT, root / "valid")
+    return root
+
+
+# --------------------------------------------------------------------------- bad COCO files
+
+
+def test_check_data_images_as_an_object_is_one_line(sample_split, capsys):
+    data = _read_json(sample_split)
+    data["images"] = {str(im["id"]): im for im in data["images"]}
+    _write_json(sample_split, data)
+    assert main(["check-data", str(sample_split)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: {sample_split / ANNOTATIONS}: images: must be a list, not dict"
+    assert len(err) == 2 and "Traceback" not in "".join(err)
+
+
+def test_check_data_bbox_as_a_string(sample_split, capsys):
+    data = _read_json(sample_split)
+    data["annotations"][0]["bbox"] = "[251, 323, 96.25, 67.5]"
+    _write_json(sample_split, data)
+    assert main(["check-data", str(sample_split)]) == 1
+    line, summary = capsys.readouterr().err.splitlines()
+    assert f"{sample_split / ANNOTATIONS}: annotations[id=56].bbox: must be [x, y, width, height]" in line
+    assert summary.endswith("1 error(s), 0 warning(s)")
+
+
+def test_train_refuses_nan_polygon_coordinates_before_starting(dataset, tmp_path, capsys):
+    data = _read_json(dataset / "train")
+    data["annotations"][0]["segmentation"][0][3] = float("nan")
+    _write_json(dataset / "train", data)  # json writes NaN, which json.load reads back
+    out = tmp_path / "run"
+    assert main(["train", "--dataset-dir", str(dataset), "--output-dir", str(out), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "annotations[id=56].segmentation: polygon must be a list of finite numbers" in err
+    assert "training not started" in err and not out.exists()
+
+
+def test_bundle_train_with_string_coordinates_fails_in_one_line(dataset, tmp_path):
+    data = _read_json(dataset / "valid")
+    data["annotations"][1]["bbox"][1] = "323"
+    _write_json(dataset / "valid", data)
+    proc = _bundle(
+        "--config_file",
+        SMOKE_TRAIN,
+        "--dataset_dir",
+        str(dataset),
+        "--train_split",
+        "train",
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    (line,) = _error_lines(proc.stderr)
+    assert line.startswith(f"error: {dataset / 'valid' / ANNOTATIONS}: annotations[id=57].bbox: must be [x, y")
+    assert not list(tmp_path.glob("models/*.pt"))
+
+
+def test_check_data_huge_json_reports_quickly(tmp_path, capsys):
+    split = tmp_path / "huge"
+    split.mkdir()
+    n = 50_000
+    _write_json(
+        split,
+        {
+            "images": [{"id": i, "file_name": f"img_{i}.jpg", "height": 640, "width": 640} for i in range(n)],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 2, 30, 40]} for i in range(n)],
+            "categories": [{"id": 1, "name": "Tumor"}],
+        },
+    )
+    start = time.monotonic()
+    assert main(["check-data", str(split)]) == 1
+    assert time.monotonic() - start < 60
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].endswith(f"{n} error(s), 0 warning(s)") and len(err) == n + 1
+    assert err[0].endswith("images[id=0].file_name: img_0.jpg: image file is missing")
+
+
+def test_check_data_many_entries_sharing_one_file_decode_it_once(tmp_path, capsys, monkeypatch):
+    split = tmp_path / "shared"
+    split.mkdir()
+    shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], split / "a.jpg")
+    n = 50_000
+    _write_json(
+        split,
+        {
+            "images": [{"id": i, "file_name": "a.jpg", "height": 640, "width": 640} for i in range(n)],
+            "annotations": [],
+            "categories": [{"id": 1, "name": "Tumor"}],
+        },
+    )
+    import brainseg_monai.coco as coco
+
+    calls = []
+    original = coco._check_image_file
+    monkeypatch.setattr(coco, "_check_image_file", lambda p: calls.append(p) or original(p))
+    start = time.monotonic()
+    assert main(["check-data", str(split)]) == 0  # took minutes when every entry decoded the file
+    assert time.monotonic() - start < 60 and len(calls) == 1
+    assert "OK" in capsys.readouterr().out
+
+
+def test_check_data_deeply_nested_json(sample_split, capsys):
+    (sample_split / ANNOTATIONS).write_text("[" * 200_000 + "]" * 200_000)
+    assert main(["check-data", str(sample_split)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: {sample_split / ANNOTATIONS}: JSON nested too deeply to be COCO data"
+
+
+def test_check_data_refuses_a_tiff_stack_where_a_2d_image_is_expected(sample_split, capsys):
+    data = _read_json(sample_split)
+    _tiff_stack(sample_split / "stack.tif")
+    data["images"][0]["file_name"] = "stack.tif"
+    _write_json(sample_split, data)
+    assert main(["check-data", str(sample_split)]) == 1
+    err = capsys.readouterr().err
+    assert "images[id=56].file_name: stack.tif: image file has 2 frames (a 3D stack); a 2D image is expected" in err
+
+
+def test_evaluate_refuses_a_bad_split_before_writing_anything(sample_split, tmp_path, capsys):
+    data = _read_json(sample_split)
+    data["annotations"][0]["image_id"] = "56"
+    data["annotations"][1]["bbox"] = None
+    _write_json(sample_split, data)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(sample_split), "--output-dir", str(out), "--model", str(tmp_path / "none.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "annotations[id=56].image_id: no image with id '56'" in err
+    assert "annotations[id=57].bbox" in err and "nothing evaluated" in err
+    assert not out.exists()
+
+
+def test_evaluate_missing_split_folder(tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tmp_path / "nope"), "--output-dir", str(out)]) == 1
+    assert f"error: {tmp_path / 'nope'}: split folder not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_train_missing_dataset_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset-dir", str(tmp_path / "nope"), "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nope' / 'train'}: split folder not found" in err and "training not started" in err
+    assert not out.exists()
+
+
+def test_train_bad_category_map_and_missing_config(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset-dir", str(dataset), "--output-dir", str(out), "--category-map", "[1]"]) == 1
+    assert "--category-map: must be a JSON object" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--dataset-dir",
+                str(dataset),
+                "--output-dir",
+                str(out),
+                "--config",
+                str(tmp_path / "missing.json"),
+            ]
+        )
+        == 1
+    )
+    assert f"--config {tmp_path / 'missing.json'}: file not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- bad arguments
+
+
+def test_evaluate_refuses_output_inside_the_split_folder(sample_split, capsys):
+    assert main(["evaluate", str(sample_split), "--output-dir", str(sample_split / "eval")]) == 1
+    assert "inside the input folder" in capsys.readouterr().err
+    assert not (sample_split / "eval").exists()
+
+
+def test_segment_refuses_output_in_the_folder_of_a_file_input(tmp_path, capsys):
+    image = tmp_path / "scan.png"
+    Image.fromarray(_grey()).save(image)
+    assert main(["segment", str(image), "--output-dir", str(tmp_path)]) == 1  # the mask would be scan.png itself
+    assert "inside the input folder" in capsys.readouterr().err
+
+
+def test_segment_output_folder_under_a_regular_file(tmp_path, capsys):
+    """A path under a FILE cannot be created by anyone, root included (ENOTDIR)."""
+    (tmp_path / "afile").write_text("x")
+    assert main(["segment", str(SAMPLE_SPLIT), "--output-dir", str(tmp_path / "afile" / "masks")]) == 1
+    line = capsys.readouterr().err.strip()
+    assert (
+        line == f"brainseg segment: error: --output-dir {tmp_path / 'afile' / 'masks'}: cannot create (Not a directory)"
+    )
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path):
+    """A folder nobody can create files in. chmod 555 does not stop root (these tests run as root in
+    CI), so as root the folder is made immutable with ``chattr +i``, which binds root too."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("running as root on a filesystem without chattr +i: no way to make a folder unwritable")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_segment_output_folder_not_writable(unwritable_dir, capsys):
+    assert main(["segment", str(SAMPLE_SPLIT), "--output-dir", str(unwritable_dir)]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"brainseg segment: error: --output-dir {unwritable_dir}: not writable (")
+    assert list(unwritable_dir.iterdir()) == []
+
+
+def test_segment_folder_without_images(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    assert main(["segment", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")]) == 1
+    assert f"no images found in {tmp_path / 'empty'}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- bad and unusual images
+
+
+def test_segment_refuses_each_bad_image_in_one_line_and_writes_nothing_for_it(smoke_model, tmp_path, capsys):
+    itk = pytest.importorskip("itk")
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], images / "good.jpg")
+    Image.fromarray(_grey()).save(images / "png_source.png")
+    raw = (images / "png_source.png").read_bytes()
+    (images / "png_source.png").unlink()
+    (images / "corrupt.png").write_bytes(raw[:16] + bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8)))
+    (images / "truncated.png").write_bytes(raw[: len(raw) // 2])
+    (images / "empty.png").write_bytes(b"")
+    volume = np.stack([_grey(), _grey()]).astype(np.float32)
+    volume[1, 100, 100] = np.nan
+    itk.imwrite(itk.image_from_array(volume), str(images / "nan.nii.gz"))
+    _tiff_stack(images / "stack.tif")
+    out = tmp_path / "out"
+    assert main(_segment_args(smoke_model, out, images)) == 1
+    captured = capsys.readouterr()
+    failed = {
+        line.split(":")[0].removeprefix("FAILED "): line
+        for line in captured.err.splitlines()
+        if line.startswith("FAILED ")
+    }
+    expected = {
+        "corrupt.png": "not an image file PIL can read",
+        "truncated.png": "image file is unreadable or truncated",
+        "empty.png": "image file is empty (0 bytes)",
+        "nan.nii.gz": "image contains 1 NaN or infinite value(s)",
+        "stack.tif": "has 2 frames (a 3D stack); a 2D image is expected",
+    }
+    assert {Path(k).name for k in failed} == set(expected)
+    for path, line in failed.items():
+        assert line == f"FAILED {path}: {expected[Path(path).name]}" or expected[Path(path).name] in line
+        assert line.count(str(path)) == 1  # named once, on one line
+    assert "segmented 1 of 6 image(s)" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]  # nothing for the bad ones, no temp files
+    assert captured.out.splitlines() == [str(out / "good.png")]
+
+
+def test_unusual_but_valid_images_are_segmented_like_their_plain_grey_version(smoke_model, tmp_path, capsys):
+    from brainseg_monai.inference import BundlePredictor
+
+    grey = _grey()
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(grey).save(images / "grey.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(images / "sixteen_bit.png")
+    Image.fromarray(np.dstack([grey, grey, grey, np.full_like(grey, 90)]), "RGBA").save(images / "rgba.png")
+    Image.fromarray(grey).convert("LA").save(images / "grey_alpha.png")
+    _palette_png(images / "palette.png", grey)
+    predictor = BundlePredictor(ckpt_path=smoke_model, device="cpu", config_files=[SMOKE_NETWORK])
+    _, reference = predictor.predict_file(images / "grey.png", with_probability=True)
+    for name in ("sixteen_bit.png", "rgba.png", "grey_alpha.png", "palette.png"):
+        assert Image.open(images / name).mode in ("I;16", "RGBA", "LA", "P")
+        _, prob = predictor.predict_file(images / name, with_probability=True)
+        np.testing.assert_allclose(prob, reference, atol=1e-4, err_msg=name)
+
+    # sizes: the mask comes back at the input's size, whatever it is
+    Image.fromarray(grey[40:400, 10:630]).save(images / "non_square.png")
+    Image.fromarray(grey).resize((4000, 3000)).save(images / "large_4000x3000.png")
+    Image.fromarray(np.array([[77]], np.uint8)).save(images / "one_pixel.png")
+    out = tmp_path / "out"
+    assert main(_segment_args(smoke_model, out, images)) == 0
+    captured = capsys.readouterr()
+    assert "FAILED" not in captured.err and "segmented 8 of 8 image(s)" in captured.err
+    for src in images.iterdir():
+        with Image.open(src) as im, Image.open(out / src.name) as mask:
+            assert mask.size == im.size and mask.mode == "L", src.name
+            assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+def test_bundle_inference_segments_unusual_images_then_stops_at_a_corrupt_one(smoke_model, tmp_path):
+    """``monai.bundle run`` inference reads images like the CLI (same reader): the unusual ones are
+    segmented, the corrupt one stops the run with one line naming it, and gets no mask."""
+    grey = _grey()
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(grey.astype(np.uint16) * 257).save(images / "a_sixteen_bit.png")
+    Image.fromarray(np.dstack([grey, grey, grey, np.full_like(grey, 90)]), "RGBA").save(images / "b_rgba.png")
+    Image.fromarray(np.array([[77]], np.uint8)).save(images / "c_one_pixel.png")
+    Image.fromarray(grey[40:400, 10:630]).save(images / "d_non_square.png")
+    (images / "z_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 100)  # sorted last
+    out = tmp_path / "masks"
+    proc = _bundle(
+        "--config_file",
+        f"['configs/inference.json','{SMOKE_NETWORK}']",
+        "--dataset_dir",
+        str(images),
+        "--ckpt_path",
+        str(smoke_model),
+        "--output_dir",
+        str(out),
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    (line,) = _error_lines(proc.stderr)
+    assert line == f"error: {images / 'z_corrupt.png'}: image file is unreadable or truncated (Truncated File Read)"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_sixteen_bit.png",
+        "b_rgba.png",
+        "c_one_pixel.png",
+        "d_non_square.png",
+    ]
+    for mask in out.iterdir():
+        with Image.open(images / mask.name) as im, Image.open(mask) as m:
+            assert m.size == im.size
+
+
+def test_bundle_error_hook_prints_the_innermost_cause_and_debug_restores_tracebacks():
+    from brainseg_monai.errors import error_lines, one_line_errors
+
+    saved = sys.excepthook
+    try:
+        one_line_errors(debug=False)
+        assert sys.excepthook is not sys.__excepthook__
+        one_line_errors(debug=True)
+        assert sys.excepthook is sys.__excepthook__
+    finally:
+        sys.excepthook = saved
+    try:
+        try:
+            raise ValueError("/data/x.png: image file is empty (0 bytes)")
+        except ValueError as inner:
+            raise RuntimeError("applying transform <LoadImaged>") from inner
+    except RuntimeError as outer:
+        assert error_lines(outer) == ["/data/x.png: image file is empty (0 bytes)"]
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _half_then(exc: BaseException):
+    """A PIL ``save`` that writes half a file, then fails the way a crash or a full disk does."""
+
+    def save(self, fp, format=None, **params):
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+        raise exc
+
+    return save
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
+def test_crash_while_writing_a_mask_leaves_no_partial_file(tmp_path, monkeypatch, existing):
+    from brainseg_monai.io import write_mask
+
+    target = tmp_path / "m.png"
+    if existing:
+        write_mask(np.ones((8, 8), np.uint8), target)
+    before = target.read_bytes() if existing else None
+    monkeypatch.setattr(Image.Image, "save", _half_then(RuntimeError("killed mid-write")))
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        write_mask(np.zeros((8, 8), np.uint8), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["m.png"] if existing else [])
+    if existing:
+        assert target.read_bytes() == before  # the old mask, whole
+
+
+def test_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    from brainseg_monai.handlers import TrainingStateSaver
+
+    net = torch.nn.Linear(3, 2)
+    saver = TrainingStateSaver(tmp_path, {"model": net})
+    engine = type("E", (), {})()
+    saver.save_dict["trainer"] = {"epoch": 1}
+    saver(engine)
+    before = (tmp_path / "checkpoint_latest.pt").read_bytes()
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        with open(f, "r+b") as fh:
+            fh.truncate(40)  # half-written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with torch.no_grad():
+        net.weight.add_(1)
+    with pytest.raises(OSError, match=re.escape(f"cannot write {tmp_path / 'checkpoint_latest.pt'}: No space left")):
+        saver(engine)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pt"]
+    assert (tmp_path / "checkpoint_latest.pt").read_bytes() == before
+
+
+def test_disk_full_during_segment_is_one_clear_line_per_image(smoke_model, tmp_path, monkeypatch, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for f in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:2]:
+        shutil.copy(f, images)
+    monkeypatch.setattr(Image.Image, "save", _half_then(OSError(errno.ENOSPC, "No space left on device")))
+    out = tmp_path / "out"
+    assert main(_segment_args(smoke_model, out, images)) == 1
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 2
+    for line, src in zip(failed, sorted(images.iterdir())):
+        assert line == f"FAILED {src}: cannot write {out / (src.stem + '.png')}: No space left on device"
+    assert list(out.iterdir()) == []  # no truncated mask, no temporary file
+
+
+def _writes_outside_atomic_output(source: str) -> list[int]:
+    """Line numbers of file writes (``open`` for writing, ``torch.save``, ``.save``, ``.savefig``,
+    ``.write_text``/``.write_bytes``, ``imwrite``, ``ZipFile(.., "w")``) not inside ``with atomic_output``."""
+    import ast
+
+    def is_write(call: ast.Call) -> bool:
+        f = call.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        if name in ("save", "savefig", "write_text", "write_bytes", "imwrite"):
+            return True
+        if name in ("open", "ZipFile"):
+            mode = (
+                call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "mode"), None)
+            )
+            return isinstance(mode, ast.Constant) and isinstance(mode.value, str) and mode.value[:1] in "wax"
+        return False
+
+    def is_atomic(item: ast.withitem) -> bool:
+        c = item.context_expr
+        return isinstance(c, ast.Call) and getattr(c.func, "id", getattr(c.func, "attr", "")) == "atomic_output"
+
+    bad: list[int] = []
+
+    def visit(node: ast.AST, guarded: bool) -> None:
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for k, item in enumerate(node.items):
+                inner = guarded or any(is_atomic(i) for i in node.items[:k])
+                visit(item.context_expr, inner)
+            guarded = guarded or any(is_atomic(i) for i in node.items)
+            for child in node.body:
+                visit(child, guarded)
+            return
+        if isinstance(node, ast.Call) and is_write(node) and not guarded:
+            bad.append(node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    visit(ast.parse(source), False)
+    return bad
+
+
+def test_every_file_the_package_writes_goes_through_atomic_output():
+    """Checkpoints, masks, reports, exported models: temp name + rename. Not ours: TensorBoard event
+    logs (MONAI appends to them); bundle_zip's members go into a temporary folder that is renamed
+    onto the target at the end (the same guarantee for a folder)."""
+    allowed = {("bundle_zip.py", "_extract")}
+    offenders = []
+    for path in sorted((REPO / "brainseg_monai").glob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        for number in _writes_outside_atomic_output(source):
+            func = next((m.group(1) for line in reversed(lines[:number]) if (m := re.match(r"\s*def (\w+)", line))), "")
+            if (path.name, func) not in allowed:
+                offenders.append(f"{path.name}:{number} in {func}(): {lines[number - 1].strip()}")
+    assert offenders == []
+
+
+# --------------------------------------------------------------------------- resume and determinism
+
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        SMOKE_TRAIN,
+        "--ckpt_dir",
+        str(out / "models"),
+        "--output_dir",
+        str(out / "eval"),
+        "--train#trainer#max_epochs",
+        "4",
+        "--batch_size",
+        "2",
+        "--seed",
+        "7",
+        *extra,
+    ]
+
+
+def _popen(out: Path, *extra: str, log: Path | None = None) -> subprocess.Popen:
+    """A training run; its output goes to ``log`` (a file: a full pipe would stall it) or to a pipe."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if log is None:
+        return subprocess.Popen(
+            _train_cmd(out, *extra), cwd=BUNDLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    with open(log, "w") as f:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(_train_cmd(out, *extra), cwd=BUNDLE, env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def _losses(log: str) -> list[str]:
+    return re.findall(r"Epoch: (\d+/\d+, Iter: \d+/\d+) -- train_loss: ([0-9.]+)", log)
+
+
+def _state(run: Path) -> dict:
+    return torch.load(run / "models" / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
+
+
+def _assert_same_tensors(a, b, where="") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_tensors(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tensors(x, y, f"{where}/{i}")
+    else:
+        assert a == b, where
+
+
+@pytest.fixture(scope="module")
+def training_runs(tmp_path_factory):
+    """Three 4-epoch smoke runs with seed 7 side by side: A and B uninterrupted, C SIGKILLed in the
+    middle of epoch 3 (after epoch 2's checkpoint) and then resumed with ``--resume true``."""
+    base = tmp_path_factory.mktemp("determinism")
+    runs = {name: _popen(base / name, log=base / f"{name}.log") for name in ("a", "b")}
+    runs["c"] = _popen(base / "c")
+    watchdog = threading.Timer(480, lambda: [p.kill() for p in runs.values()])
+    watchdog.start()
+    try:
+        killed_log = []
+        for line in runs["c"].stdout:
+            killed_log.append(line)
+            if "Epoch: 3/4, Iter: 2/6" in line:  # epoch 2 is saved; epoch 3 is under way
+                runs["c"].send_signal(signal.SIGKILL)
+                break
+        runs["c"].wait()
+        killed_log.append(runs["c"].stdout.read())
+        state_at_kill = _state(base / "c")
+        resumed = _popen(base / "c", "--resume", "true", log=base / "c_resumed.log")
+        for proc in (runs["a"], runs["b"], resumed):
+            proc.wait()
+        runs["c"].stdout.close()
+        logs = {name: (base / f"{name}.log").read_text() for name in ("a", "b")}
+        logs["c"] = (base / "c_resumed.log").read_text()
+        codes = {name: runs[name].returncode for name in ("a", "b")} | {
+            "c_killed": runs["c"].returncode,
+            "c": resumed.returncode,
+        }
+    finally:
+        watchdog.cancel()
+    return {
+        "base": base,
+        "logs": logs,
+        "killed_log": "".join(killed_log),
+        "codes": codes,
+        "state_at_kill": state_at_kill,
+    }
+
+
+def test_two_runs_with_the_same_seed_give_identical_losses_and_weights(training_runs):
+    base, logs = training_runs["base"], training_runs["logs"]
+    assert training_runs["codes"]["a"] == 0 and training_runs["codes"]["b"] == 0, logs["a"][-2000:]
+    losses = _losses(logs["a"])
+    assert len(losses) == 4 * 6 and losses == _losses(logs["b"])
+    _assert_same_tensors(_state(base / "a"), _state(base / "b"))
+    _assert_same_tensors(
+        torch.load(base / "a" / "models" / "model.pt", weights_only=True),
+        torch.load(base / "b" / "models" / "model.pt", weights_only=True),
+    )
+
+
+def test_training_killed_mid_epoch_resumes_to_the_same_final_weights(training_runs):
+    base, logs, codes = training_runs["base"], training_runs["logs"], training_runs["codes"]
+    assert codes["c_killed"] == -signal.SIGKILL
+    assert "Epoch[3] Complete" not in training_runs["killed_log"]  # killed during epoch 3
+    assert training_runs["state_at_kill"]["trainer"]["iteration"] == 2 * 6  # the last state saved: epoch 2
+    assert codes["c"] == 0, logs["c"][-3000:]
+    resumed = _losses(logs["c"])
+    assert [step for step, _ in resumed] == [step for step, _ in _losses(logs["a"])[2 * 6 :]]  # epochs 3 and 4 only
+    assert resumed == _losses(logs["a"])[2 * 6 :]
+    final_a, final_c = _state(base / "a"), _state(base / "c")
+    for key in ("model", "optimizer", "lr_scheduler", "validator"):
+        _assert_same_tensors(final_a[key], final_c[key], key)
+    _assert_same_tensors(
+        torch.load(base / "a" / "models" / "model.pt", weights_only=True),
+        torch.load(base / "c" / "models" / "model.pt", weights_only=True),
+    )
+
+
+def test_epoch_seeder_makes_each_epoch_depend_on_seed_and_epoch_only():
+    from monai.transforms import Compose, RandFlipd, RandGaussianNoised
+
+    from brainseg_monai.handlers import EpochSeeder
+
+    transform = Compose([RandFlipd("image", prob=0.5), RandGaussianNoised("image", prob=1.0)])
+    engine = type("E", (), {})()
+    engine.state = type("S", (), {"epoch": 3})()
+
+    def draw():
+        EpochSeeder(seed=5, data=transform)(engine)
+        return torch.rand(3), np.random.rand(), transform({"image": torch.zeros(1, 4, 4)})["image"]
+
+    first = draw()
+    torch.rand(100), np.random.rand(100), transform({"image": torch.zeros(1, 4, 4)})  # disturb every state
+    second = draw()
+    for x, y in zip(first, second):
+        assert torch.equal(torch.as_tensor(x), torch.as_tensor(y))
+    engine.state.epoch = 4
+    assert not torch.equal(draw()[0], first[0])
+
+
+# --------------------------------------------------------------------------- long runs
+
+
+def test_segment_many_images_skips_bad_ones_and_a_rerun_does_only_what_is_missing(smoke_model, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    samples = sorted(SAMPLE_SPLIT.glob("*.jpg"))
+    small = [Image.open(f).convert("L").resize((160, 160)) for f in samples]
+    for i in range(30):
+        if i in (7, 15, 23):
+            (images / f"img_{i:03d}.png").write_bytes(b"broken" * i)  # bad files in the middle
+        else:
+            small[i % len(small)].save(images / f"img_{i:03d}.png")
+    out = tmp_path / "out"
+    assert main(_segment_args(smoke_model, out, images)) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 27  # streamed, one mask path per line
+    assert [line.split(":")[0] for line in captured.err.splitlines() if line.startswith("FAILED")] == [
+        f"FAILED {images / f'img_{i:03d}.png'}" for i in (7, 15, 23)
+    ]
+    assert f"segmented 27 of 30 image(s) into {out}" in captured.err
+    assert f"3 failed: {images / 'img_007.png'}, {images / 'img_015.png'}, {images / 'img_023.png'}" in captured.err
+    assert len(list(out.iterdir())) == 27
+
+    removed = [out / f"img_{i:03d}.png" for i in (2, 11, 29)]
+    for p in removed:
+        p.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(_segment_args(smoke_model, out, images) + ["--skip-existing"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [str(p) for p in removed]  # only what was missing
+    assert "segmented 3 of 30 image(s)" in captured.err and "24 already done" in captured.err
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # untouched
+    assert len(list(out.iterdir())) == 27

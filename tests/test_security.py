@@ -1,0 +1,390 @@
+"""Issue 7, unsafe files: pickled code in checkpoints, file_name traversal, bundle zips.
+
+A crafted checkpoint whose pickle would create a marker file is refused by every loader
+(``BundlePredictor``, ``brainseg segment --model``, the bundle's ``--ckpt_path`` and
+``--resume``) and the marker never appears. A COCO ``file_name`` pointing outside the split
+stops ``brainseg train`` before anything outside is read. A bundle zip is unpacked only when
+its sha256 matches, and never outside the target folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK
+
+from brainseg_monai.cli import main
+
+REPO = BUNDLE.parent
+SMOKE_TRAIN = f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']"
+
+
+class _CreatesMarker:
+    """Unpickling this calls ``open(marker, "w")``: the file appears if the pickle is trusted."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _evil_checkpoint(path: Path, marker: Path, like_training_state: bool = False) -> Path:
+    payload = {"weight": torch.zeros(2), "extra": _CreatesMarker(marker)}
+    obj = {"model": payload, "optimizer": {}, "trainer": {"epoch": 1}} if like_training_state else payload
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+    return path
+
+
+def _bundle(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args],
+        cwd=BUNDLE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+REFUSED = "refused: not a plain weights file, its pickle calls code (torch.load weights_only=True) [Unsupported global: GLOBAL io.open]"
+
+
+# --------------------------------------------------------------------------- checkpoints with pickled code
+
+
+def test_the_crafted_checkpoint_really_runs_code_when_trusted(tmp_path):
+    """The control: loaded the unsafe way (weights_only=False, in a throwaway process) it creates its marker."""
+    marker = tmp_path / "control_marker"
+    ckpt = _evil_checkpoint(tmp_path / "control.pt", marker)
+    subprocess.run(
+        [sys.executable, "-c", f"import torch; torch.load({str(ckpt)!r}, weights_only=False)"], check=True, timeout=120
+    )
+    assert marker.exists()
+
+
+def test_bundle_predictor_refuses_pickled_code(tmp_path):
+    from brainseg_monai.inference import BundlePredictor
+
+    marker = tmp_path / "marker"
+    ckpt = _evil_checkpoint(tmp_path / "model.pt", marker)
+    with pytest.raises(ValueError) as info:
+        BundlePredictor(ckpt_path=ckpt, device="cpu", config_files=[SMOKE_NETWORK])
+    assert str(info.value) == f"{ckpt}: {REFUSED}"
+    assert not marker.exists()
+
+
+def test_segment_model_refuses_pickled_code(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    ckpt = _evil_checkpoint(tmp_path / "model.pt", marker)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "segment",
+                str(SAMPLE_SPLIT),
+                "--output-dir",
+                str(out),
+                "--model",
+                str(ckpt),
+                "--config",
+                str(SMOKE_NETWORK),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
+    assert capsys.readouterr().err.strip() == f"brainseg segment: error: {ckpt}: {REFUSED}"
+    assert not marker.exists() and list(out.iterdir()) == []
+
+
+def test_bundle_inference_ckpt_path_refuses_pickled_code(tmp_path):
+    marker = tmp_path / "marker"
+    ckpt = _evil_checkpoint(tmp_path / "model.pt", marker)
+    out = tmp_path / "masks"
+    proc = _bundle(
+        "--config_file",
+        f"['configs/inference.json','{SMOKE_NETWORK}']",
+        "--ckpt_path",
+        str(ckpt),
+        "--output_dir",
+        str(out),
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert _error_lines(proc.stderr) == [f"error: {ckpt}: {REFUSED}"]
+    assert not marker.exists() and not out.exists()
+
+
+def test_bundle_resume_refuses_pickled_code(tmp_path):
+    marker = tmp_path / "marker"
+    ckpt = _evil_checkpoint(tmp_path / "models" / "checkpoint_latest.pt", marker, like_training_state=True)
+    proc = _bundle(
+        "--config_file",
+        SMOKE_TRAIN,
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
+        "--resume",
+        "true",
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert _error_lines(proc.stderr) == [f"error: {ckpt}: {REFUSED}"]
+    assert not marker.exists()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["checkpoint_latest.pt"]  # nothing trained
+
+
+def _torch_load_calls(path: Path) -> list[tuple[int, bool]]:
+    """(line, has weights_only=True) for each ``torch.load(...)`` call in a Python file."""
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "load"
+            and getattr(node.func.value, "id", "") == "torch"
+        ):
+            safe = any(
+                k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                for k in node.keywords
+            )
+            calls.append((node.lineno, safe))
+    return calls
+
+
+def test_every_checkpoint_load_is_weights_only():
+    import monai.handlers.checkpoint_loader as monai_loader
+
+    files = [
+        *sorted((REPO / "brainseg_monai").glob("*.py")),
+        *sorted((REPO / "slicer_extension").rglob("*.py")),
+        Path(monai_loader.__file__),
+    ]
+    found = {f: _torch_load_calls(f) for f in files}
+    assert found[Path(monai_loader.__file__)] and all(safe for _, safe in found[Path(monai_loader.__file__)])
+    unsafe = [f"{f}:{line}" for f, calls in found.items() for line, safe in calls if not safe]
+    assert unsafe == []
+
+    # and the bundle's configs load checkpoints only through loaders that use it
+    def targets(node):
+        if isinstance(node, dict):
+            yield from ([node["_target_"]] if "_target_" in node else [])
+            for value in node.values():
+                yield from targets(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from targets(value)
+
+    for config in (BUNDLE / "configs").glob("*.json"):
+        assert "torch.load" not in config.read_text(), config
+        loaders = [t for t in targets(json.loads(config.read_text())) if "CheckpointLoader" in t]
+        assert set(loaders) <= {"CheckpointLoader", "brainseg_monai.handlers.SafeCheckpointLoader"}, config
+
+
+# --------------------------------------------------------------------------- file_name traversal
+
+
+AUDIT_SCRIPT = r"""
+import json, sys
+outside = sys.argv[1]
+touched = []
+def hook(event, args):
+    if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes)):
+        path = args[0].decode() if isinstance(args[0], bytes) else args[0]
+        if path.startswith(outside):
+            touched.append([event, path])
+sys.addaudithook(hook)
+from brainseg_monai.cli import main
+code = main(sys.argv[2:])
+print(json.dumps({"code": code, "touched": touched}))
+"""
+
+
+def test_train_refuses_file_name_traversal_and_reads_nothing_outside(tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], secret / "outside.jpg")  # a real, readable image
+    root = tmp_path / "dataset"
+    shutil.copytree(SAMPLE_SPLIT, root / "train")
+    shutil.copytree(SAMPLE_SPLIT, root / "valid")
+    coco = json.loads((root / "train" / "_annotations.coco.json").read_text())
+    coco["images"][0]["file_name"] = "../../secret/outside.jpg"
+    coco["images"][1]["file_name"] = str(secret / "outside.jpg")
+    (root / "train" / "_annotations.coco.json").write_text(json.dumps(coco))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            AUDIT_SCRIPT,
+            str(secret),
+            "train",
+            "--dataset-dir",
+            str(root),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"code": 1, "touched": []}  # refused, and nothing outside the split was opened or listed
+    assert "Traceback" not in proc.stderr
+    for iid, name in ((56, "../../secret/outside.jpg"), (coco["images"][1]["id"], str(secret / "outside.jpg"))):
+        assert f"images[id={iid}].file_name: {name!r} is absolute or escapes the split folder: refused" in proc.stderr
+    assert "training not started" in proc.stderr and not out.exists()
+
+
+def test_symlink_that_escapes_the_split_is_refused(sample_split, tmp_path, capsys):
+    outside = tmp_path / "outside.jpg"
+    shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], outside)
+    coco = json.loads((sample_split / "_annotations.coco.json").read_text())
+    (sample_split / "link.jpg").symlink_to(outside)
+    coco["images"][0]["file_name"] = "link.jpg"
+    (sample_split / "_annotations.coco.json").write_text(json.dumps(coco))
+    assert main(["check-data", str(sample_split)]) == 1
+    assert (
+        "images[id=56].file_name: 'link.jpg' is absolute or escapes the split folder: refused"
+        in capsys.readouterr().err
+    )
+
+
+# --------------------------------------------------------------------------- bundle zips
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _bundle_zip(path: Path, extra: dict | None = None, link: str | None = None) -> Path:
+    """A zip of the shipped bundle's configs and LICENSE under ``bundle/``, plus crafted members."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in sorted((BUNDLE / "configs").glob("*")):
+            zf.write(f, f"bundle/configs/{f.name}")
+        zf.write(BUNDLE / "LICENSE", "bundle/LICENSE")
+        for name, data in (extra or {}).items():
+            zf.writestr(zipfile.ZipInfo(name), data)
+        if link:
+            info = zipfile.ZipInfo("bundle/configs/link")
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, link)
+    return path
+
+
+def test_unpack_a_good_bundle_zip(tmp_path, capsys):
+    z = _bundle_zip(tmp_path / "b.zip")
+    dest = tmp_path / "dest"
+    assert main(["unpack", str(z), "--dest", str(dest), "--sha256", _sha(z).upper()]) == 0
+    assert capsys.readouterr().out.strip() == str(dest / "bundle")
+    assert (dest / "bundle" / "configs" / "inference.json").read_bytes() == (
+        BUNDLE / "configs" / "inference.json"
+    ).read_bytes()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+
+
+def test_unpack_refuses_a_zip_whose_sha256_differs(tmp_path, capsys):
+    z = _bundle_zip(tmp_path / "b.zip")
+    wrong = hashlib.sha256(b"another zip").hexdigest()
+    dest = tmp_path / "dest"
+    assert main(["unpack", str(z), "--dest", str(dest), "--sha256", wrong]) == 1
+    line = capsys.readouterr().err.strip()
+    assert (
+        line == f"brainseg unpack: error: {z}: sha256 is {_sha(z)}, not the expected {wrong}: refused, nothing unpacked"
+    )
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("sha", ["", "abc", "g" * 64], ids=["empty", "short", "not-hex"])
+def test_unpack_refuses_a_malformed_sha256(tmp_path, capsys, sha):
+    z = _bundle_zip(tmp_path / "b.zip")
+    assert main(["unpack", str(z), "--dest", str(tmp_path / "dest"), "--sha256", sha]) == 1
+    assert "expected 64 hexadecimal digits" in capsys.readouterr().err
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "nested-dotdot", "absolute", "backslash-dotdot", "symlink"])
+def test_unpack_refuses_members_that_would_land_outside(tmp_path, capsys, kind):
+    target = tmp_path / "evil.txt"
+    name = {
+        "dotdot": "../evil.txt",
+        "nested-dotdot": "bundle/configs/../../../evil.txt",
+        "absolute": str(target),
+        "backslash-dotdot": "..\\evil.txt",
+        "symlink": None,
+    }[kind]
+    z = _bundle_zip(
+        tmp_path / "b.zip", extra={name: b"pwned"} if name else None, link=str(target) if not name else None
+    )
+    with zipfile.ZipFile(z) as zf:  # the crafted name is really in the zip
+        assert (name or "bundle/configs/link") in zf.namelist()
+    dest = tmp_path / "deep" / "dest"
+    assert main(["unpack", str(z), "--dest", str(dest), "--sha256", _sha(z)]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"brainseg unpack: error: {z}: member ") and line.endswith(": refused, nothing unpacked")
+    assert not target.exists() and not (tmp_path / "deep" / "evil.txt").exists()
+    assert not dest.exists() and not list(tmp_path.rglob("evil.txt"))
+
+
+def test_unpack_refuses_a_non_empty_destination_and_a_non_bundle(tmp_path, capsys):
+    z = _bundle_zip(tmp_path / "b.zip")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("keep me")
+    assert main(["unpack", str(z), "--dest", str(dest), "--sha256", _sha(z)]) == 1
+    assert "already exists and is not an empty folder" in capsys.readouterr().err
+    assert [p.name for p in dest.iterdir()] == ["mine.txt"]
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("readme.txt", "not a bundle")
+    assert main(["unpack", str(other), "--dest", str(tmp_path / "d2"), "--sha256", _sha(other)]) == 1
+    assert "not a MONAI bundle" in capsys.readouterr().err
+    assert not (tmp_path / "d2").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_segment_with_a_bundle_zip_checks_its_sha256_first(smoke_model, tmp_path, capsys):
+    z = _bundle_zip(tmp_path / "b.zip")
+    image = sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]
+    out = tmp_path / "out"
+    common = [
+        "segment",
+        str(image),
+        "--output-dir",
+        str(out),
+        "--bundle-zip",
+        str(z),
+        "--model",
+        str(smoke_model),
+        "--config",
+        str(SMOKE_NETWORK),
+        "--device",
+        "cpu",
+    ]
+    assert main(common + ["--sha256", "0" * 64]) == 1
+    assert "refused, nothing unpacked" in capsys.readouterr().err and not out.exists()
+    assert main(common) == 1
+    assert "--bundle-zip needs --sha256" in capsys.readouterr().err
+    assert main(common + ["--sha256", _sha(z)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / (image.stem + ".png"))
