@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 from brainseg_monai.coco import rasterize_annotations
 from brainseg_monai.io import mask_output_path, write_mask
 
-__all__ = ["CocoAnnotationsToMaskd", "SaveMaskd", "ToGrayscaled"]
+__all__ = ["CocoAnnotationsToBoxMapd", "CocoAnnotationsToMaskd", "SaveMaskd", "ToGrayscaled"]
 
 
 class CocoAnnotationsToMaskd(MapTransform):
@@ -50,6 +50,58 @@ class CocoAnnotationsToMaskd(MapTransform):
         return d
 
 
+class CocoAnnotationsToBoxMapd(MapTransform):
+    """Replace a record's COCO annotations with a box instance map (1, H, W), for box-supervised losses.
+
+    Each annotation's box is drawn with its own id ``k = 1..K`` (0 is background), so the
+    losses of :mod:`brainseg_monai.losses` find every box again as the extent of the pixels
+    carrying its id, after resizing with nearest interpolation, flips and affine augmentation.
+    The box is the annotation's ``bbox`` (rasterized as the COCO masks are), or the extent of
+    its segmentation when it has no bbox. Larger boxes are drawn first, so a small box lying on
+    a large one stays visible; ids follow that order. Every annotation is foreground: the class
+    ``label`` is not kept. No annotation gives an all-zero map. The map is float32, so that it
+    can be concatenated with the image (MONAI's ``ConcatItemsd``) for the pairwise term.
+
+    Args:
+        keys: keys holding annotation entries (the ``label`` of ``coco_to_datalist`` records).
+        allow_missing_keys: don't raise when a key is absent.
+
+    Raises:
+        ValueError: at call time, an entry that is not COCO annotations.
+    """
+
+    def __init__(self, keys: KeysCollection = "label", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            entry = d[key]
+            if not isinstance(entry, Mapping) or "annotations" not in entry:
+                raise ValueError(f"{key}: expected COCO annotations from coco_to_datalist, got {type(entry).__name__}")
+            height, width = int(entry["height"]), int(entry["width"])
+            boxes = [_annotation_box_mask(ann, height, width) for ann in entry["annotations"]]
+            boxes = sorted((b for b in boxes if b.any()), key=lambda b: -int(b.sum()))
+            instance_map = np.zeros((height, width), dtype=np.float32)
+            for k, box in enumerate(boxes, start=1):
+                instance_map[box] = k
+            d[key] = MetaTensor(torch.from_numpy(instance_map[None]))
+        return d
+
+
+def _annotation_box_mask(annotation: Mapping[str, Any], height: int, width: int) -> np.ndarray:
+    """The (H, W) boolean box of an annotation: its bbox, else the extent of its segmentation."""
+    bbox = annotation.get("bbox")
+    if bbox:
+        return rasterize_annotations([{"bbox": list(bbox)}], height, width) > 0
+    drawn = rasterize_annotations([annotation], height, width) > 0
+    box = np.zeros_like(drawn)
+    if drawn.any():
+        rows, cols = np.nonzero(drawn)
+        box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+    return box
+
+
 class ToGrayscaled(MapTransform):
     """Make a channel-first image one channel: MRI slices are often stored as RGB(A) with R=G=B.
 
@@ -72,8 +124,10 @@ class ToGrayscaled(MapTransform):
                 raise ValueError(f"{_name(img, key)}: expected a 2D image, got array of shape {tuple(img.shape)}")
             channels = img.shape[0]
             if channels in (3, 4):
-                img = img[:3].float().mean(dim=0, keepdim=True) if isinstance(img, torch.Tensor) else (
-                    np.asarray(img[:3], dtype=np.float32).mean(axis=0, keepdims=True)
+                img = (
+                    img[:3].float().mean(dim=0, keepdim=True)
+                    if isinstance(img, torch.Tensor)
+                    else (np.asarray(img[:3], dtype=np.float32).mean(axis=0, keepdims=True))
                 )
             elif channels == 2:
                 img = img[:1]
