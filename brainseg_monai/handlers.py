@@ -65,17 +65,24 @@ class BestModelSaver:
         save_dir: folder of the best model (created if missing).
         network: the network whose weights are saved.
         filename: the file name, ``model.pt`` by default.
+        save_last: save after every validation instead, so the file holds the last epoch's
+            weights; for training whose validation metric cannot rank models (box Dice ranks
+            box-shaped predictions first, which is wrong for an outline model).
     """
 
-    def __init__(self, save_dir: str | os.PathLike, network: torch.nn.Module, filename: str = "model.pt") -> None:
+    def __init__(
+        self, save_dir: str | os.PathLike, network: torch.nn.Module, filename: str = "model.pt", save_last: bool = False
+    ) -> None:
         self.path = os.path.join(os.fspath(save_dir), filename)
         self.network = network
+        self.save_last = save_last
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if engine.state.best_metric_epoch != engine.state.epoch or not _is_rank0():
+        improved = engine.state.best_metric_epoch == engine.state.epoch
+        if not (improved or self.save_last) or not _is_rank0():
             return
         save_atomic(cpu_state_dict(_unwrap(self.network)), self.path)
 
