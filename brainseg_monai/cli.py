@@ -159,8 +159,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         training_curves(args.train_log, out / "training_curves.png")
     _print_table(out / PER_IMAGE_FILE)
-    keys = ("dice_mean", "iou_mean", "box_iou_mean", "detection_f1", "containment_f1", "bbox_AP50", "fill_ratio_median",
-            "outside_fraction_mean", "outline_dice_mean")
+    keys = (
+        "dice_mean",
+        "iou_mean",
+        "box_iou_mean",
+        "detection_f1",
+        "containment_f1",
+        "bbox_AP50",
+        "fill_ratio_median",
+        "outside_fraction_mean",
+        "outline_dice_mean",
+    )
     print("  ".join(f"{k}={summary[k]:.3f}" for k in keys if isinstance(summary.get(k), (int, float))))
     print(f"wrote {out / PER_IMAGE_FILE}, {out / SUMMARY_FILE}, masks and pictures in {out}")
     return EXIT_OK
@@ -290,8 +299,9 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> str:
     mask = predictor.predict_file(path)
     write_mask(mask, target)
     if args.overlays:
-        from brainseg_monai.report import single_overlay
         from PIL import Image
+
+        from brainseg_monai.report import single_overlay
 
         with Image.open(path) as im:
             grey = np.asarray(im.convert("F"))
@@ -389,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-dir", required=True, help="dataset root holding train/ and valid/ split folders")
     p.add_argument("--output-dir", required=True, help="run folder: models/ (model.pt, checkpoint_latest.pt) and eval/")
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
-    p.add_argument("--config", action="append", default=[], help="extra override JSON layered on train.json (repeatable)")
+    p.add_argument(
+        "--config", action="append", default=[], help="extra override JSON layered on train.json (repeatable)"
+    )
     p.add_argument("--epochs", type=int, help="number of epochs (train#trainer#max_epochs)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="valid")
@@ -402,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("split_dir", help="split folder with _annotations.coco.json")
     p.add_argument("--output-dir", required=True, help="where metrics, masks and pictures go")
     p.add_argument("--outlines", help="folder of true tumor masks <stem>.png (0/255) to report outline Dice")
-    p.add_argument("--overlays", action="store_true", help="also write one overlay PNG per image into OUTPUT_DIR/overlays")
+    p.add_argument(
+        "--overlays", action="store_true", help="also write one overlay PNG per image into OUTPUT_DIR/overlays"
+    )
     p.add_argument("--train-log", help="a training run's eval/ folder (TensorBoard logs): draw training_curves.png")
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--model", help="weights to use instead of the bundle's models/model.pt")

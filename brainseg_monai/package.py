@@ -15,12 +15,13 @@ Layout of ``<name>_v<version>.zip``::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import zipfile
 from pathlib import Path
+
+from brainseg_monai.bundle_zip import sha256_file
 
 __all__ = [
     "BUNDLE_FILES",
@@ -28,7 +29,6 @@ __all__ = [
     "MAX_FILE_BYTES",
     "PackagingError",
     "package_bundle",
-    "sha256_file",
     "update_large_files_hash",
     "vendored_files",
 ]
@@ -48,15 +48,6 @@ _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints"}
 
 class PackagingError(Exception):
     """The bundle cannot be packaged (missing weights or files, bad metadata)."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def vendored_files(package_dir: str | os.PathLike | None = None) -> list[Path]:

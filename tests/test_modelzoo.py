@@ -19,7 +19,8 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
 
-from brainseg_monai.package import MAX_FILE_BYTES, sha256_file, vendored_files
+from brainseg_monai.bundle_zip import sha256_file
+from brainseg_monai.package import MAX_FILE_BYTES, vendored_files
 from conftest import BUNDLE, CONFIGS, REPO, SMOKE_NETWORK
 
 CONFIG_DIR = BUNDLE / "configs"

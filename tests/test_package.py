@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from brainseg_monai.bundle_zip import sha256_file
 from brainseg_monai.cli import main
 from brainseg_monai.package import (
     DEFAULT_BUNDLE_NAME,
     MAX_FILE_BYTES,
     PackagingError,
     package_bundle,
-    sha256_file,
     update_large_files_hash,
     vendored_files,
 )
