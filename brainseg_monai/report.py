@@ -35,6 +35,8 @@ __all__ = [
     "PANEL_INCHES",
     "PRED_COLOR",
     "ImageLike",
+    "MODEL_COLORS",
+    "comparison_gallery",
     "overlay_gallery",
     "pick_gallery",
     "read_scalars",
@@ -48,6 +50,8 @@ PANEL_INCHES = 3.0
 BOX_COLOR = "yellow"
 PRED_COLOR = "red"
 OUTLINE_COLOR = "lime"
+# Contour colours of the models compared in one gallery, in order.
+MODEL_COLORS = ("red", "cyan", "magenta", "orange")
 LOSS_TAG = "train_loss"
 DICE_TAGS = ("val_mean_dice", "val_mean_iou", "train_mean_dice")
 LR_TAGS = ("lr", "learning_rate")
@@ -235,6 +239,78 @@ def overlay_gallery(
     height = fig.get_figheight()
     fig.subplots_adjust(
         left=0.04,
+        right=0.99,
+        bottom=0.01,
+        top=1 - (_LEGEND_INCHES + _CAPTION_INCHES) / height,
+        hspace=_CAPTION_INCHES / PANEL_INCHES * 1.5,
+        wspace=0.05,
+    )
+    return _save(fig, output_path)
+
+
+def comparison_gallery(
+    image_paths: Sequence[ImageLike],
+    masks_by_model: Mapping[str, Sequence[ImageLike]],
+    gt_boxes: Sequence[Sequence[Sequence[float]]],
+    captions: Sequence[str],
+    output_path: str | os.PathLike,
+    outlines: Sequence[ImageLike | None] | None = None,
+    columns: int = 3,
+) -> str:
+    """Several models' contours on the same images: one panel per image, one colour per model.
+
+    Each panel shows the greyscale image, its COCO boxes (yellow), the true outline (green) when
+    given, and each model's predicted contour in :data:`MODEL_COLORS` order, with the caption
+    given for that image (e.g. each model's outline Dice).
+
+    Args:
+        image_paths: the images to show, in order.
+        masks_by_model: model name -> its masks (arrays or 0/255 PNG paths), aligned with the images.
+        gt_boxes: each image's COCO boxes ``[x, y, w, h]``.
+        captions: one caption per image.
+        output_path: the PNG to write.
+        outlines: true outlines (arrays, PNG paths or None per image).
+        columns: panels per row.
+
+    Returns:
+        ``output_path``.
+
+    Raises:
+        ValueError: the sequences do not align, or more models than colours.
+    """
+    n = len(image_paths)
+    lengths = {n, len(gt_boxes), len(captions)} | {len(m) for m in masks_by_model.values()}
+    if outlines is not None:
+        lengths.add(len(outlines))
+    if len(lengths) != 1 or n == 0:
+        raise ValueError(
+            f"images, masks, boxes, captions and outlines must align and be non-empty, got {sorted(lengths)}"
+        )
+    if len(masks_by_model) > len(MODEL_COLORS):
+        raise ValueError(f"at most {len(MODEL_COLORS)} models, got {len(masks_by_model)}")
+    rows = -(-n // columns)
+    fig = _new_figure(columns * PANEL_INCHES, _LEGEND_INCHES + rows * (PANEL_INCHES + _CAPTION_INCHES))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for k in range(rows * columns):
+        ax = axes[k // columns][k % columns]
+        if k >= n:
+            ax.set_axis_off()
+            continue
+        outline = outlines[k] if outlines is not None else None
+        _draw_overlay(
+            ax, _load_gray(image_paths[k]), None, gt_boxes[k], None if outline is None else _load_mask(outline)
+        )
+        for color, masks in zip(MODEL_COLORS, masks_by_model.values()):
+            _draw_contour(ax, _load_mask(masks[k]), color, 1.0)
+        ax.set_title(captions[k], fontsize=7)
+    handles = [Line2D([], [], color=BOX_COLOR, label="COCO box")]
+    if outlines is not None:
+        handles.append(Line2D([], [], color=OUTLINE_COLOR, label="true outline"))
+    handles += [Line2D([], [], color=c, label=name) for c, name in zip(MODEL_COLORS, masks_by_model)]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, fontsize=9)
+    height = fig.get_figheight()
+    fig.subplots_adjust(
+        left=0.01,
         right=0.99,
         bottom=0.01,
         top=1 - (_LEGEND_INCHES + _CAPTION_INCHES) / height,

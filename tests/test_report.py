@@ -9,7 +9,15 @@ import pytest
 from conftest import SAMPLE_SPLIT
 from PIL import Image
 
-from brainseg_monai.report import overlay_gallery, pick_gallery, read_scalars, single_overlay, training_curves
+from brainseg_monai.report import (
+    MODEL_COLORS,
+    comparison_gallery,
+    overlay_gallery,
+    pick_gallery,
+    read_scalars,
+    single_overlay,
+    training_curves,
+)
 
 
 def open_png(path: Path) -> Image.Image:
@@ -133,3 +141,30 @@ def test_training_curves_with_missing_and_extra_tags(tmp_path: Path):
 
     with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
         training_curves(tmp_path / "empty", tmp_path / "d.png")
+
+
+def test_comparison_gallery_draws_each_model_in_its_colour(tmp_path: Path):
+    images = sorted(SAMPLE_SPLIT.glob("*.jpg"))[:4]
+    box = np.zeros((640, 640), np.uint8)
+    box[200:400, 200:400] = 1
+    blob = np.zeros((640, 640), np.uint8)
+    blob[250:350, 260:340] = 1
+    out = comparison_gallery(
+        images,
+        {"box-trained": [box] * 4, "outline": [blob] * 4},
+        [[[200, 200, 200, 200]]] * 4,
+        [f"image {k}" for k in range(4)],
+        tmp_path / "cmp.png",
+        outlines=[blob, None, blob, None],
+        columns=3,
+    )
+    with open_png(Path(out)) as im:
+        assert im.size == (900, 40 + 2 * 340)  # 4 panels in 3 columns: 2 rows
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    for color in MODEL_COLORS[:2]:  # red and cyan contours are drawn
+        from matplotlib.colors import to_rgb
+
+        target = (np.array(to_rgb(color)) * 255).astype(int)
+        assert (np.abs(pixels.astype(int) - target).sum(axis=1) < 60).sum() > 100, color
+    with pytest.raises(ValueError, match="must align"):
+        comparison_gallery(images, {"a": [box]}, [[]] * 4, ["x"] * 4, tmp_path / "bad.png")
