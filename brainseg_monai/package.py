@@ -39,6 +39,8 @@ MAX_FILE_BYTES = 25 * 1024 * 1024
 # What the packaged bundle holds from the bundle folder (folders are copied whole).
 BUNDLE_FILES = ("LICENSE", "large_files.yml", "configs", "docs", "sample_data")
 WEIGHTS = "models/model.pt"
+# Alternative weights shipped beside the default when present (each with its own large_files.yml entry).
+EXTRA_WEIGHTS = ("models/model_box.pt",)
 LARGE_FILES = "large_files.yml"
 # The CLI is this project's entry point, not part of a bundle run.
 VENDOR_EXCLUDE = ("cli.py",)
@@ -81,24 +83,39 @@ def _set_hash(text: str, path: str, hash_val: str) -> str:
     return "".join(lines)
 
 
+def _present_weights(bundle: Path) -> list[str]:
+    return [w for w in (WEIGHTS, *EXTRA_WEIGHTS) if (bundle / w).is_file()]
+
+
+def _hashed_listing(bundle: Path) -> str:
+    """``large_files.yml`` with the sha256 of every weights file present in the bundle."""
+    text = (bundle / LARGE_FILES).read_text(encoding="utf-8")
+    for weights in _present_weights(bundle):
+        text = _set_hash(text, weights, sha256_file(bundle / weights))
+    return text
+
+
 def update_large_files_hash(bundle_dir: str | os.PathLike) -> str:
-    """Write the sha256 of ``models/model.pt`` into the bundle's ``large_files.yml``; returns the hash.
+    """Write the sha256 of each weights file (``models/model.pt``, alternatives) into ``large_files.yml``.
+
+    Returns:
+        the hash of ``models/model.pt``.
 
     Raises:
-        PackagingError: the weights or ``large_files.yml`` are missing, or it lists no ``models/model.pt``.
+        PackagingError: the weights or ``large_files.yml`` are missing, or it lists no entry for a
+            weights file present.
     """
     bundle = Path(bundle_dir)
     weights, listing = bundle / WEIGHTS, bundle / LARGE_FILES
     for p in (weights, listing):
         if not p.is_file():
             raise PackagingError(f"{p}: not found")
-    hash_val = sha256_file(weights)
     from brainseg_monai.io import atomic_output
 
-    text = _set_hash(listing.read_text(encoding="utf-8"), WEIGHTS, hash_val)
+    text = _hashed_listing(bundle)
     with atomic_output(listing) as tmp:  # a crash never leaves a half-written large_files.yml
         Path(tmp).write_text(text, encoding="utf-8")
-    return hash_val
+    return sha256_file(weights)
 
 
 def _bundle_version(bundle: Path) -> str:
@@ -130,7 +147,7 @@ def _bundle_members(bundle: Path, with_weights: bool) -> list[tuple[Path, str]]:
         else:
             raise PackagingError(f"{src}: missing from the bundle")
     if with_weights:
-        members.append((bundle / WEIGHTS, WEIGHTS))
+        members.extend((bundle / w, w) for w in _present_weights(bundle))
     for p in vendored_files():
         members.append((p, "brainseg_monai/" + p.relative_to(PACKAGE_DIR).as_posix()))
     return members
@@ -182,9 +199,8 @@ def package_bundle(
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for src, arcname in members:
                 if arcname == LARGE_FILES and with_weights:
-                    # the packaged listing always names the hash of the weights packaged with it
-                    text = _set_hash(src.read_text(encoding="utf-8"), WEIGHTS, sha256_file(bundle / WEIGHTS))
-                    zf.writestr(f"{name}/{arcname}", text)
+                    # the packaged listing always names the hashes of the weights packaged with it
+                    zf.writestr(f"{name}/{arcname}", _hashed_listing(bundle))
                 else:
                     zf.write(src, f"{name}/{arcname}")
     return out

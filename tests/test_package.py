@@ -97,7 +97,8 @@ def test_package_layout(smoke_model, tmp_path, capsys):
             "brainseg_monai/transforms.py",
         ):
             assert required in rel, required
-        assert {r for r in rel if r.startswith("models/")} == {"models/model.pt"}
+        # the weights (default and the box-trained alternative), never training state
+        assert {r for r in rel if r.startswith("models/")} == {"models/model.pt", "models/model_box.pt"}
         assert not any("__pycache__" in r or r.endswith(".pyc") for r in rel)
         assert "brainseg_monai/cli.py" not in rel
         vendored = {r for r in rel if r.startswith("brainseg_monai/")}
@@ -116,11 +117,12 @@ def test_update_large_files_hash(smoke_model, tmp_path):
     digest = update_large_files_hash(bundle)
     after = (bundle / "large_files.yml").read_text()
     assert digest == sha256_file(smoke_model)
-    [entry] = _large_files(after)
-    assert entry["hash_val"] == digest and entry["url"] == _large_files(before)[0]["url"]
-    # comments and layout survive; only the hash line changed
+    default, box = _large_files(after)
+    assert default["hash_val"] == digest and default["url"] == _large_files(before)[0]["url"]
+    assert box["path"] == "models/model_box.pt" and box["hash_val"] == sha256_file(bundle / "models" / "model_box.pt")
+    # comments and layout survive; only hash lines change (the default's, as its weights were replaced)
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
-    assert len(changed) == 1 and "hash_val" in changed[0][1]
+    assert changed and all("hash_val" in b for _, b in changed)
 
 
 # -- the packaged bundle in a fresh virtual environment ------------------------------------
