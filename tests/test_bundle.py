@@ -160,3 +160,18 @@ def test_inference_writes_one_mask_per_image_at_input_size(smoke_model, tmp_path
             assert mask.shape == (width, height, 1)  # NIfTI (x, y, z)
             assert set(np.unique(mask)) <= {0, 1}
     assert len(list(out.iterdir())) == 4  # nothing else (no temporary files left)
+
+
+def test_box_model_override_selects_the_box_trained_weights_and_post_processing():
+    """The shipped outline model is the default; bundle/configs/box_model.json brings back the box-trained one."""
+    from brainseg_monai.inference import BundlePredictor
+
+    default = BundlePredictor(BUNDLE, device="cpu")
+    box = BundlePredictor(BUNDLE, device="cpu", config_files=[CONFIG_DIR / "box_model.json"])
+    assert Path(default.ckpt_path).name == "model.pt" and Path(box.ckpt_path).name == "model_box.pt"
+    assert box.parser.get_parsed_content("threshold") == 0.6
+    image = sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]
+    outline_mask, box_mask = default.predict_file(image), box.predict_file(image)
+    assert outline_mask.shape == box_mask.shape == (640, 640)
+    # the outline model draws the tumor, the box-trained model a larger box-like blob
+    assert 0 < outline_mask.sum() < box_mask.sum()
