@@ -235,13 +235,17 @@ def overlay_gallery(
             ax.set_title(_caption(str(rows[i]["file_name"]), float(rows[i]["dice"])), fontsize=8)
             if c == 0:
                 ax.set_ylabel(group, fontsize=10)
-    fig.legend(handles=_legend_handles(outlines is not None), loc="upper center", ncol=3, frameon=False, fontsize=9)
-    height = fig.get_figheight()
+    return _save_gallery(fig, _legend_handles(outlines is not None), output_path, left=0.04)
+
+
+def _save_gallery(fig: Figure, handles: list[Line2D], output_path: str | os.PathLike, left: float) -> str:
+    """Legend on top, panels laid out under it with room for their captions, then save."""
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, fontsize=9)
     fig.subplots_adjust(
-        left=0.04,
+        left=left,
         right=0.99,
         bottom=0.01,
-        top=1 - (_LEGEND_INCHES + _CAPTION_INCHES) / height,
+        top=1 - (_LEGEND_INCHES + _CAPTION_INCHES) / fig.get_figheight(),
         hspace=_CAPTION_INCHES / PANEL_INCHES * 1.5,
         wspace=0.05,
     )
@@ -307,17 +311,7 @@ def comparison_gallery(
     if outlines is not None:
         handles.append(Line2D([], [], color=OUTLINE_COLOR, label="true outline"))
     handles += [Line2D([], [], color=c, label=name) for c, name in zip(MODEL_COLORS, masks_by_model)]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, fontsize=9)
-    height = fig.get_figheight()
-    fig.subplots_adjust(
-        left=0.01,
-        right=0.99,
-        bottom=0.01,
-        top=1 - (_LEGEND_INCHES + _CAPTION_INCHES) / height,
-        hspace=_CAPTION_INCHES / PANEL_INCHES * 1.5,
-        wspace=0.05,
-    )
-    return _save(fig, output_path)
+    return _save_gallery(fig, handles, output_path, left=0.01)
 
 
 def single_overlay(
