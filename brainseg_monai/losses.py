@@ -254,6 +254,14 @@ class _BoxLoss(_Loss):
             )
         return log_fg, log_bg, boxes
 
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Args: input: (B, 2|1, H, W) logits; target: (B, C, H, W) labels with the instance map.
+
+        Terms computed from the tumor probability share this; the others override it.
+        """
+        log_fg, _, boxes = self._prepare(input, target)
+        return self.from_boxes(log_fg.exp(), boxes)
+
 
 # --------------------------------------------------------------------------- the terms
 
@@ -287,11 +295,6 @@ class BoxProjectionLoss(_BoxLoss):
         super().__init__(softmax, instance_channel)
         self.margin = _check_margin(margin)
         self.smooth = smooth
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Args: input: (B, 2|1, H, W) logits; target: (B, C, H, W) labels with the instance map."""
-        log_fg, _, boxes = self._prepare(input, target)
-        return self.from_boxes(log_fg.exp(), boxes)
 
     def from_boxes(self, prob: torch.Tensor, boxes: BoxInstances) -> torch.Tensor:
         """The loss from a (B, H, W) tumor probability and the batch's boxes."""
@@ -393,11 +396,6 @@ class BoxTightnessLoss(_BoxLoss):
         self.min_count = float(min_count)
         self.clip = clip
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Args: input: (B, 2|1, H, W) logits; target: (B, C, H, W) labels with the instance map."""
-        log_fg, _, boxes = self._prepare(input, target)
-        return self.from_boxes(log_fg.exp(), boxes)
-
     def from_boxes(self, prob: torch.Tensor, boxes: BoxInstances) -> torch.Tensor:
         """The loss from a (B, H, W) tumor probability and the batch's boxes."""
         if boxes.count == 0:
@@ -454,11 +452,6 @@ class BoxSizeLoss(_BoxLoss):
         self.t = _check_t(t)
         self.tolerance = float(tolerance)
         self.clip = clip
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Args: input: (B, 2|1, H, W) logits; target: (B, C, H, W) labels with the instance map."""
-        log_fg, _, boxes = self._prepare(input, target)
-        return self.from_boxes(log_fg.exp(), boxes)
 
     def area_fractions(self, prob: torch.Tensor, boxes: BoxInstances) -> torch.Tensor:
         """(N,) soft fraction of each box covered by the prediction."""
