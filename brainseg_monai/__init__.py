@@ -4,8 +4,8 @@ The bundle's configs import this package once (``$import brainseg_monai``) and r
 submodules as attributes.
 """
 
-from brainseg_monai import coco, errors, handlers, io, transforms
+from brainseg_monai import coco, distributed, errors, handlers, io, transforms
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "coco", "errors", "handlers", "io", "transforms"]
+__all__ = ["__version__", "coco", "distributed", "errors", "handlers", "io", "transforms"]

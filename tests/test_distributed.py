@@ -174,3 +174,21 @@ def test_multi_gpu_resume(ddp_run, tmp_path):
     assert "Epoch: 2/2" in log and "Epoch: 1/2" not in log  # every rank restored the state and went on
     latest = torch.load(tmp_path / "models" / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
     assert latest["trainer"]["iteration"] // latest["trainer"]["epoch_length"] == 2
+
+
+def test_shutdown_releases_ddp_and_destroys_the_group(tmp_path):
+    """The configs' finalize: DDP lets go of the group (a late Gloo teardown aborts), the module still runs."""
+    from brainseg_monai.distributed import shutdown
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        network = torch.nn.parallel.DistributedDataParallel(torch.nn.Conv2d(1, 2, 3))
+        network(torch.ones(1, 1, 5, 5)).sum().backward()
+        shutdown(network)
+        assert not torch.distributed.is_initialized()
+        assert network.reducer is None and network.process_group is None
+        assert network.module(torch.ones(1, 1, 5, 5)).shape == (1, 2, 3, 3)
+        shutdown(network)  # a second call, or one without a group, does nothing
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
