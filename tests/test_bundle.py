@@ -39,9 +39,26 @@ def test_train_properties_are_complete(tmp_path):
     wf.initialize()
     assert not wf.check_properties()
     # Model Zoo's ids are present and wired: val_interval drives the ValidationHandler
-    for key in ("bundle_root", "device", "dataset_dir", "train#trainer", "train#trainer#max_epochs", "train#dataset",
-                "train#dataset#data", "train#handlers", "validate#evaluator", "validate#handlers", "validate#dataset",
-                "validate#dataset#data", "val_interval", "network_def", "loss", "optimizer", "lr_scheduler", "seed"):
+    for key in (
+        "bundle_root",
+        "device",
+        "dataset_dir",
+        "train#trainer",
+        "train#trainer#max_epochs",
+        "train#dataset",
+        "train#dataset#data",
+        "train#handlers",
+        "validate#evaluator",
+        "validate#handlers",
+        "validate#dataset",
+        "validate#dataset#data",
+        "val_interval",
+        "network_def",
+        "loss",
+        "optimizer",
+        "lr_scheduler",
+        "seed",
+    ):
         assert key in wf.parser, key
     handlers = wf.parser.get_parsed_content("train#handlers")
     val = [h for h in handlers if type(h).__name__ == "ValidationHandler"]
@@ -85,10 +102,14 @@ def test_resume_continues_from_latest_state(smoke_model, tmp_path):
     proc = run_bundle(
         "--config_file",
         f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
-        "--ckpt_dir", str(run_dir / "models"),
-        "--output_dir", str(run_dir / "eval"),
-        "--resume", "true",
-        "--train#trainer#max_epochs", "3",
+        "--ckpt_dir",
+        str(run_dir / "models"),
+        "--output_dir",
+        str(run_dir / "eval"),
+        "--resume",
+        "true",
+        "--train#trainer#max_epochs",
+        "3",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
@@ -101,9 +122,12 @@ def test_resume_without_state_fails_clearly(tmp_path):
     proc = run_bundle(
         "--config_file",
         f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
-        "--ckpt_dir", str(tmp_path / "models"),
-        "--output_dir", str(tmp_path / "eval"),
-        "--resume", "true",
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
+        "--resume",
+        "true",
     )
     assert proc.returncode != 0
     assert "no training state to resume from" in proc.stderr
@@ -113,8 +137,10 @@ def test_evaluate_writes_per_image_and_summary_metrics(smoke_model, tmp_path):
     proc = run_bundle(
         "--config_file",
         f"['configs/train.json','configs/evaluate.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
-        "--ckpt_dir", str(smoke_model.parent),
-        "--output_dir", str(tmp_path),
+        "--ckpt_dir",
+        str(smoke_model.parent),
+        "--output_dir",
+        str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.reader(open(tmp_path / "val_mean_dice_raw.csv")))
@@ -136,11 +162,16 @@ def test_inference_writes_one_mask_per_image_at_input_size(smoke_model, tmp_path
     Image.fromarray(np.asarray(Image.open(f).convert("L"))[100:400, 50:550]).save(images / "crop.png")
     out = tmp_path / "masks"
     proc = run_bundle(
-        "--config_file", f"['configs/inference.json','{SMOKE_NETWORK}']",
-        "--dataset_dir", str(images),
-        "--ckpt_path", str(smoke_model),
-        "--output_dir", str(out),
-        "--output_ext", ext,
+        "--config_file",
+        f"['configs/inference.json','{SMOKE_NETWORK}']",
+        "--dataset_dir",
+        str(images),
+        "--ckpt_path",
+        str(smoke_model),
+        "--output_dir",
+        str(out),
+        "--output_ext",
+        ext,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for src in sorted(images.iterdir()):

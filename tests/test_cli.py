@@ -17,7 +17,9 @@ from conftest import CONFIGS, SAMPLE_ROOT, SAMPLE_SPLIT, SMOKE_NETWORK
 
 def _brainseg(*args: str):
     """The installed console script in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "brainseg_monai.cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "brainseg_monai.cli", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 # -- check-data --------------------------------------------------------------------------
@@ -83,11 +85,27 @@ def test_train_refuses_bad_data_before_starting(tmp_path, capsys):
 
 def test_train_runs_the_bundle_and_saves_the_best_model(tmp_path):
     out = tmp_path / "run"
-    code = main([
-        "train", "--dataset-dir", str(SAMPLE_ROOT), "--train-split", "valid", "--val-split", "valid",
-        "--config", str(SMOKE_NETWORK), "--config", str(CONFIGS / "smoke_cpu.json"),
-        "--epochs", "1", "--device", "cpu", "--output-dir", str(out),
-    ])
+    code = main(
+        [
+            "train",
+            "--dataset-dir",
+            str(SAMPLE_ROOT),
+            "--train-split",
+            "valid",
+            "--val-split",
+            "valid",
+            "--config",
+            str(SMOKE_NETWORK),
+            "--config",
+            str(CONFIGS / "smoke_cpu.json"),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "checkpoint_latest.pt").is_file()
     assert any((out / "eval").glob("events.out.tfevents.*"))
@@ -104,8 +122,20 @@ def test_segment_folder_keeps_going_past_a_bad_file(smoke_model, tmp_path, capsy
         shutil.copy(f, images)
     (images / "aaa_broken.png").write_text("this is not a PNG")
     out = tmp_path / "out"
-    code = main(["segment", str(images), "--output-dir", str(out), "--model", str(smoke_model),
-                 "--config", str(SMOKE_NETWORK), "--device", "cpu"])
+    code = main(
+        [
+            "segment",
+            str(images),
+            "--output-dir",
+            str(out),
+            "--model",
+            str(smoke_model),
+            "--config",
+            str(SMOKE_NETWORK),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "FAILED" in err and "aaa_broken.png" in err and "segmented 2 of 3" in err
@@ -125,8 +155,12 @@ def test_segment_medical_volume_keeps_geometry(smoke_model, tmp_path):
     src.parent.mkdir()
     itk.imwrite(volume, str(src))
     out = tmp_path / "out"
-    assert main(["segment", str(src), "--output-dir", str(out), "--model", str(smoke_model),
-                 "--config", str(SMOKE_NETWORK)]) == 0
+    assert (
+        main(
+            ["segment", str(src), "--output-dir", str(out), "--model", str(smoke_model), "--config", str(SMOKE_NETWORK)]
+        )
+        == 0
+    )
     mask = itk.imread(str(out / "case1.nii.gz"))
     assert itk.array_from_image(mask).shape == (3, 640, 640)
     assert np.allclose(mask.GetSpacing(), [0.7, 0.7, 3.0]) and np.allclose(mask.GetOrigin(), [-10.0, 5.0, 20.0])

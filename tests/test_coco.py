@@ -193,11 +193,7 @@ def test_real_sample_annotations_fill_their_box_to_within_one_pixel():
 
 
 def test_annotations_to_mask_transform_matches_rasterize():
-    entry = {
-        "height": 8,
-        "width": 8,
-        "annotations": [{"segmentation": [TRIANGLE], "bbox": [1, 1, 6, 6], "label": 1}],
-    }
+    entry = {"height": 8, "width": 8, "annotations": [{"segmentation": [TRIANGLE], "bbox": [1, 1, 6, 6], "label": 1}]}
     out = CocoAnnotationsToMaskd(keys="label")({"image": "img.png", "label": entry, "image_id": 3})
     label = out["label"]
     assert isinstance(label, torch.Tensor)
@@ -709,11 +705,9 @@ def outside_image(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "nested-dotdot"])
 def test_file_name_outside_the_split_is_refused(sample_split, outside_image, how):
-    file_name = {
-        "absolute": str(outside_image),
-        "dotdot": "../outside.jpg",
-        "nested-dotdot": "sub/../../outside.jpg",
-    }[how]
+    file_name = {"absolute": str(outside_image), "dotdot": "../outside.jpg", "nested-dotdot": "sub/../../outside.jpg"}[
+        how
+    ]
     assert (sample_split / file_name).resolve() == outside_image.resolve()
     data = read_json(sample_split)
     data["images"][0]["file_name"] = file_name

@@ -286,15 +286,23 @@ def test_false_positives_on_tumor_free_images_and_summary():
 
 def synthetic_coco() -> dict:
     """Two 40x40 images, three boxes; categories 1 and 2 both mean Tumor (as in the dataset)."""
+
     def ann(aid, iid, cat, x, y, w, h):
         return {
-            "id": aid, "image_id": iid, "category_id": cat, "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+            "id": aid,
+            "image_id": iid,
+            "category_id": cat,
+            "bbox": [x, y, w, h],
+            "area": w * h,
+            "iscrowd": 0,
             "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
         }
 
     return {
-        "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 40},
-                   {"id": 2, "file_name": "b.jpg", "height": 40, "width": 40}],
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "height": 40, "width": 40},
+            {"id": 2, "file_name": "b.jpg", "height": 40, "width": 40},
+        ],
         "annotations": [ann(1, 1, 1, 2, 3, 10, 12), ann(2, 1, 2, 20, 20, 15, 8), ann(3, 2, 2, 5, 5, 20, 20)],
         "categories": [{"id": 0, "name": "Tumor"}, {"id": 1, "name": "0"}, {"id": 2, "name": "1"}],
     }

@@ -63,7 +63,10 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-REFUSED = "refused: not a plain weights file, its pickle calls code (torch.load weights_only=True) [Unsupported global: GLOBAL io.open]"
+REFUSED = (
+    "refused: not a plain weights file, its pickle calls code (torch.load weights_only=True)"
+    " [Unsupported global: GLOBAL io.open]"
+)
 
 
 # --------------------------------------------------------------------------- checkpoints with pickled code
