@@ -8,15 +8,21 @@ that is a plain CPU state dict, and writes that are atomic.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import MetricsSaver
 
 from brainseg_monai.io import atomic_output
 
 __all__ = [
+    "AtomicMetricsSaver",
     "BEST_METRIC_KEYS",
     "BestModelSaver",
     "EpochSeeder",
@@ -281,3 +287,31 @@ class SafeCheckpointLoader(_checkpoint_loader_base()):
 def _is_rank0() -> bool:
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class AtomicMetricsSaver(MetricsSaver):
+    """MONAI's ``MetricsSaver`` whose report files appear whole or not at all.
+
+    The reports are written into a staging folder inside ``save_dir`` and each one is renamed
+    into place, so a crash or a full disk never leaves a truncated ``metrics.csv`` beside
+    complete ones from an earlier run. Arguments are those of ``MetricsSaver``.
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        if idist.get_rank() != self.save_rank:
+            super().__call__(engine)  # other ranks only take part in gathering the file names
+            return
+        target = Path(self.save_dir)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".metrics.", dir=target)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write the metrics reports in {target}: {e.strerror}") from None
+        self.save_dir = staging
+        try:
+            super().__call__(engine)
+            for name in sorted(os.listdir(staging)):
+                os.replace(os.path.join(staging, name), target / name)
+        finally:
+            self.save_dir = str(target)
+            shutil.rmtree(staging, ignore_errors=True)

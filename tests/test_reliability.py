@@ -520,6 +520,49 @@ def test_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
     assert (tmp_path / "checkpoint_latest.pt").read_bytes() == before
 
 
+def test_crash_while_writing_metrics_reports_keeps_the_previous_ones(tmp_path, monkeypatch):
+    """evaluate.json's metrics reports: whole files from the last run survive a crash mid-write."""
+    import monai.handlers.metrics_saver as metrics_saver
+    from ignite.engine import Engine, Events
+
+    from brainseg_monai.handlers import AtomicMetricsSaver
+
+    def evaluate(dice: float) -> None:
+        engine = Engine(lambda e, b: None)
+        saver = AtomicMetricsSaver(
+            str(tmp_path), metrics="*", metric_details="*", batch_transform=lambda b: b, summary_ops="*"
+        )
+        saver.attach(engine)
+
+        @engine.on(Events.ITERATION_COMPLETED)  # before the saver runs at EPOCH_COMPLETED
+        def _metrics(e):
+            e.state.metrics = {"val_mean_dice": dice}
+            e.state.metric_details = {"val_mean_dice": torch.tensor([[dice]])}
+
+        engine.run([[{"filename_or_obj": "a.png"}]], max_epochs=1)
+
+    evaluate(0.5)
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(written) == {"metrics.csv", "val_mean_dice_raw.csv", "val_mean_dice_summary.csv"}
+    assert written["metrics.csv"] == b"val_mean_dice,0.5\n"
+    real_write = metrics_saver.write_metrics_reports
+
+    def dying_write(save_dir, **kwargs):
+        real_write(save_dir=save_dir, **kwargs)
+        with open(os.path.join(save_dir, "val_mean_dice_raw.csv"), "r+b") as f:
+            f.truncate(3)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(metrics_saver, "write_metrics_reports", dying_write)
+    with pytest.raises(OSError, match="No space left"):
+        evaluate(0.9)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == written  # no staging folder, nothing half-new
+    monkeypatch.undo()
+    evaluate(0.9)
+    assert (tmp_path / "metrics.csv").read_bytes() == b"val_mean_dice,0.9\n"
+    assert len(list(tmp_path.iterdir())) == 3
+
+
 def test_disk_full_during_segment_is_one_clear_line_per_image(smoke_model, tmp_path, monkeypatch, capsys):
     images = tmp_path / "images"
     images.mkdir()
