@@ -77,9 +77,10 @@ class BundlePredictor:
         bundle_dir: str | os.PathLike | None = None,
         ckpt_path: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
-        config_files: Sequence[str | os.PathLike] = (),
+        config_files: Sequence[str | os.PathLike] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
+        config_files = list(config_files or ())
         self.bundle_dir = os.path.abspath(os.fspath(bundle_dir or default_bundle_dir()))
         config_file = os.path.join(self.bundle_dir, INFERENCE_CONFIG)
         if not os.path.isfile(config_file):

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
+from monai.transforms import AsDiscrete, FillHoles, KeepLargestConnectedComponent, MapTransform
 
 from brainseg_monai.coco import rasterize_annotations
 from brainseg_monai.io import mask_output_path, write_mask
 
-__all__ = ["CocoAnnotationsToBoxMapd", "CocoAnnotationsToMaskd", "SaveMaskd", "ToGrayscaled"]
+__all__ = ["CocoAnnotationsToBoxMapd", "CocoAnnotationsToMaskd", "SaveMaskd", "ToGrayscaled", "TumorProbabilityToMaskd"]
 
 
 class CocoAnnotationsToMaskd(MapTransform):
@@ -134,6 +134,56 @@ class ToGrayscaled(MapTransform):
             elif channels != 1:
                 raise ValueError(f"{_name(img, key)}: expected 1, 3 or 4 channels (grey, RGB, RGBA), got {channels}")
             d[key] = img
+        return d
+
+
+class TumorProbabilityToMaskd(MapTransform):
+    """The shipped post-processing: 2-channel softmax scores ``(2, H, W)`` to a 0/1 tumor mask ``(1, H, W)``.
+
+    Thresholds the tumor channel, then optionally keeps its largest connected component and
+    fills its holes (MONAI's transforms). The inference and evaluate workflows both use it,
+    so what evaluate measures is what inference writes.
+
+    Args:
+        keys: prediction keys, softmax scores with the tumor in channel 1.
+        threshold: tumor probability at or above which a pixel is tumor, in (0, 1).
+        keep_largest_component: keep only the largest 8-connected tumor region.
+        fill_holes: fill the tumor regions' holes.
+        allow_missing_keys: don't raise when a key is absent.
+
+    Raises:
+        ValueError: ``threshold`` is not in (0, 1).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        threshold: float = 0.5,
+        keep_largest_component: bool = True,
+        fill_holes: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold: must be a tumor probability in (0, 1), got {threshold!r}")
+        self.threshold = AsDiscrete(threshold=float(threshold))
+        self.largest = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)
+        self.fill = FillHoles(applied_labels=[1])
+        self.keep_largest_component = bool(keep_largest_component)
+        self.fill_holes = bool(fill_holes)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            scores = d[key]
+            if scores.ndim != 3 or scores.shape[0] != 2:
+                raise ValueError(f"{key}: expected (2, H, W) softmax scores, got shape {tuple(scores.shape)}")
+            mask = self.threshold(scores[1:])
+            if self.keep_largest_component:
+                mask = self.largest(mask)
+            if self.fill_holes:
+                mask = self.fill(mask)
+            d[key] = mask
         return d
 
 

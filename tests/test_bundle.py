@@ -206,3 +206,43 @@ def test_box_model_override_selects_the_box_trained_weights_and_post_processing(
     assert outline_mask.shape == box_mask.shape == (640, 640)
     # the outline model draws the tumor, the box-trained model a larger box-like blob
     assert 0 < outline_mask.sum() < box_mask.sum()
+
+
+@pytest.mark.parametrize("override", [None, "box_model.json"], ids=["outline_model", "box_model"])
+def test_bundle_evaluate_measures_what_inference_writes(tmp_path, override):
+    """``monai.bundle run`` evaluate applies the shipped post-processing (inference.json's threshold,
+    largest component, hole filling) and the empty-mask convention of ``brainseg evaluate``:
+    per image, both report the same Dice against the COCO masks."""
+    from brainseg_monai.inference import BundlePredictor
+    from brainseg_monai.metrics import PER_IMAGE_FILE, evaluate_split
+
+    files = ["configs/train.json", "configs/evaluate.json"] + ([f"configs/{override}"] if override else [])
+    proc = run_bundle(
+        "--config_file", "[" + ",".join(repr(f) for f in files) + "]", "--output_dir", str(tmp_path / "b")
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bundle_dice = {
+        Path(r[0]).name: float(r[-1]) for r in list(csv.reader(open(tmp_path / "b" / "val_mean_dice_raw.csv")))[1:]
+    }
+
+    predictor = BundlePredictor(BUNDLE, device="cpu", config_files=[CONFIG_DIR / override] if override else None)
+    evaluate_split(predictor, SAMPLE_SPLIT, tmp_path / "cli", gallery=False)
+    with open(tmp_path / "cli" / PER_IMAGE_FILE, newline="", encoding="utf-8") as f:
+        cli_dice = {row["file_name"]: float(row["dice"]) for row in csv.DictReader(f)}
+    assert set(bundle_dice) == set(cli_dice) and len(cli_dice) == 12
+    for name, dice in cli_dice.items():
+        assert bundle_dice[name] == pytest.approx(dice, abs=1e-4), name
+
+
+def test_tumor_probability_to_mask_refuses_a_threshold_outside_zero_one():
+    from brainseg_monai.transforms import TumorProbabilityToMaskd
+
+    with pytest.raises(ValueError, match=r"threshold: must be a tumor probability in \(0, 1\), got 1.5"):
+        TumorProbabilityToMaskd(threshold=1.5)
+    scores = torch.zeros(2, 6, 6)
+    scores[1, 1:3, 1:3] = scores[1, 4, 4] = 0.9  # two regions: the largest is kept
+    scores[0] = 1 - scores[1]
+    mask = TumorProbabilityToMaskd(threshold=0.5)({"pred": scores})["pred"]
+    assert mask.shape == (1, 6, 6) and int(mask.sum()) == 4
+    with pytest.raises(ValueError, match=r"pred: expected \(2, H, W\) softmax scores, got shape \(1, 6, 6\)"):
+        TumorProbabilityToMaskd()({"pred": mask})
