@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from brainseg_monai.io import PLAIN_IMAGE_SUFFIXES
+
 __all__ = [
     "ANNOTATION_FILE",
-    "IMAGE_SUFFIXES",
     "CocoDataError",
     "DataProblem",
     "build_coco",
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 ANNOTATION_FILE = "_annotations.coco.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 TUMOR = "tumor"
 # Coordinates may touch the image border; allow float rounding, nothing more.
 _EDGE_TOLERANCE = 1e-3
@@ -416,7 +416,7 @@ def validate_split(
 
     if check_files:
         for path in sorted(root.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.resolve() not in listed_files:
+            if path.suffix.lower() in PLAIN_IMAGE_SUFFIXES and path.resolve() not in listed_files:
                 err(
                     "",
                     "",

@@ -200,6 +200,10 @@ def _pil_reader_base():
     return PILReader
 
 
+# PIL modes with several channels that are not red, green and blue.
+_NOT_INTENSITY_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
+
+
 class PILImageReader(_pil_reader_base()):
     """MONAI's ``PILReader`` that refuses what it would otherwise get silently wrong.
 
@@ -211,7 +215,8 @@ class PILImageReader(_pil_reader_base()):
       ``struct.error``): decoded here, ``ValueError`` naming the file;
     * a multi-frame file (a TIFF stack is a 3D volume): refused, a 2D image is expected;
     * a palette (``P``/``PA``) image: converted to RGB(A) so the network sees intensities,
-      not palette indices.
+      not palette indices; a CMYK, YCbCr, LAB or HSV image: converted to RGB, whose channels
+      the grey conversion averages.
 
     16-bit, RGBA, grey + alpha, non-square and very large images are read as usual.
     """
@@ -246,6 +251,8 @@ class PILImageReader(_pil_reader_base()):
                 im.load()  # PIL opens lazily: decode now so a truncated file is named
                 if im.mode in ("P", "PA"):
                     im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+                elif im.mode in _NOT_INTENSITY_MODES:
+                    im = im.convert("RGB")
             except Exception as e:  # noqa: BLE001 - damaged files make PIL's decoders raise struct.error & co.
                 images.append(_Unreadable(f"{name}: image file is unreadable or truncated ({e})"))
                 continue
