@@ -91,7 +91,7 @@ def load_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
     """Load a COCO annotation file, raising :class:`CocoDataError` when it cannot be parsed."""
     path = os.fspath(json_path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Windows tools) is not an error
             data = json.load(f)
     except FileNotFoundError:
         raise CocoDataError([DataProblem("error", path, "", "", "annotation file not found")]) from None
@@ -328,8 +328,11 @@ def validate_split(
         if cat["id"] in category_ids:
             err(f"categories[id={cat['id']}]", "id", "duplicate category id")
         category_ids.add(cat["id"])
+    labels: dict[int, int] | None = None
     try:
-        resolve_category_map([c for c in data["categories"] if isinstance(c, dict) and "id" in c], category_map)
+        labels = resolve_category_map(
+            [c for c in data["categories"] if isinstance(c, dict) and "id" in c], category_map
+        )
     except (ValueError, TypeError) as e:
         err("", "categories", str(e))
 
@@ -381,6 +384,7 @@ def validate_split(
 
     # annotations
     annotation_ids: set[int] = set()
+    annotated_categories: set[int] = set()
     for k, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             err(f"annotations[{k}]", "", f"must be an object, not {type(ann).__name__}")
@@ -399,6 +403,8 @@ def validate_split(
             continue
         if not _has_id(category_ids, ann.get("category_id")):
             err(where, "category_id", f"no category with id {ann.get('category_id')!r}")
+        else:
+            annotated_categories.add(ann["category_id"])
         im = images[iid]
         if not im:
             continue  # the image itself is broken and already reported
@@ -413,6 +419,17 @@ def validate_split(
             problem = _check_segmentation(seg, h, w)
             if problem:
                 err(where, "segmentation", problem)
+
+    if labels is not None and annotated_categories and not annotated_categories & set(labels):
+        # e.g. categories named "glioma": every mask would be empty and a model would learn nothing
+        names = sorted({str(c.get("name")) for c in data["categories"] if c.get("id") in annotated_categories})
+        hint = "categories named 'Tumor' or under the supercategory 'Tumor'" if category_map is None else "the map"
+        err(
+            "",
+            "categories",
+            f"no annotation's category maps to a tumor label (the annotations use {', '.join(map(repr, names))}; "
+            f"{hint} gave none of them one): give a category map, e.g. {{{json.dumps(names[0])}: 1}}",
+        )
 
     if check_files:
         for path in sorted(root.iterdir()):

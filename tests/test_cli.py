@@ -30,6 +30,17 @@ def test_check_data_accepts_the_sample_split(capsys):
     assert "OK" in capsys.readouterr().out
 
 
+def test_check_data_and_datalist_accept_a_byte_order_mark(sample_split, capsys):
+    from brainseg_monai.coco import ANNOTATION_FILE, coco_to_datalist
+
+    expected = coco_to_datalist(sample_split)
+    path = sample_split / ANNOTATION_FILE
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as some Windows editors save UTF-8
+    assert main(["check-data", str(sample_split)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert coco_to_datalist(sample_split) == expected
+
+
 def test_check_data_reports_each_error_on_one_line_and_fails(sample_split, capsys):
     coco = json.loads((sample_split / "_annotations.coco.json").read_text())
     coco["annotations"][0]["bbox"][2] = -5

@@ -395,8 +395,20 @@ def test_category_map_applied_by_coco_to_datalist():
     for r in records:
         assert len(r["label"]["annotations"]) == (1 if cat_of[r["image_id"]] == 1 else 0)
 
-    records = coco_to_datalist(SAMPLE_SPLIT, {"Tumor": 1})  # no annotation uses category 0
-    assert len(records) == 12 and all(r["label"]["annotations"] == [] for r in records)
+    # a map that labels no annotated category would make every mask empty: refused
+    with pytest.raises(CocoDataError, match=r"categories: no annotation's category maps to a tumor label"):
+        coco_to_datalist(SAMPLE_SPLIT, {"Tumor": 1})  # no annotation uses category 0
+
+
+def test_categories_the_default_map_does_not_recognise_are_an_error_naming_them(sample_split):
+    data = read_json(sample_split)
+    for c in data["categories"]:
+        c.update(name="glioma" if c["id"] else "tumour-types", supercategory="none")
+    write_json(sample_split, data)
+    line = expect_one_error(sample_split, "", "categories", "the annotations use 'glioma'", '{"glioma": 1}')
+    assert "categories named 'Tumor' or under the supercategory 'Tumor'" in line
+    assert not [p for p in validate_split(sample_split, {"glioma": 1}) if p.severity == "error"]
+    assert len(coco_to_datalist(sample_split, {"glioma": 1})) == 12
 
 
 def test_bad_category_map_in_coco_to_datalist(sample_split):
