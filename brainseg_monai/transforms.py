@@ -167,10 +167,11 @@ class TumorProbabilityToMaskd(MapTransform):
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold: must be a tumor probability in (0, 1), got {threshold!r}")
         self.threshold = AsDiscrete(threshold=float(threshold))
-        self.largest = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)
-        self.fill = FillHoles(applied_labels=[1])
-        self.keep_largest_component = bool(keep_largest_component)
-        self.fill_holes = bool(fill_holes)
+        # the optional steps, None when switched off
+        self.largest = (
+            KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False) if keep_largest_component else None
+        )
+        self.fill = FillHoles(applied_labels=[1]) if fill_holes else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -179,10 +180,8 @@ class TumorProbabilityToMaskd(MapTransform):
             if scores.ndim != 3 or scores.shape[0] != 2:
                 raise ValueError(f"{key}: expected (2, H, W) softmax scores, got shape {tuple(scores.shape)}")
             mask = self.threshold(scores[1:])
-            if self.keep_largest_component:
-                mask = self.largest(mask)
-            if self.fill_holes:
-                mask = self.fill(mask)
+            for step in (self.largest, self.fill):
+                mask = step(mask) if step else mask
             d[key] = mask
         return d
 
