@@ -1,11 +1,15 @@
-"""Choose the bundle's post-processing on a split: threshold, largest component, hole filling.
+"""Choose the bundle's post-processing on a split: threshold, largest component, hole filling, operating point.
 
     python benchmarks/tune_postprocessing.py SPLIT_DIR [--model PATH] [--config OVERRIDE.json] [--outlines DIR]
+        [--tumor-free TUMOR_FREE_SPLIT] [--thresholds 0.3,0.5] [--min-confidences 0,0.5,0.6]
 
 The network runs once per image (tumor probability at the input's size through the bundle's
 own ``probability_transforms``); each variant is then applied to the cached probabilities
 and measured with ``brainseg_monai.metrics.evaluate_predictions``. Prints one row per variant.
-Tune on the valid split only.
+With ``--tumor-free`` (a split of synthetic tumor-free slices made from the same split by
+``benchmarks/make_tumor_free_split.py``), each row also gives the fraction of those slices on
+which a tumor is drawn (``tumor_free_fp_rate``): the operating point ``min_confidence`` trades
+it against the tumors found (``containment_f1``). Tune on the valid split only.
 """
 
 from __future__ import annotations
@@ -21,13 +25,24 @@ from brainseg_monai.coco import coco_to_datalist
 from brainseg_monai.inference import BundlePredictor
 from brainseg_monai.metrics import evaluate_predictions
 
-KEYS = ("dice_mean", "box_iou_mean", "detection_f1", "containment_f1", "fill_ratio_median", "outline_dice_mean")
+KEYS = (
+    "dice_mean",
+    "box_iou_mean",
+    "detection_f1",
+    "containment_f1",
+    "fill_ratio_median",
+    "outline_dice_mean",
+    "n_images_no_tumor_found",
+)
 
 
-def mask_transforms(predictor: BundlePredictor, threshold: float, largest: bool, fill: bool) -> Compose:
+def mask_transforms(
+    predictor: BundlePredictor, threshold: float, largest: bool, fill: bool, min_confidence: float = 0.0
+) -> Compose:
     """The bundle's own ``mask_transforms`` with the variant's ids set (the config is the recipe)."""
     parser = predictor.parser
     parser["threshold"], parser["keep_largest_component"], parser["fill_holes"] = threshold, largest, fill
+    parser["min_confidence"] = min_confidence
     parser.parse(reset=True)
     return Compose(parser.get_parsed_content("mask_transforms"))
 
@@ -44,16 +59,32 @@ def main() -> None:
     ap.add_argument("--config", action="append", default=[])
     ap.add_argument("--outlines")
     ap.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7")
+    ap.add_argument("--largest", default="false,true", help="keep_largest_component values to try")
+    ap.add_argument("--fill", default="false,true", help="fill_holes values to try")
+    ap.add_argument("--min-confidences", default="0", help="operating points (min_confidence) to try")
+    ap.add_argument("--tumor-free", help="a split of tumor-free slices: report the false-tumor rate on it")
     args = ap.parse_args()
     predictor = BundlePredictor(ckpt_path=args.model, device="cpu", config_files=args.config)
     records = coco_to_datalist(args.split_dir)
     probs = [predictor.predict_file(r["image"], with_probability=True)[1] for r in records]
+    free_records = coco_to_datalist(args.tumor_free) if args.tumor_free else []
+    free_probs = [predictor.predict_file(r["image"], with_probability=True)[1] for r in free_records]
     rows = []
-    for t, largest, fill in itertools.product(map(float, args.thresholds.split(",")), (False, True), (False, True)):
-        transforms = mask_transforms(predictor, t, largest, fill)
+    variants = itertools.product(
+        map(float, args.thresholds.split(",")),
+        [v.strip().lower() == "true" for v in args.largest.split(",")],
+        [v.strip().lower() == "true" for v in args.fill.split(",")],
+        map(float, args.min_confidences.split(",")),
+    )
+    for t, largest, fill, min_conf in variants:
+        transforms = mask_transforms(predictor, t, largest, fill, min_conf)
         predictions = ((postprocess(transforms, p), p) for p in probs)
         summary = evaluate_predictions(records, predictions, args.outlines).summary
-        row = {"threshold": t, "largest_component": largest, "fill_holes": fill, **{k: summary.get(k) for k in KEYS}}
+        row = {"threshold": t, "largest_component": largest, "fill_holes": fill, "min_confidence": min_conf}
+        row.update({k: summary.get(k) for k in KEYS})
+        if free_records:
+            free = evaluate_predictions(free_records, ((postprocess(transforms, p), p) for p in free_probs)).summary
+            row["tumor_free_fp_rate"] = free["tumor_free_fp_rate"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: (r["dice_mean"] or 0.0))

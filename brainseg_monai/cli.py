@@ -171,6 +171,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "outline_dice_mean",
     )
     print("  ".join(f"{k}={summary[k]:.3f}" for k in keys if isinstance(summary.get(k), (int, float))))
+    from brainseg_monai.tumor_report import tumor_count_summary
+
+    print(tumor_count_summary(summary["n_images_tumor_found"], summary["n_images"]))
     print(f"wrote {out / PER_IMAGE_FILE}, {out / SUMMARY_FILE}, masks and pictures in {out}")
     return EXIT_OK
 
@@ -200,11 +203,12 @@ def _print_table(csv_path: Path) -> None:
 
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    cols = [c for c in ("dice", "iou", "box_iou", "outline_dice") if rows and c in rows[0]]
-    print(f"{'image':<48} " + " ".join(f"{c:>12}" for c in cols))
+    cols = [c for c in ("dice", "iou", "box_iou", "outline_dice", "tumor_score") if rows and c in rows[0]]
+    print(f"{'image':<48} " + " ".join(f"{c:>12}" for c in cols) + "  tumor")
     for row in rows:
         cells = " ".join(f"{float(row[c]):>12.3f}" if row[c] not in ("", "None") else f"{'-':>12}" for c in cols)
-        print(f"{row['file_name'][:48]:<48} {cells}")
+        found = "found" if row.get("tumor_found") == "True" else "NO TUMOR FOUND"
+        print(f"{row['file_name'][:48]:<48} {cells}  {found}")
 
 
 # -- segment -----------------------------------------------------------------------------
@@ -278,26 +282,34 @@ def _unpack_bundle_zip(args: argparse.Namespace) -> None:
     args.bundle_dir = str(unpack_bundle(args.bundle_zip, Path(args.unpacked.name) / "bundle", args.sha256))
 
 
-def _segment_one(predictor, path: str, args: argparse.Namespace) -> str:
+def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, dict]:
+    """Segment one input and write its mask; returns the mask's path and the input's tumor report row."""
     import numpy as np
 
     from brainseg_monai.io import is_medical_image, mask_output_path, read_medical_image, write_mask, write_medical_mask
+    from brainseg_monai.tumor_report import tumor_row, tumor_summary
 
+    name = os.path.basename(os.path.normpath(path))
     if is_medical_image(path):
         target = mask_output_path(path, args.output_dir, ".nii.gz")
         if args.skip_existing and os.path.exists(target):
             raise _AlreadyDone(target)
         array, image = read_medical_image(path)
-        if array.ndim == 2:
-            mask = predictor.predict_array(array)
-        else:  # (z, y, x): segment each axial slice
-            mask = np.stack(predictor.predict_arrays(list(array), batch_size=args.batch_size))
-        return write_medical_mask(mask, image, target)
+        slices = [array] if array.ndim == 2 else list(array)  # (z, y, x): segment each axial slice
+        predictions = predictor.predict_arrays(slices, batch_size=args.batch_size, details=True)
+        mask = predictions[0].mask if array.ndim == 2 else np.stack([p.mask for p in predictions])
+        written = write_medical_mask(mask, image, target)
+        components = [c for p in predictions for c in p.components]
+        row = tumor_row(name, max(p.tumor_score for p in predictions), components)
+        if array.ndim == 3:
+            slice_rows = [{"tumor_found": p.tumor_found} for p in predictions]
+            row["slices_with_tumor"] = tumor_summary(slice_rows, "slices")
+        return written, row
     target = mask_output_path(path, args.output_dir, args.format)
     if args.skip_existing and os.path.exists(target):
         raise _AlreadyDone(target)
-    mask = predictor.predict_file(path)
-    write_mask(mask, target)
+    prediction = predictor.predict_file(path, details=True)
+    write_mask(prediction.mask, target)
     if args.overlays:
         from PIL import Image
 
@@ -305,24 +317,26 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> str:
 
         with Image.open(path) as im:
             grey = np.asarray(im.convert("F"))
-        single_overlay(grey, mask, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
-    return target
+        single_overlay(grey, prediction.mask, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
+    return target, tumor_row(name, prediction.tumor_score, prediction.components)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from brainseg_monai.inference import BundlePredictor
+    from brainseg_monai.tumor_report import TUMOR_REPORT_FILE, tumor_summary, write_tumor_report
 
     files = _expand_inputs(args.inputs)
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
     _check_output_dir(args.output_dir, args.inputs)
     predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
     failures: list[str] = []
+    rows: list[dict] = []
     skipped = 0
     for path in tqdm(files, desc="segment", unit="image", disable=not sys.stderr.isatty()):
         try:
-            target = _segment_one(predictor, path, args)
+            target, row = _segment_one(predictor, path, args)
         except _AlreadyDone:
             skipped += 1
             continue
@@ -335,10 +349,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 message = message[len(path) + 2 :]
             print(f"FAILED {path}: {message}", file=sys.stderr, flush=True)
             continue
-        print(target, flush=True)  # stream: a caller sees each mask as soon as it is written
+        rows.append(row)
+        found = row.get("slices_with_tumor") or ("tumor found" if row["tumor_found"] else "no tumor found")
+        # stream: a caller sees each mask as soon as it is written
+        print(f"{target}\t{found} (score {row['tumor_score']:.2f})", flush=True)
     done = len(files) - len(failures) - skipped
     already = f", {skipped} already done (--skip-existing)" if skipped else ""
     print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}{already}", file=sys.stderr)
+    if rows:
+        report = write_tumor_report(rows, Path(args.output_dir) / TUMOR_REPORT_FILE)
+        print(f"{tumor_summary(rows)}; per-image report: {report}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
         return EXIT_FAILED

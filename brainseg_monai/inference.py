@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-__all__ = ["BundlePredictor", "default_bundle_dir", "load_weights"]
+__all__ = ["BundlePredictor", "TumorPrediction", "default_bundle_dir", "load_weights"]
 
 INFERENCE_CONFIG = os.path.join("configs", "inference.json")
 METADATA = os.path.join("configs", "metadata.json")
@@ -54,6 +55,29 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, device:
         network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: weights do not fit the bundle's network ({str(e).splitlines()[0][:200]})") from None
+
+
+@dataclass
+class TumorPrediction:
+    """One image's prediction with what the post-processing decided about it.
+
+    Args:
+        mask: (H, W) uint8 0/1 at the input's size.
+        probability: (H, W) float32 tumor probability.
+        tumor_score: the highest component confidence (0 when nothing passed the threshold).
+        components: the kept components, ``{"bbox", "area", "confidence"}`` each; empty when no
+            tumor was found.
+    """
+
+    mask: np.ndarray
+    probability: np.ndarray
+    tumor_score: float
+    components: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tumor_found(self) -> bool:
+        """True when a component passed the bundle's operating point (``min_confidence``)."""
+        return bool(self.components)
 
 
 class BundlePredictor:
@@ -119,33 +143,35 @@ class BundlePredictor:
             f"{self.metadata.get('name', os.path.basename(self.bundle_dir))} {self.metadata.get('version', '')}".strip()
         )
 
-    def predict_file(self, path: str | os.PathLike, with_probability: bool = False):
+    def predict_file(self, path: str | os.PathLike, with_probability: bool = False, details: bool = False):
         """Segment a JPEG/PNG file with the bundle's own loader.
 
         Returns:
             the (H, W) uint8 mask (0/1) at the file's size, and with ``with_probability`` also the
-            (H, W) float32 tumor probability.
+            (H, W) float32 tumor probability; with ``details`` a :class:`TumorPrediction` instead.
         """
         item = self.preprocessing({"image": os.fspath(path)})
-        return self._predict_items([item], with_probability)[0]
+        return self._predict_items([item], with_probability, details)[0]
 
-    def predict_array(self, image: np.ndarray, with_probability: bool = False):
+    def predict_array(self, image: np.ndarray, with_probability: bool = False, details: bool = False):
         """Segment one 2D image given as an array: (H, W), or (H, W, C) with C in 1..4 (RGB(A) → grey).
 
         Returns:
             as :meth:`predict_file`.
         """
-        return self.predict_arrays([image], with_probability)[0]
+        return self.predict_arrays([image], with_probability, details=details)[0]
 
-    def predict_arrays(self, images: Sequence[np.ndarray], with_probability: bool = False, batch_size: int = 8):
+    def predict_arrays(
+        self, images: Sequence[np.ndarray], with_probability: bool = False, batch_size: int = 8, details: bool = False
+    ):
         """Segment several 2D images (e.g. the slices of a volume), ``batch_size`` at a time."""
         items = [self.image_transforms({"image": _as_channel_first(img)}) for img in images]
         results: list[Any] = []
         for start in range(0, len(items), batch_size):
-            results.extend(self._predict_items(items[start : start + batch_size], with_probability))
+            results.extend(self._predict_items(items[start : start + batch_size], with_probability, details))
         return results
 
-    def _predict_items(self, items: list[dict], with_probability: bool) -> list[Any]:
+    def _predict_items(self, items: list[dict], with_probability: bool, details: bool = False) -> list[Any]:
         batch = torch.stack([torch.as_tensor(it["image"]) for it in items]).to(self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
             logits = self.inferer(batch, self.network).float().cpu()
@@ -155,7 +181,10 @@ class BundlePredictor:
             prob = np.asarray(d["pred"][1], dtype=np.float32)
             d = self.mask_transforms(d)
             mask = np.asarray(d["pred"][0]).astype(np.uint8)
-            out.append((mask, prob) if with_probability else mask)
+            if details:
+                out.append(TumorPrediction(mask, prob, float(d["pred_tumor_score"]), list(d["pred_components"])))
+            else:
+                out.append((mask, prob) if with_probability else mask)
         return out
 
     def predict_files(self, paths: Iterable[str | os.PathLike]):

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_iou
-from scipy import ndimage
 
 from brainseg_monai.coco import build_coco, coco_to_datalist, load_coco_json, rasterize_annotations
+from brainseg_monai.components import Component, _as_binary, _check_same_shape, components_to_boxes
 from brainseg_monai.io import atomic_output, image_stem, mask_output_path, write_mask
 
 __all__ = [
@@ -106,40 +106,17 @@ ROW_FIELDS = (
     "fill_ratio",
     "outside_fraction",
     "outline_dice",
+    "tumor_found",
+    "tumor_score",
 )
 """Columns of :data:`PER_IMAGE_FILE`, the keys of a row of :func:`evaluate_image`."""
 
 # Float rounding must not turn an IoU of exactly the threshold into a miss.
 _TOLERANCE = 1e-9
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 _AP_KEYS = ("AP", "AP50", "AP75")
 
 Box = Sequence[float]
 """A COCO box ``[x, y, width, height]`` in pixel-edge coordinates (pixel ``i`` spans ``[i, i + 1)``)."""
-
-
-@dataclass(frozen=True, eq=False)
-class Component:
-    """One 8-connected component of a predicted mask.
-
-    Args:
-        bbox: its bounding box ``[x, y, width, height]`` (integers, COCO pixel-edge convention).
-        area: its number of pixels.
-        score: mean tumor probability over its pixels, or 1.0 without a probability map.
-        pixels: the component's pixels inside ``bbox`` as a boolean (height, width) crop.
-    """
-
-    bbox: list[float]
-    area: int
-    score: float
-    pixels: np.ndarray
-
-    def full_mask(self, height: int, width: int) -> np.ndarray:
-        """The component as a boolean mask of the whole (height, width) image."""
-        mask = np.zeros((height, width), dtype=bool)
-        x, y, w, h = (int(v) for v in self.bbox)
-        mask[y : y + h, x : x + w] = self.pixels
-        return mask
 
 
 @dataclass(frozen=True)
@@ -194,19 +171,6 @@ class Evaluation:
 
 
 # --------------------------------------------------------------------------- masks and pixels
-
-
-def _as_binary(mask: np.ndarray, name: str = "mask") -> np.ndarray:
-    """A 2D boolean copy of ``mask`` (anything > 0 is foreground)."""
-    arr = np.asarray(mask)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2D (H, W) mask, got shape {arr.shape}")
-    return arr > 0
-
-
-def _check_same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"{what}: shapes differ, {a.shape} vs {b.shape}")
 
 
 def _one_hot(mask: np.ndarray) -> torch.Tensor:
@@ -277,37 +241,6 @@ def outline_dice(pred: np.ndarray, outline: np.ndarray | str | os.PathLike) -> f
 
 
 # --------------------------------------------------------------------------- components and boxes
-
-
-def components_to_boxes(mask: np.ndarray, prob: np.ndarray | None = None) -> list[Component]:
-    """The 8-connected components of a mask with their boxes, pixel areas and scores.
-
-    Args:
-        mask: predicted (H, W) mask, foreground > 0.
-        prob: optional (H, W) tumor probability; a component's score is its mean inside the
-            component, 1.0 without it.
-
-    Returns:
-        The components in scipy's label order (by first pixel in row-major order).
-
-    Raises:
-        ValueError: ``mask`` is not 2D or ``prob`` has another shape.
-    """
-    binary = _as_binary(mask, "mask")
-    if prob is not None:
-        prob = np.asarray(prob, dtype=np.float64)
-        _check_same_shape(binary, prob, "components_to_boxes: mask and prob")
-    labels, _ = ndimage.label(binary, structure=_EIGHT_CONNECTED)
-    components = []
-    for index, window in enumerate(ndimage.find_objects(labels), start=1):
-        if window is None:
-            continue
-        rows, cols = window
-        pixels = labels[window] == index
-        score = float(prob[window][pixels].mean()) if prob is not None else 1.0
-        bbox = [float(cols.start), float(rows.start), float(cols.stop - cols.start), float(rows.stop - rows.start)]
-        components.append(Component(bbox=bbox, area=int(pixels.sum()), score=score, pixels=pixels))
-    return components
 
 
 def annotation_box(annotation: Mapping[str, Any], height: int, width: int) -> list[float]:
@@ -649,6 +582,7 @@ def evaluate_image(
     mask: np.ndarray,
     prob: np.ndarray | None = None,
     outline: np.ndarray | str | os.PathLike | None = None,
+    tumor_score: float | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """All per-image metrics of one prediction.
 
@@ -657,6 +591,9 @@ def evaluate_image(
         mask: predicted (H, W) mask at the image's size, foreground > 0.
         prob: optional (H, W) tumor probability, for the result scores.
         outline: optional true tumor mask (array or PNG path) for ``outline_dice``.
+        tumor_score: the post-processing's tumor score of the image
+            (:class:`~brainseg_monai.transforms.TumorProbabilityToMaskd`); default: the highest
+            score of the mask's components (0 for an empty mask).
 
     Returns:
         ``(row, results)``: the row has the keys :data:`ROW_FIELDS` (see :func:`summarize` for
@@ -698,6 +635,10 @@ def evaluate_image(
         "fill_ratio": float(np.mean(fills)) if fills else None,
         "outside_fraction": outside_fraction(pred, gt_box_masks),
         "outline_dice": None if outline is None else outline_dice(pred, outline),
+        "tumor_found": bool(components),
+        "tumor_score": round(
+            float(tumor_score) if tumor_score is not None else max((c.score for c in components), default=0.0), 4
+        ),
     }
     return row, to_coco_results(record["image_id"], pred, prob)
 
@@ -743,7 +684,11 @@ def summarize(
       a non-empty prediction;
     * ``n_outlines``, ``outline_dice_mean``, ``outline_dice_median``: over images with a true outline;
     * ``tumor_free_fp_components``: predicted components on images without any COCO box, and
-      ``tumor_free_images_with_fp``: how many such images have one;
+      ``tumor_free_images_with_fp``: how many such images have one; ``tumor_free_fp_rate``:
+      their fraction of the tumor-free images;
+    * ``n_images_tumor_found``, ``n_images_no_tumor_found``: images whose prediction has a
+      component or none; ``components_per_tumor_image_mean``: predicted components per image
+      with a box;
     * ``bbox_AP``, ``bbox_AP50``, ``bbox_AP75``, ``segm_AP``, ``segm_AP50``, ``segm_AP75``:
       :func:`coco_ap` (only when ``gt_coco`` is given).
 
@@ -778,6 +723,10 @@ def summarize(
         summary.update({f"{name}_{k}": getattr(counts, k) for k in ("tp", "fp", "fn", "precision", "recall", "f1")})
     summary["tumor_free_fp_components"] = sum(r["n_pred"] for r in tumor_free)
     summary["tumor_free_images_with_fp"] = sum(r["n_pred"] > 0 for r in tumor_free)
+    summary["tumor_free_fp_rate"] = summary["tumor_free_images_with_fp"] / len(tumor_free) if tumor_free else None
+    summary["n_images_tumor_found"] = sum(r["n_pred"] > 0 for r in rows)
+    summary["n_images_no_tumor_found"] = len(rows) - summary["n_images_tumor_found"]
+    summary["components_per_tumor_image_mean"] = _mean(r["n_pred"] for r in tumor)
     if gt_coco is not None:
         for iou_type in ("bbox", "segm"):
             ap = coco_ap(gt_coco, coco_results, iou_type)
@@ -807,8 +756,9 @@ def evaluate_predictions(
 
     Args:
         records: datalist records (:func:`~brainseg_monai.coco.coco_to_datalist`).
-        predictions: one per record, in the same order: a mask, or ``(mask, prob)``. May be a
-            generator, consumed one prediction at a time (constant memory).
+        predictions: one per record, in the same order: a mask, ``(mask, prob)``, or a
+            :class:`~brainseg_monai.inference.TumorPrediction`. May be a generator, consumed one
+            prediction at a time (constant memory).
         outlines_dir: folder of true outlines ``<image stem>.png`` (0/255); images without
             one get ``outline_dice`` None.
 
@@ -827,8 +777,12 @@ def evaluate_predictions(
         item = next(iterator, None)
         if item is None:
             raise ValueError(f"{len(rows)} predictions for {len(records)} records")
-        mask, prob = item if isinstance(item, tuple) else (item, None)
-        row, found = evaluate_image(record, mask, prob, _outline_path(outlines_dir, record["image"]))
+        score = getattr(item, "tumor_score", None)
+        if score is not None:
+            mask, prob = item.mask, item.probability
+        else:
+            mask, prob = item if isinstance(item, tuple) else (item, None)
+        row, found = evaluate_image(record, mask, prob, _outline_path(outlines_dir, record["image"]), score)
         rows.append(row)
         results.extend(found)
     if next(iterator, None) is not None:
@@ -850,14 +804,14 @@ def _write_rows(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> N
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
 
 
-def _predict_and_save(predictor: Any, records: Sequence[Mapping[str, Any]], masks_dir: str) -> Iterator[tuple]:
-    """Predict each record's image, write its mask to ``masks_dir/<stem>.png``, yield ``(mask, prob)``."""
+def _predict_and_save(predictor: Any, records: Sequence[Mapping[str, Any]], masks_dir: str) -> Iterator[Any]:
+    """Predict each record's image, write its mask to ``masks_dir/<stem>.png``, yield the prediction."""
     from tqdm.auto import tqdm
 
     for record in tqdm(records, desc="evaluate", unit="image", disable=None):
-        mask, prob = predictor.predict_file(record["image"], with_probability=True)
-        write_mask(mask, mask_output_path(record["image"], masks_dir))
-        yield mask, prob
+        prediction = predictor.predict_file(record["image"], details=True)
+        write_mask(prediction.mask, mask_output_path(record["image"], masks_dir))
+        yield prediction
 
 
 def evaluate_split(
@@ -878,7 +832,7 @@ def evaluate_split(
 
     Args:
         predictor: a :class:`~brainseg_monai.inference.BundlePredictor` (anything with
-            ``predict_file(path, with_probability=True) -> (mask, prob)``).
+            ``predict_file(path, details=True) -> TumorPrediction``).
         split_dir: the split folder holding images and ``_annotations.coco.json``.
         output_dir: where the files go (created if missing).
         outlines_dir: folder of true outlines ``<image stem>.png``, for ``outline_dice``.

@@ -14,12 +14,22 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import AsDiscrete, FillHoles, KeepLargestConnectedComponent, MapTransform
+from monai.utils import TransformBackends
+from monai.transforms import FillHoles, MapTransform, RandomizableTransform
 
 from brainseg_monai.coco import rasterize_annotations
+from brainseg_monai.components import components_to_boxes
 from brainseg_monai.io import mask_output_path, write_mask
+from brainseg_monai.tumor_free import remove_tumor
 
-__all__ = ["CocoAnnotationsToBoxMapd", "CocoAnnotationsToMaskd", "SaveMaskd", "ToGrayscaled", "TumorProbabilityToMaskd"]
+__all__ = [
+    "CocoAnnotationsToBoxMapd",
+    "CocoAnnotationsToMaskd",
+    "RandTumorFreed",
+    "SaveMaskd",
+    "ToGrayscaled",
+    "TumorProbabilityToMaskd",
+]
 
 
 class CocoAnnotationsToMaskd(MapTransform):
@@ -102,6 +112,67 @@ def _annotation_box_mask(annotation: Mapping[str, Any], height: int, width: int)
     return box
 
 
+class RandTumorFreed(RandomizableTransform, MapTransform):
+    """With probability ``prob``, turn a training slice into a tumor-free one (:func:`remove_tumor`).
+
+    The tumor boxes are read from the label's first channel (a box instance map from
+    :class:`CocoAnnotationsToBoxMapd` or a box mask, nonzero inside a box). Each box, widened by
+    ``margin``, is refilled with healthy tissue from the same slice, and the whole label is set
+    to 0, so the box-supervised losses see a slice without a tumor (only their emptiness term
+    applies). A slice whose boxes no source region clears is left as it is.
+
+    Args:
+        keys: the image keys to refill (channel-first).
+        label_key: the label whose channel 0 holds the boxes; it is zeroed on conversion.
+        prob: the probability of converting a slice.
+        margin: see :func:`remove_tumor`.
+        feather: see :func:`remove_tumor`.
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        label_key: str = "label",
+        prob: float = 0.25,
+        margin: float = 0.1,
+        feather: float = 0.5,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.label_key = label_key
+        self.margin = float(margin)
+        self.feather = float(feather)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        label = d[self.label_key]
+        boxes = np.asarray(label[0].detach().cpu() if isinstance(label, torch.Tensor) else label[0]) > 0
+        refilled = {}
+        for key in self.key_iterator(d):
+            img = d[key]
+            arr = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img)
+            out = remove_tumor(arr, boxes, self.margin, self.feather)
+            if out is None:
+                return d  # no healthy source region: keep the tumor slice as it is
+            refilled[key] = out
+        for key, out in refilled.items():
+            img = d[key]
+            d[key] = (
+                MetaTensor(torch.from_numpy(out), meta=getattr(img, "meta", None))
+                if isinstance(img, torch.Tensor)
+                else out
+            )
+        d[self.label_key] = label * 0
+        return d
+
+
 class ToGrayscaled(MapTransform):
     """Make a channel-first image one channel: MRI slices are often stored as RGB(A) with R=G=B.
 
@@ -140,19 +211,26 @@ class ToGrayscaled(MapTransform):
 class TumorProbabilityToMaskd(MapTransform):
     """The shipped post-processing: 2-channel softmax scores ``(2, H, W)`` to a 0/1 tumor mask ``(1, H, W)``.
 
-    Thresholds the tumor channel, then optionally keeps its largest connected component and
-    fills its holes (MONAI's transforms). The inference and evaluate workflows both use it,
-    so what evaluate measures is what inference writes.
+    Thresholds the tumor channel into 8-connected components, each with a confidence (its mean
+    tumor probability, :func:`~brainseg_monai.components.components_to_boxes`). Components less
+    confident than ``min_confidence`` are dropped; of the rest, optionally only the largest is
+    kept, and its holes filled. The slice's **tumor score** is the highest confidence of any
+    component (0 when nothing passes the threshold): a tumor is reported exactly when the score
+    reaches ``min_confidence``. Beside the mask, the record gets ``<key>_tumor_score`` (float)
+    and ``<key>_components`` (a list of ``{"bbox": [x, y, w, h], "area": pixels, "confidence"}``
+    for the components kept, empty when no tumor is found). The inference and evaluate
+    workflows both use it, so what evaluate measures is what inference writes.
 
     Args:
         keys: prediction keys, softmax scores with the tumor in channel 1.
         threshold: tumor probability at or above which a pixel is tumor, in (0, 1).
-        keep_largest_component: keep only the largest 8-connected tumor region.
-        fill_holes: fill the tumor regions' holes.
+        keep_largest_component: keep only the largest confident component.
+        fill_holes: fill the kept components' holes.
+        min_confidence: the operating point: components below it are dropped, in [0, 1).
         allow_missing_keys: don't raise when a key is absent.
 
     Raises:
-        ValueError: ``threshold`` is not in (0, 1).
+        ValueError: ``threshold`` is not in (0, 1) or ``min_confidence`` not in [0, 1).
     """
 
     def __init__(
@@ -161,16 +239,17 @@ class TumorProbabilityToMaskd(MapTransform):
         threshold: float = 0.5,
         keep_largest_component: bool = True,
         fill_holes: bool = False,
+        min_confidence: float = 0.0,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold: must be a tumor probability in (0, 1), got {threshold!r}")
-        self.threshold = AsDiscrete(threshold=float(threshold))
-        # the optional steps, None when switched off
-        self.largest = (
-            KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False) if keep_largest_component else None
-        )
+        if not 0.0 <= float(min_confidence) < 1.0:
+            raise ValueError(f"min_confidence: must be a component confidence in [0, 1), got {min_confidence!r}")
+        self.threshold = float(threshold)
+        self.keep_largest_component = bool(keep_largest_component)
+        self.min_confidence = float(min_confidence)
         self.fill = FillHoles(applied_labels=[1]) if fill_holes else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -179,11 +258,23 @@ class TumorProbabilityToMaskd(MapTransform):
             scores = d[key]
             if scores.ndim != 3 or scores.shape[0] != 2:
                 raise ValueError(f"{key}: expected (2, H, W) softmax scores, got shape {tuple(scores.shape)}")
-            mask = self.threshold(scores[1:])
-            for step in (self.largest, self.fill):
-                mask = step(mask) if step else mask
-            d[key] = mask
+            prob = np.asarray(scores[1].detach().cpu() if isinstance(scores, torch.Tensor) else scores[1], np.float32)
+            found = components_to_boxes(prob >= self.threshold, prob)
+            kept = [c for c in found if c.score >= self.min_confidence]
+            if self.keep_largest_component and kept:
+                kept = [max(kept, key=lambda c: c.area)]
+            d[key] = self._as_output(scores, kept, prob.shape)
+            d[f"{key}_tumor_score"] = max((c.score for c in found), default=0.0)
+            d[f"{key}_components"] = [{"bbox": c.bbox, "area": c.area, "confidence": c.score} for c in kept]
         return d
+
+    def _as_output(self, scores: Any, kept: list, shape: tuple[int, int]) -> Any:
+        mask = np.zeros(shape, dtype=bool)
+        for comp in kept:
+            mask |= comp.full_mask(*shape)
+        out = torch.from_numpy(mask[None].astype(np.float32))
+        out = MetaTensor(out, meta=dict(getattr(scores, "meta", {}) or {})) if isinstance(scores, torch.Tensor) else out
+        return self.fill(out) if self.fill is not None else out
 
 
 class SaveMaskd(MapTransform):

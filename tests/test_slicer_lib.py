@@ -327,3 +327,21 @@ def test_module_files_fit_together():
 
 def test_empty_result_keeps_an_empty_segment(scene, tmp_path):
     testing.check_no_tumor(scene, str(tmp_path))
+
+
+def test_tumor_slice_summary_counts_slices_along_the_segmented_axis(scene, samples):
+    mask = np.zeros((4, 5, 6), np.uint8)
+    mask[1, 2, 3] = mask[3, 0, 0] = 1
+    assert btl.tumor_slice_summary(mask) == "tumor found on 2 of 4 slices"
+    assert btl.tumor_slice_summary(mask, axis=0) == "tumor found on 2 of 6 slices"  # I: numpy's last axis
+    assert btl.tumor_slice_summary(np.zeros_like(mask)) == "no tumor found on any of 4 slices"
+    assert btl.tumor_slice_summary(mask[1:2]) == "tumor found"
+    assert btl.tumor_slice_summary(np.zeros((1, 5, 6))) == "no tumor found"
+    with pytest.raises(ValueError, match="expected a non-empty"):
+        btl.tumor_slice_summary(np.zeros((5, 6)))
+    # on a real segmentation read back from the scene, as the module's status line does: the
+    # stand-in marks the brightest 2% of a slice, so a constant slice has no tumor
+    greys = [samples[0].grey, np.full_like(samples[0].grey, 7.0), samples[1].grey]
+    volume = testing.add_scalar_volume(scene, np.stack(greys))
+    segmentation = btl.segment_volume(volume, predictor=testing.IntensityPredictor())
+    assert btl.tumor_slice_summary(btl.segment_mask_array(segmentation)) == "tumor found on 2 of 3 slices"

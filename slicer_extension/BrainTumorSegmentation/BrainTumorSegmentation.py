@@ -164,6 +164,7 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.progressBar.setVisible(True)
         self.ui.statusLabel.text = "Starting the model..."
         self._started = time.time()
+        self._axis = AXIS_CHOICES[self.ui.axisComboBox.currentIndex]
         try:
             self.run = self.logic.startProcessing(
                 volume,
@@ -171,7 +172,7 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
                 bundleDir=self.bundleDir(),
                 forceCPU=self.ui.forceCpuCheckBox.checked,
                 outputProbability=self.ui.probabilityCheckBox.checked,
-                axis=AXIS_CHOICES[self.ui.axisComboBox.currentIndex],
+                axis=self._axis,
                 batchSize=self.ui.batchSizeSpinBox.value,
                 onProgress=self.onProgress,
                 onFinished=self.onFinished,
@@ -204,9 +205,7 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             slicer.util.errorDisplay("Brain tumor segmentation failed.", detailedText=error)
             return
         self.ui.outputSegmentationSelector.setCurrentNode(segmentationNode)
-        mask = btl.segment_mask_array(segmentationNode)
-        found = int(mask.reshape(mask.shape[0], -1).any(axis=1).sum()) if mask.size else 0
-        what = f"tumor found on {found} of {mask.shape[0]} slice(s)" if found else "no tumor found"
+        what = btl.tumor_slice_summary(btl.segment_mask_array(segmentationNode), self._axis)
         self.ui.statusLabel.text = f"Done in {time.time() - self._started:.1f} s: {what}."
 
 

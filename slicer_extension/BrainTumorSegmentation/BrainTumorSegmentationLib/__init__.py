@@ -49,6 +49,7 @@ _SEGMENTATION_NAMES = (
     "segment_ids",
     "segment_mask_array",
     "segment_volume",
+    "tumor_slice_summary",
     "volume_array",
 )
 

@@ -36,6 +36,7 @@ __all__ = [
     "segment_ids",
     "segment_mask_array",
     "segment_volume",
+    "tumor_slice_summary",
     "volume_array",
 ]
 
@@ -247,6 +248,31 @@ def segment_volume(
         probability_node=probability_node,
         source=getattr(predictor, "name", None),
     )
+
+
+def tumor_slice_summary(mask: np.ndarray, axis: int | str | None = None) -> str:
+    """Say on how many slices a tumor was found: "tumor found on 7 of 24 slices".
+
+    A slice counts when its mask holds any tumor voxel; the bundle's post-processing empties
+    the mask of a slice where it finds no tumor, so this is the bundle's own per-slice answer.
+
+    Args:
+        mask: the ``(k, j, i)`` mask (e.g. :func:`segment_mask_array`).
+        axis: the IJK axis the volume was segmented along (see :func:`resolve_axis`).
+
+    Returns:
+        for a single-slice image "tumor found" or "no tumor found"; for a volume "tumor found on
+        N of M slices" or "no tumor found on any of M slices".
+    """
+    arr = np.asarray(mask)
+    if arr.ndim != 3 or arr.size == 0:
+        raise ValueError(f"expected a non-empty (k, j, i) mask, got shape {arr.shape}")
+    np_axis = 2 - resolve_axis(arr.shape, axis)
+    per_slice = np.moveaxis(arr != 0, np_axis, 0).reshape(arr.shape[np_axis], -1).any(axis=1)
+    found, total = int(per_slice.sum()), int(per_slice.size)
+    if total == 1:
+        return "tumor found" if found else "no tumor found"
+    return f"tumor found on {found} of {total} slices" if found else f"no tumor found on any of {total} slices"
 
 
 def apply_prediction(

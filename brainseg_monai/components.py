@@ -1,0 +1,85 @@
+"""Connected components of a predicted tumor mask, with their boxes, areas and confidences.
+
+One home for what a "predicted tumor" is: the inference post-processing
+(:class:`~brainseg_monai.transforms.TumorProbabilityToMaskd`) decides which components to keep
+by their confidence, and the metrics (:mod:`brainseg_monai.metrics`) count them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["Component", "components_to_boxes"]
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True, eq=False)
+class Component:
+    """One 8-connected component of a predicted mask.
+
+    Args:
+        bbox: its bounding box ``[x, y, width, height]`` (integers, COCO pixel-edge convention).
+        area: its number of pixels.
+        score: mean tumor probability over its pixels, or 1.0 without a probability map.
+        pixels: the component's pixels inside ``bbox`` as a boolean (height, width) crop.
+    """
+
+    bbox: list[float]
+    area: int
+    score: float
+    pixels: np.ndarray
+
+    def full_mask(self, height: int, width: int) -> np.ndarray:
+        """The component as a boolean mask of the whole (height, width) image."""
+        mask = np.zeros((height, width), dtype=bool)
+        x, y, w, h = (int(v) for v in self.bbox)
+        mask[y : y + h, x : x + w] = self.pixels
+        return mask
+
+
+def _as_binary(mask: np.ndarray, name: str = "mask") -> np.ndarray:
+    """A 2D boolean copy of ``mask`` (anything > 0 is foreground)."""
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2D (H, W) mask, got shape {arr.shape}")
+    return arr > 0
+
+
+def _check_same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{what}: shapes differ, {a.shape} vs {b.shape}")
+
+
+def components_to_boxes(mask: np.ndarray, prob: np.ndarray | None = None) -> list[Component]:
+    """The 8-connected components of a mask with their boxes, pixel areas and scores.
+
+    Args:
+        mask: predicted (H, W) mask, foreground > 0.
+        prob: optional (H, W) tumor probability; a component's score is its mean inside the
+            component, 1.0 without it.
+
+    Returns:
+        The components in scipy's label order (by first pixel in row-major order).
+
+    Raises:
+        ValueError: ``mask`` is not 2D or ``prob`` has another shape.
+    """
+    binary = _as_binary(mask, "mask")
+    if prob is not None:
+        prob = np.asarray(prob, dtype=np.float64)
+        _check_same_shape(binary, prob, "components_to_boxes: mask and prob")
+    labels, _ = ndimage.label(binary, structure=EIGHT_CONNECTED)
+    components = []
+    for index, window in enumerate(ndimage.find_objects(labels), start=1):
+        if window is None:
+            continue
+        rows, cols = window
+        pixels = labels[window] == index
+        score = float(prob[window][pixels].mean()) if prob is not None else 1.0
+        bbox = [float(cols.start), float(rows.start), float(cols.stop - cols.start), float(rows.stop - rows.start)]
+        components.append(Component(bbox=bbox, area=int(pixels.sum()), score=score, pixels=pixels))
+    return components

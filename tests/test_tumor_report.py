@@ -1,0 +1,167 @@
+"""Tumor found / no tumor found: the post-processing's tumor score and components, and every front end's report."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brainseg_monai.cli import main
+from brainseg_monai.transforms import TumorProbabilityToMaskd
+from brainseg_monai.tumor_report import (
+    TUMOR_REPORT_FIELDS,
+    TUMOR_REPORT_FILE,
+    tumor_count_summary,
+    tumor_row,
+    tumor_summary,
+    write_tumor_report,
+)
+from conftest import BUNDLE, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle
+
+
+def _scores(prob: np.ndarray) -> torch.Tensor:
+    p = torch.from_numpy(prob.astype(np.float32))
+    return torch.stack([1 - p, p])
+
+
+def _two_blobs() -> np.ndarray:
+    prob = np.zeros((40, 40), np.float32)
+    prob[2:12, 2:12] = 0.95  # confident, 100 px
+    prob[20:36, 20:36] = 0.55  # doubtful, 256 px (the largest)
+    return prob
+
+
+def test_components_carry_their_confidence_and_the_image_its_score():
+    out = TumorProbabilityToMaskd(threshold=0.5, keep_largest_component=False)({"pred": _scores(_two_blobs())})
+    assert out["pred"].shape == (1, 40, 40) and int(out["pred"].sum()) == 356
+    assert out["pred_tumor_score"] == pytest.approx(0.95)
+    confidences = sorted(c["confidence"] for c in out["pred_components"])
+    assert confidences == pytest.approx([0.55, 0.95])
+    assert sorted(c["area"] for c in out["pred_components"]) == [100, 256]
+
+
+def test_min_confidence_drops_doubtful_components_before_the_largest_is_kept():
+    t = TumorProbabilityToMaskd(threshold=0.5, keep_largest_component=True, min_confidence=0.8)
+    out = t({"pred": _scores(_two_blobs())})
+    assert int(out["pred"].sum()) == 100  # the confident blob, though the doubtful one is larger
+    assert [c["bbox"] for c in out["pred_components"]] == [[2.0, 2.0, 10.0, 10.0]]
+    without = TumorProbabilityToMaskd(threshold=0.5, keep_largest_component=True)({"pred": _scores(_two_blobs())})
+    assert int(without["pred"].sum()) == 256
+
+
+def test_no_tumor_found_is_an_empty_mask_with_a_score_below_the_operating_point():
+    prob = np.full((30, 30), 0.1, np.float32)
+    prob[10:14, 10:14] = 0.6
+    out = TumorProbabilityToMaskd(threshold=0.5, min_confidence=0.7)({"pred": _scores(prob)})
+    assert int(out["pred"].sum()) == 0 and out["pred_components"] == []
+    assert out["pred_tumor_score"] == pytest.approx(0.6)
+    nothing = TumorProbabilityToMaskd(threshold=0.5)({"pred": _scores(np.zeros((8, 8)))})
+    assert nothing["pred_tumor_score"] == 0.0 and nothing["pred_components"] == []
+
+
+def test_fill_holes_closes_a_ring():
+    prob = np.zeros((30, 30), np.float32)
+    prob[5:25, 5:25] = 0.9
+    prob[10:20, 10:20] = 0.1
+    ring = TumorProbabilityToMaskd(threshold=0.5)({"pred": _scores(prob)})["pred"]
+    filled = TumorProbabilityToMaskd(threshold=0.5, fill_holes=True)({"pred": _scores(prob)})["pred"]
+    assert int(ring.sum()) == 300 and int(filled.sum()) == 400
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 2])
+def test_min_confidence_outside_zero_one_is_refused(value):
+    with pytest.raises(ValueError, match="min_confidence: must be a component confidence in"):
+        TumorProbabilityToMaskd(min_confidence=value)
+
+
+def test_report_rows_sentences_and_atomic_csv(tmp_path: Path):
+    rows = [tumor_row("a.png", 0.9, [{"area": 10}, {"area": 5}]), tumor_row("b.png", 0.2, [])]
+    assert rows[0] == {"file_name": "a.png", "tumor_found": True, "tumor_score": 0.9, "n_components": 2,
+                       "tumor_area_px": 15}  # fmt: skip
+    assert tumor_summary(rows) == "tumor found on 1 of 2 images"
+    assert tumor_summary(rows[1:], "slices") == "no tumor found on any of 1 slices"
+    assert tumor_count_summary(7, 24, "slices") == "tumor found on 7 of 24 slices"
+    path = write_tumor_report(rows, tmp_path / "r" / TUMOR_REPORT_FILE)
+    with open(path, newline="", encoding="utf-8") as f:
+        read = list(csv.DictReader(f))
+    assert tuple(read[0]) == TUMOR_REPORT_FIELDS and read[1]["tumor_found"] == "False"
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [TUMOR_REPORT_FILE]
+
+
+def _blank_and_samples(folder: Path, n: int = 2) -> list[Path]:
+    folder.mkdir()
+    for src in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:n]:
+        shutil.copy(src, folder / src.name)
+    Image.fromarray(np.zeros((320, 320), np.uint8)).save(folder / "blank.png")
+    return sorted(folder.iterdir())
+
+
+def _report(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["file_name"]: row for row in csv.DictReader(f)}
+
+
+def test_bundle_inference_writes_the_tumor_report(tmp_path: Path):
+    inputs = _blank_and_samples(tmp_path / "in")
+    out = tmp_path / "out"
+    proc = run_bundle(
+        "--config_file", "configs/inference.json", "--dataset_dir", str(tmp_path / "in"), "--output_dir", str(out)
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(out / TUMOR_REPORT_FILE)
+    assert set(report) == {p.name for p in inputs}
+    for p in inputs:
+        mask = np.asarray(Image.open(out / f"{p.stem}.png"))
+        row = report[p.name]
+        assert (row["tumor_found"] == "True") == bool(mask.any()), p.name
+        assert int(row["tumor_area_px"]) == int((mask > 0).sum()), p.name
+    assert "tumor found on" in proc.stdout + proc.stderr
+
+
+def test_cli_segment_reports_each_image_and_each_volume_slice(smoke_model, tmp_path: Path, capsys):
+    itk = pytest.importorskip("itk")
+    inputs = _blank_and_samples(tmp_path / "in")
+    slices = [np.asarray(Image.open(p).convert("L").resize((64, 64)), np.float32) for p in inputs]
+    itk.imwrite(itk.image_from_array(np.stack(slices)), str(tmp_path / "in" / "case.nii.gz"))
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "in"), "--output-dir", str(out), "--model", str(smoke_model)]
+    assert main([*args, "--config", str(SMOKE_NETWORK), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    report = _report(out / TUMOR_REPORT_FILE)
+    assert set(report) == {p.name for p in inputs} | {"case.nii.gz"}
+    for p in inputs:
+        mask = np.asarray(Image.open(out / f"{p.stem}.png"))
+        assert (report[p.name]["tumor_found"] == "True") == bool(mask.any())
+        said = "no tumor found" if not mask.any() else "tumor found"
+        assert any(line.startswith(str(out / f"{p.stem}.png")) and said in line for line in captured.out.splitlines())
+    volume = itk.array_from_image(itk.imread(str(out / "case.nii.gz")))
+    found = int(volume.reshape(3, -1).any(axis=1).sum())
+    assert report["case.nii.gz"]["slices_with_tumor"] == tumor_count_summary(found, 3, "slices")
+    assert "per-image report" in captured.err
+
+
+def test_cli_evaluate_rows_say_whether_a_tumor_was_found(smoke_model, tmp_path: Path, capsys):
+    out = tmp_path / "ev"
+    args = ["evaluate", str(SAMPLE_SPLIT), "--output-dir", str(out), "--model", str(smoke_model)]
+    assert main([*args, "--config", str(SMOKE_NETWORK), "--device", "cpu"]) == 0
+    with open(out / "metrics_per_image.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12
+    for row in rows:
+        mask = np.asarray(Image.open(out / "masks" / (Path(row["file_name"]).stem + ".png")))
+        assert (row["tumor_found"] == "True") == bool(mask.any())
+        assert 0.0 <= float(row["tumor_score"]) <= 1.0
+    found = sum(r["tumor_found"] == "True" for r in rows)
+    assert tumor_count_summary(found, 12) in capsys.readouterr().out
+
+
+def test_shipped_model_finds_no_tumor_on_a_blank_slice():
+    from brainseg_monai.inference import BundlePredictor
+
+    prediction = BundlePredictor(BUNDLE, device="cpu").predict_array(np.zeros((256, 256), np.uint8), details=True)
+    assert not prediction.tumor_found and not prediction.mask.any()
