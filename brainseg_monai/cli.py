@@ -300,7 +300,10 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
         mask = predictions[0].mask if array.ndim == 2 else np.stack([p.mask for p in predictions])
         written = write_medical_mask(mask, image, target)
         components = [c for p in predictions for c in p.components]
-        row = tumor_row(name, max(p.tumor_score for p in predictions), components)
+        unusual = sum(p.input_unusual for p in predictions)
+        row = tumor_row(
+            name, max(p.tumor_score for p in predictions), components, unusual if array.ndim == 3 else bool(unusual)
+        )
         if array.ndim == 3:
             slice_rows = [{"tumor_found": p.tumor_found} for p in predictions]
             row["slices_with_tumor"] = tumor_summary(slice_rows, "slices")
@@ -318,14 +321,20 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
         with Image.open(path) as im:
             grey = np.asarray(im.convert("F"))
         single_overlay(grey, prediction.mask, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
-    return target, tumor_row(name, prediction.tumor_score, prediction.components)
+    return target, tumor_row(name, prediction.tumor_score, prediction.components, prediction.input_unusual)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from brainseg_monai.inference import BundlePredictor
-    from brainseg_monai.tumor_report import TUMOR_REPORT_FILE, tumor_summary, write_tumor_report
+    from brainseg_monai.tumor_report import (
+        TUMOR_REPORT_FILE,
+        UNUSUAL_INPUT_WARNING,
+        read_tumor_report,
+        tumor_summary,
+        write_tumor_report,
+    )
 
     files = _expand_inputs(args.inputs)
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
@@ -350,14 +359,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"FAILED {path}: {message}", file=sys.stderr, flush=True)
             continue
         rows.append(row)
+        print(target, flush=True)  # stream: a caller sees each mask as soon as it is written
         found = row.get("slices_with_tumor") or ("tumor found" if row["tumor_found"] else "no tumor found")
-        # stream: a caller sees each mask as soon as it is written
-        print(f"{target}\t{found} (score {row['tumor_score']:.2f})", flush=True)
+        print(f"{path}: {found} (tumor score {row['tumor_score']:.2f})", file=sys.stderr, flush=True)
+        if row["input_unusual"]:
+            print(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", file=sys.stderr, flush=True)
     done = len(files) - len(failures) - skipped
     already = f", {skipped} already done (--skip-existing)" if skipped else ""
     print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}{already}", file=sys.stderr)
+    report_path = Path(args.output_dir) / TUMOR_REPORT_FILE
+    if args.skip_existing and report_path.is_file():
+        # keep what an earlier run reported for the inputs skipped now
+        fresh = {r["file_name"] for r in rows}
+        rows = [r for r in read_tumor_report(report_path) if r["file_name"] not in fresh] + rows
     if rows:
-        report = write_tumor_report(rows, Path(args.output_dir) / TUMOR_REPORT_FILE)
+        report = write_tumor_report(rows, report_path)
         print(f"{tumor_summary(rows)}; per-image report: {report}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} failed: {', '.join(failures)}", file=sys.stderr)

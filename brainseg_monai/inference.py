@@ -67,12 +67,17 @@ class TumorPrediction:
         tumor_score: the highest component confidence (0 when nothing passed the threshold).
         components: the kept components, ``{"bbox", "area", "confidence"}`` each; empty when no
             tumor was found.
+        input_unusual: the input looks unlike the training slices
+            (:class:`~brainseg_monai.input_check.InputLikenessd`): the mask may mean nothing.
+        input_distance: how far its intensity histogram lies from the training slices'.
     """
 
     mask: np.ndarray
     probability: np.ndarray
     tumor_score: float
     components: list[dict[str, Any]] = field(default_factory=list)
+    input_unusual: bool = False
+    input_distance: float | None = None
 
     @property
     def tumor_found(self) -> bool:
@@ -129,6 +134,8 @@ class BundlePredictor:
         self.image_transforms = Compose(parser.get_parsed_content("image_transforms"))
         self.probability_transforms = Compose(parser.get_parsed_content("probability_transforms"))
         self.mask_transforms = Compose(parser.get_parsed_content("mask_transforms"))
+        # bundles made before the input check have no input_checks id
+        self.input_checks = Compose(parser.get_parsed_content("input_checks") if "input_checks" in parser else [])
         self.inferer = parser.get_parsed_content("inferer")
         self.amp = bool(parser.get_parsed_content("use_amp"))
         meta_file = os.path.join(self.bundle_dir, METADATA)
@@ -179,10 +186,19 @@ class BundlePredictor:
         for it, pred in zip(items, logits):
             d = self.probability_transforms({"image": it["image"], "pred": pred})
             prob = np.asarray(d["pred"][1], dtype=np.float32)
-            d = self.mask_transforms(d)
+            d = self.input_checks(self.mask_transforms(d))
             mask = np.asarray(d["pred"][0]).astype(np.uint8)
             if details:
-                out.append(TumorPrediction(mask, prob, float(d["pred_tumor_score"]), list(d["pred_components"])))
+                out.append(
+                    TumorPrediction(
+                        mask,
+                        prob,
+                        float(d["pred_tumor_score"]),
+                        list(d["pred_components"]),
+                        bool(d.get("image_unusual", False)),
+                        d.get("image_distance"),
+                    )
+                )
             else:
                 out.append((mask, prob) if with_probability else mask)
         return out

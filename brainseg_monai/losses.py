@@ -16,6 +16,9 @@ The losses here use the boxes as weak labels instead:
   the box area;
 * :class:`BoxPairwiseLoss` (BoxInst): neighbouring pixels (distances 1 and 2) of similar MRI
   intensity inside a box take the same label;
+* :class:`TumorFreeLoss`: on an image without any box (a tumor-free slice), its most
+  tumor-like pixels are background: an image-level (multiple-instance) term that the dense
+  emptiness term, averaged over every outside pixel of the batch, is far too weak to be;
 * :class:`BoxSupervisedLoss`: their weighted sum, the bundle's ``loss`` in
   ``configs/box_supervised.json``.
 
@@ -61,6 +64,7 @@ __all__ = [
     "BoxSupervisedLoss",
     "BoxTightnessLoss",
     "LogBarrierScheduler",
+    "TumorFreeLoss",
     "box_instances",
     "foreground_log_probs",
     "log_barrier",
@@ -358,6 +362,45 @@ class BoxEmptinessLoss(_BoxLoss):
         return loss
 
 
+class TumorFreeLoss(_BoxLoss):
+    """A tumor-free image's most tumor-like pixels are background (multiple-instance negative).
+
+    For each image of the batch without any box, the mean of ``-log p_background`` over its
+    ``top_fraction`` most tumor-like pixels; averaged over those images (0 when the batch has
+    none). A single confident speck on a tumor-free slice costs about as much as a whole
+    false tumor, so the network learns to say "no tumor" at the image level. Images with a
+    box are left to the other terms.
+
+    Args:
+        top_fraction: the share of each image's pixels that are penalised, in (0, 1].
+        softmax: ``input`` is logits (True) or probabilities.
+        instance_channel: the label channel holding the instance map.
+
+    Raises:
+        ValueError: ``top_fraction`` not in (0, 1].
+    """
+
+    def __init__(self, top_fraction: float = 0.01, softmax: bool = True, instance_channel: int = 0) -> None:
+        super().__init__(softmax, instance_channel)
+        if not 0.0 < top_fraction <= 1.0:
+            raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+        self.top_fraction = float(top_fraction)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Args: input: (B, 2|1, H, W) logits; target: (B, C, H, W) labels with the instance map."""
+        _, log_bg, boxes = self._prepare(input, target)
+        return self.from_boxes(log_bg, boxes)
+
+    def from_boxes(self, log_bg: torch.Tensor, boxes: BoxInstances) -> torch.Tensor:
+        """The loss from a (B, H, W) background log-probability and the batch's boxes."""
+        free = ~boxes.union.flatten(1).any(dim=1)
+        if not bool(free.any()):
+            return _zero(log_bg)
+        cost = -log_bg[free].flatten(1)
+        k = max(1, int(round(self.top_fraction * cost.shape[1])))
+        return cost.topk(k, dim=1).values.mean()
+
+
 class BoxTightnessLoss(_BoxLoss):
     """Tightness prior for loose boxes: each row and column of a box's inner band holds foreground.
 
@@ -564,7 +607,7 @@ class BoxSupervisedLoss(_Loss):
     """Weighted sum of the box-supervision terms: the bundle's ``loss`` for training on boxes.
 
     ``loss = w_proj * projection + w_empty * emptiness + w_tight * tightness + w_size * size
-    + warmup * w_pair * pairwise``; a term with weight 0 is not computed. The label is
+    + warmup * w_pair * pairwise + w_free * tumor_free``; a term with weight 0 is not computed. The label is
     (B, 2, H, W): instance map (channel ``instance_channel``) and image intensity (channel
     ``image_channel``); (B, 1, H, W) is enough when ``pairwise_weight`` is 0.
 
@@ -580,6 +623,8 @@ class BoxSupervisedLoss(_Loss):
         tightness_weight: weight of :class:`BoxTightnessLoss`.
         size_weight: weight of :class:`BoxSizeLoss`.
         pairwise_weight: weight of :class:`BoxPairwiseLoss`.
+        tumor_free_weight: weight of :class:`TumorFreeLoss` (0: off, the default).
+        tumor_free_fraction: its ``top_fraction``.
         margin: inner-band margin of the tightness prior (fraction cut from each side of a box).
         projection_margin: margin of the projection term; ``None`` uses ``margin``; 0 is BoxInst.
         size_bounds: ``(a_min, a_max)`` of the size prior.
@@ -608,6 +653,8 @@ class BoxSupervisedLoss(_Loss):
         tightness_weight: float = 1.0,
         size_weight: float = 1.0,
         pairwise_weight: float = 1.0,
+        tumor_free_weight: float = 0.0,
+        tumor_free_fraction: float = 0.01,
         margin: float = 0.2,
         projection_margin: float | None = None,
         size_bounds: Sequence[float] = (0.2, 0.7),
@@ -631,6 +678,7 @@ class BoxSupervisedLoss(_Loss):
             "tightness": float(tightness_weight),
             "size": float(size_weight),
             "pairwise": float(pairwise_weight),
+            "tumor_free": float(tumor_free_weight),
         }
         for name, value in self.weights.items():
             if value < 0:
@@ -655,6 +703,7 @@ class BoxSupervisedLoss(_Loss):
             instance_channel,
         )
         self.pairwise = BoxPairwiseLoss(sigma, dilations, pairwise_threshold, image_channel, softmax, instance_channel)
+        self.tumor_free = TumorFreeLoss(tumor_free_fraction, softmax, instance_channel)
         self.epoch = 0.0
         self.pairwise_factor = 1.0 if self.pairwise_warmup_epochs <= 0 else 0.0
         self.last_terms: dict[str, float] = {}
@@ -707,6 +756,8 @@ class BoxSupervisedLoss(_Loss):
             terms["tightness"] = self.tightness.from_boxes(prob, boxes)
         if w["size"]:
             terms["size"] = self.size.from_boxes(prob, boxes)
+        if w["tumor_free"]:
+            terms["tumor_free"] = self.tumor_free.from_boxes(log_bg, boxes)
         pair_weight = w["pairwise"] * self.pairwise_factor
         if w["pairwise"]:
             image = self.pairwise.intensity(target)  # checked even while warming up: fail early

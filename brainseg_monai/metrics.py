@@ -108,6 +108,7 @@ ROW_FIELDS = (
     "outline_dice",
     "tumor_found",
     "tumor_score",
+    "input_unusual",
 )
 """Columns of :data:`PER_IMAGE_FILE`, the keys of a row of :func:`evaluate_image`."""
 
@@ -583,6 +584,7 @@ def evaluate_image(
     prob: np.ndarray | None = None,
     outline: np.ndarray | str | os.PathLike | None = None,
     tumor_score: float | None = None,
+    input_unusual: bool | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """All per-image metrics of one prediction.
 
@@ -594,6 +596,7 @@ def evaluate_image(
         tumor_score: the post-processing's tumor score of the image
             (:class:`~brainseg_monai.transforms.TumorProbabilityToMaskd`); default: the highest
             score of the mask's components (0 for an empty mask).
+        input_unusual: the input check's flag (:mod:`brainseg_monai.input_check`), None if not run.
 
     Returns:
         ``(row, results)``: the row has the keys :data:`ROW_FIELDS` (see :func:`summarize` for
@@ -639,6 +642,7 @@ def evaluate_image(
         "tumor_score": round(
             float(tumor_score) if tumor_score is not None else max((c.score for c in components), default=0.0), 4
         ),
+        "input_unusual": input_unusual,
     }
     return row, to_coco_results(record["image_id"], pred, prob)
 
@@ -688,7 +692,7 @@ def summarize(
       their fraction of the tumor-free images;
     * ``n_images_tumor_found``, ``n_images_no_tumor_found``: images whose prediction has a
       component or none; ``components_per_tumor_image_mean``: predicted components per image
-      with a box;
+      with a box; ``n_images_input_unusual``: inputs flagged unlike the training data;
     * ``bbox_AP``, ``bbox_AP50``, ``bbox_AP75``, ``segm_AP``, ``segm_AP50``, ``segm_AP75``:
       :func:`coco_ap` (only when ``gt_coco`` is given).
 
@@ -727,6 +731,7 @@ def summarize(
     summary["n_images_tumor_found"] = sum(r["n_pred"] > 0 for r in rows)
     summary["n_images_no_tumor_found"] = len(rows) - summary["n_images_tumor_found"]
     summary["components_per_tumor_image_mean"] = _mean(r["n_pred"] for r in tumor)
+    summary["n_images_input_unusual"] = sum(bool(r.get("input_unusual")) for r in rows)
     if gt_coco is not None:
         for iou_type in ("bbox", "segm"):
             ap = coco_ap(gt_coco, coco_results, iou_type)
@@ -782,7 +787,8 @@ def evaluate_predictions(
             mask, prob = item.mask, item.probability
         else:
             mask, prob = item if isinstance(item, tuple) else (item, None)
-        row, found = evaluate_image(record, mask, prob, _outline_path(outlines_dir, record["image"]), score)
+        outline = _outline_path(outlines_dir, record["image"])
+        row, found = evaluate_image(record, mask, prob, outline, score, getattr(item, "input_unusual", None))
         rows.append(row)
         results.extend(found)
     if next(iterator, None) is not None:

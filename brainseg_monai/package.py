@@ -9,7 +9,7 @@ folder imports it without installing anything but the packages listed in
 Layout of ``<name>_v<version>.zip``::
 
     <name>/
-        LICENSE  large_files.yml  configs/  docs/  models/model.pt  sample_data/
+        LICENSE  large_files.yml  configs/  docs/  models/model.pt  models/input_reference.json  sample_data/
         brainseg_monai/   (vendored source, no __pycache__, no CLI)
 """
 
@@ -37,7 +37,8 @@ DEFAULT_BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
 # Model Zoo refuses files over 25 MB; larger ones belong in large_files.yml.
 MAX_FILE_BYTES = 25 * 1024 * 1024
 # What the packaged bundle holds from the bundle folder (folders are copied whole).
-BUNDLE_FILES = ("LICENSE", "large_files.yml", "configs", "docs", "sample_data")
+# models/input_reference.json: the training slices' intensity statistics the input check needs (1 kB, not weights)
+BUNDLE_FILES = ("LICENSE", "large_files.yml", "configs", "docs", "sample_data", "models/input_reference.json")
 WEIGHTS = "models/model.pt"
 # Alternative weights shipped beside the default when present (each with its own large_files.yml entry).
 EXTRA_WEIGHTS = ("models/model_box.pt",)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.utils import TransformBackends
 from monai.transforms import FillHoles, MapTransform, RandomizableTransform
+from monai.utils import TransformBackends
 
 from brainseg_monai.coco import rasterize_annotations
 from brainseg_monai.components import components_to_boxes

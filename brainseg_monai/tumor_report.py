@@ -20,7 +20,9 @@ from brainseg_monai.io import atomic_output
 __all__ = [
     "TUMOR_REPORT_FIELDS",
     "TUMOR_REPORT_FILE",
+    "UNUSUAL_INPUT_WARNING",
     "TumorReportWriter",
+    "read_tumor_report",
     "tumor_count_summary",
     "tumor_row",
     "tumor_summary",
@@ -30,19 +32,35 @@ __all__ = [
 TUMOR_REPORT_FILE = "tumor_report.csv"
 """The report's file name, in the folder the masks are written to."""
 
-TUMOR_REPORT_FIELDS = ("file_name", "tumor_found", "tumor_score", "n_components", "tumor_area_px", "slices_with_tumor")
+TUMOR_REPORT_FIELDS = (
+    "file_name",
+    "tumor_found",
+    "tumor_score",
+    "n_components",
+    "tumor_area_px",
+    "input_unusual",
+    "slices_with_tumor",
+)
 """Columns: the input, whether a tumor was found, the highest component confidence (0 when
-nothing passed the threshold), the components kept, the mask's pixel count, and for a volume
-segmented slice by slice "tumor found on N of M slices" (empty for a 2D image)."""
+nothing passed the threshold), the components kept, the mask's pixel count, whether the input
+looks unlike the training slices (:mod:`brainseg_monai.input_check`; for a volume, how many of
+its slices do), and for a volume segmented slice by slice "tumor found on N of M slices"
+(empty for a 2D image)."""
+
+UNUSUAL_INPUT_WARNING = "looks unlike the T1 contrast MRI slices the model was trained on: the result may mean nothing"
 
 
-def tumor_row(file_name: str, score: float, components: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def tumor_row(
+    file_name: str, score: float, components: Sequence[Mapping[str, Any]], input_unusual: bool | int = False
+) -> dict[str, Any]:
     """One report row from a prediction's tumor score and kept components.
 
     Args:
-        file_name: the input's name (or ``name[slice k]`` for a slice of a volume).
+        file_name: the input's name.
         score: ``<key>_tumor_score`` from :class:`~brainseg_monai.transforms.TumorProbabilityToMaskd`.
         components: ``<key>_components`` from the same transform.
+        input_unusual: ``image_unusual`` from :class:`~brainseg_monai.input_check.InputLikenessd`
+            (for a volume, the number of unusual slices).
     """
     return {
         "file_name": file_name,
@@ -50,6 +68,7 @@ def tumor_row(file_name: str, score: float, components: Sequence[Mapping[str, An
         "tumor_score": round(float(score), 4),
         "n_components": len(components),
         "tumor_area_px": int(sum(int(c["area"]) for c in components)),
+        "input_unusual": input_unusual,
     }
 
 
@@ -74,6 +93,19 @@ def write_tumor_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLik
             for row in rows:
                 writer.writerow({k: row.get(k, "") for k in TUMOR_REPORT_FIELDS})
     return os.fspath(path)
+
+
+def read_tumor_report(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a report written by :func:`write_tumor_report` (values as text, ``tumor_found`` as bool).
+
+    Raises:
+        ValueError: the file is not a tumor report (named, with its header).
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "file_name" not in reader.fieldnames or "tumor_found" not in reader.fieldnames:
+            raise ValueError(f"{path}: not a tumor report (header {reader.fieldnames})")
+        return [{**row, "tumor_found": row["tumor_found"] == "True"} for row in reader]
 
 
 class TumorReportWriter:
@@ -126,8 +158,13 @@ class TumorReportWriter:
                     f"{name}: no {self.key}_tumor_score in the output; the postprocessing must end with "
                     "TumorProbabilityToMaskd"
                 )
-            self.rows.append(tumor_row(name, float(score), item.get(f"{self.key}_components") or []))
+            unusual = bool(item.get(f"{self.source_key}_unusual", False))
+            if unusual:
+                self.logger.warning(f"{name} {UNUSUAL_INPUT_WARNING}")
+            self.rows.append(tumor_row(name, float(score), item.get(f"{self.key}_components") or [], unusual))
 
     def _write(self, engine: Any) -> None:
         write_tumor_report(self.rows, self.path)
-        self.logger.info(f"{tumor_summary(self.rows)}; report: {self.path}")
+        unusual = sum(bool(r["input_unusual"]) for r in self.rows)
+        odd = f"; {unusual} input(s) unlike the training data" if unusual else ""
+        self.logger.info(f"{tumor_summary(self.rows)}{odd}; report: {self.path}")

@@ -190,7 +190,9 @@ def test_inference_writes_one_mask_per_image_at_input_size(smoke_model, tmp_path
             mask = np.asarray(nib.load(target).dataobj)
             assert mask.shape == (width, height, 1)  # NIfTI (x, y, z)
             assert set(np.unique(mask)) <= {0, 1}
-    assert len(list(out.iterdir())) == 4  # nothing else (no temporary files left)
+    # the masks and the tumor report, nothing else (no temporary files left)
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(ext)) == ["tumor_report.csv"]
+    assert len(list(out.iterdir())) == 5
 
 
 def test_box_model_override_selects_the_box_trained_weights_and_post_processing():
@@ -246,3 +248,18 @@ def test_tumor_probability_to_mask_refuses_a_threshold_outside_zero_one():
     assert mask.shape == (1, 6, 6) and int(mask.sum()) == 4
     with pytest.raises(ValueError, match=r"pred: expected \(2, H, W\) softmax scores, got shape \(1, 6, 6\)"):
         TumorProbabilityToMaskd()({"pred": mask})
+
+
+def test_flip_averaging_inferer_averages_the_mirrored_pass():
+    from brainseg_monai.inferers import FlipAveragingInferer
+
+    x = torch.arange(2 * 1 * 4 * 6, dtype=torch.float32).reshape(2, 1, 4, 6)
+    net = torch.nn.Conv2d(1, 2, kernel_size=(1, 3), padding=(0, 1), bias=False)
+    with torch.no_grad():
+        out = FlipAveragingInferer([[3]])(x, net)
+        expected = (net(x) + torch.flip(net(torch.flip(x, [3])), [3])) / 2
+    assert torch.allclose(out, expected)
+    symmetric = torch.nn.Identity()
+    assert torch.equal(FlipAveragingInferer([[2], [3]])(x, symmetric), x)
+    with pytest.raises(ValueError, match="spatial dims"):
+        FlipAveragingInferer([[1]])

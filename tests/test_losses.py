@@ -17,6 +17,7 @@ from brainseg_monai.losses import (
     BoxSupervisedLoss,
     BoxTightnessLoss,
     LogBarrierScheduler,
+    TumorFreeLoss,
     box_instances,
     log_barrier,
 )
@@ -393,3 +394,56 @@ def test_box_supervised_smoke_training_from_a_pretrained_model(tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()
     assert "log-barrier t=5.5" in log  # the scheduler raised t for the second epoch
     assert "Restored all variables from" in log and str(pretrained) in log
+
+
+# --------------------------------------------------------------------------- tumor-free slices
+
+
+def test_tumor_free_loss_sees_one_confident_speck_on_a_tumor_free_image():
+    loss = TumorFreeLoss(top_fraction=0.01)
+    empty = torch.zeros(1, 1, H, W)
+    clean = loss(logits(torch.zeros(1, H, W, dtype=torch.bool)), empty)
+    speck = loss(logits(region(3, 4, 3, 4)), empty)  # 1 pixel of 256, confident
+    assert float(clean) < 1e-6 and float(speck) > 10.0  # about -log(2e-9): the speck alone sets it
+    dense = BoxEmptinessLoss(projection=False)(logits(region(3, 4, 3, 4)), empty)
+    assert float(dense) < float(speck) / 50  # what the dense emptiness mean makes of the same speck
+
+
+def test_tumor_free_loss_ignores_images_with_a_box_and_averages_over_tumor_free_ones():
+    loss = TumorFreeLoss(top_fraction=0.01)
+    pred = logits(torch.cat([region(*BOX), region(3, 4, 3, 4)]))
+    labels = torch.cat([instance_label(BOX), torch.zeros(1, 1, H, W)])
+    both = loss(pred, labels)
+    assert float(both) == pytest.approx(float(loss(pred[1:], labels[1:])))
+    assert float(loss(pred[:1], labels[:1])) == 0.0
+    with pytest.raises(ValueError, match="top_fraction must be in"):
+        TumorFreeLoss(top_fraction=0.0)
+
+
+def test_box_supervised_loss_adds_the_tumor_free_term_only_when_weighted():
+    pred = logits(region(3, 4, 3, 4))
+    label = torch.zeros(1, 2, H, W)
+    off = BoxSupervisedLoss(pairwise_weight=0.0)
+    on = BoxSupervisedLoss(pairwise_weight=0.0, tumor_free_weight=2.0)
+    extra = float(on(pred, label)) - float(off(pred, label))
+    assert extra == pytest.approx(2.0 * float(TumorFreeLoss()(pred, label)), rel=1e-5)
+    assert "tumor_free" in on.last_terms and "tumor_free" not in off.last_terms
+
+
+def test_robust_finetune_smoke_training(tmp_path):
+    """configs/robust_finetune.json layered on the box-supervised recipe trains through monai.bundle."""
+    proc = run_bundle(
+        "--config_file",
+        "["
+        + ",".join(f"'{c}'" for c in [*BOX_CONFIGS[:2], str(CONFIGS / "robust_finetune.json"), *BOX_CONFIGS[2:]])
+        + "]",
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
+        "--tumor_free_prob",
+        "0.5",
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert (tmp_path / "models" / "model.pt").is_file()

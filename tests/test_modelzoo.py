@@ -296,7 +296,7 @@ def test_model_zoo_unit_test_on_random_jpegs(tmp_path):
         assert mask.is_file(), mask
         with Image.open(image) as im, Image.open(mask) as m:
             assert m.size == im.size
-    assert len(list(masks.iterdir())) == 6
+    assert len(list(masks.iterdir())) == 7  # 6 masks and the tumor report
 
 
 # -- code format of the vendored package ---------------------------------------------------

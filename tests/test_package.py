@@ -98,7 +98,12 @@ def test_package_layout(smoke_model, tmp_path, capsys):
         ):
             assert required in rel, required
         # the weights (default and the box-trained alternative), never training state
-        assert {r for r in rel if r.startswith("models/")} == {"models/model.pt", "models/model_box.pt"}
+        # and the input check's reference (1 kB of intensity statistics)
+        assert {r for r in rel if r.startswith("models/")} == {
+            "models/model.pt",
+            "models/model_box.pt",
+            "models/input_reference.json",
+        }
         assert not any("__pycache__" in r or r.endswith(".pyc") for r in rel)
         assert "brainseg_monai/cli.py" not in rel
         vendored = {r for r in rel if r.startswith("brainseg_monai/")}

@@ -368,7 +368,8 @@ def test_segment_refuses_each_bad_image_in_one_line_and_writes_nothing_for_it(sm
         assert line == f"FAILED {path}: {expected[Path(path).name]}" or expected[Path(path).name] in line
         assert line.count(str(path)) == 1  # named once, on one line
     assert "segmented 1 of 6 image(s)" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["good.png"]  # nothing for the bad ones, no temp files
+    # nothing for the bad ones, no temp files; the tumor report lists the one segmented image
+    assert sorted(p.name for p in out.iterdir()) == ["good.png", "tumor_report.csv"]
     assert captured.out.splitlines() == [str(out / "good.png")]
 
 
@@ -807,7 +808,8 @@ def test_segment_many_images_skips_bad_ones_and_a_rerun_does_only_what_is_missin
     ]
     assert f"segmented 27 of 30 image(s) into {out}" in captured.err
     assert f"3 failed: {images / 'img_007.png'}, {images / 'img_015.png'}, {images / 'img_023.png'}" in captured.err
-    assert len(list(out.iterdir())) == 27
+    assert len(list(out.iterdir())) == 28  # 27 masks and the tumor report
+    assert len((out / "tumor_report.csv").read_text().splitlines()) == 28  # header and 27 rows
 
     removed = [out / f"img_{i:03d}.png" for i in (2, 11, 29)]
     for p in removed:
@@ -817,5 +819,9 @@ def test_segment_many_images_skips_bad_ones_and_a_rerun_does_only_what_is_missin
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [str(p) for p in removed]  # only what was missing
     assert "segmented 3 of 30 image(s)" in captured.err and "24 already done" in captured.err
-    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # untouched
-    assert len(list(out.iterdir())) == 27
+    assert {p: p.stat().st_mtime_ns for p in kept if p.suffix == ".png"} == {
+        p: t for p, t in kept.items() if p.suffix == ".png"
+    }  # untouched masks
+    assert len(list(out.iterdir())) == 28
+    # the report still covers every mask: the earlier run's rows kept, the redone ones replaced
+    assert len((out / "tumor_report.csv").read_text().splitlines()) == 28

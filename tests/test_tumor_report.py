@@ -82,7 +82,7 @@ def test_min_confidence_outside_zero_one_is_refused(value):
 def test_report_rows_sentences_and_atomic_csv(tmp_path: Path):
     rows = [tumor_row("a.png", 0.9, [{"area": 10}, {"area": 5}]), tumor_row("b.png", 0.2, [])]
     assert rows[0] == {"file_name": "a.png", "tumor_found": True, "tumor_score": 0.9, "n_components": 2,
-                       "tumor_area_px": 15}  # fmt: skip
+                       "tumor_area_px": 15, "input_unusual": False}  # fmt: skip
     assert tumor_summary(rows) == "tumor found on 1 of 2 images"
     assert tumor_summary(rows[1:], "slices") == "no tumor found on any of 1 slices"
     assert tumor_count_summary(7, 24, "slices") == "tumor found on 7 of 24 slices"
@@ -138,7 +138,8 @@ def test_cli_segment_reports_each_image_and_each_volume_slice(smoke_model, tmp_p
         mask = np.asarray(Image.open(out / f"{p.stem}.png"))
         assert (report[p.name]["tumor_found"] == "True") == bool(mask.any())
         said = "no tumor found" if not mask.any() else "tumor found"
-        assert any(line.startswith(str(out / f"{p.stem}.png")) and said in line for line in captured.out.splitlines())
+        assert str(out / f"{p.stem}.png") in captured.out.splitlines()  # stdout: one mask path per line
+        assert any(line.startswith(f"{p}: {said} (tumor score") for line in captured.err.splitlines())
     volume = itk.array_from_image(itk.imread(str(out / "case.nii.gz")))
     found = int(volume.reshape(3, -1).any(axis=1).sum())
     assert report["case.nii.gz"]["slices_with_tumor"] == tumor_count_summary(found, 3, "slices")
