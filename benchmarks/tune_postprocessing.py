@@ -37,12 +37,17 @@ KEYS = (
 
 
 def mask_transforms(
-    predictor: BundlePredictor, threshold: float, largest: bool, fill: bool, min_confidence: float = 0.0
+    predictor: BundlePredictor,
+    threshold: float,
+    largest: bool,
+    fill: bool,
+    min_confidence: float = 0.0,
+    min_area_fraction: float = 0.0,
 ) -> Compose:
     """The bundle's own ``mask_transforms`` with the variant's ids set (the config is the recipe)."""
     parser = predictor.parser
     parser["threshold"], parser["keep_largest_component"], parser["fill_holes"] = threshold, largest, fill
-    parser["min_confidence"] = min_confidence
+    parser["min_confidence"], parser["min_area_fraction"] = min_confidence, min_area_fraction
     parser.parse(reset=True)
     return Compose(parser.get_parsed_content("mask_transforms"))
 
@@ -62,6 +67,7 @@ def main() -> None:
     ap.add_argument("--largest", default="false,true", help="keep_largest_component values to try")
     ap.add_argument("--fill", default="false,true", help="fill_holes values to try")
     ap.add_argument("--min-confidences", default="0", help="operating points (min_confidence) to try")
+    ap.add_argument("--min-areas", default="0", help="min_area_fraction values to try")
     ap.add_argument("--tumor-free", help="a split of tumor-free slices: report the false-tumor rate on it")
     args = ap.parse_args()
     predictor = BundlePredictor(ckpt_path=args.model, device="cpu", config_files=args.config)
@@ -75,12 +81,14 @@ def main() -> None:
         [v.strip().lower() == "true" for v in args.largest.split(",")],
         [v.strip().lower() == "true" for v in args.fill.split(",")],
         map(float, args.min_confidences.split(",")),
+        map(float, args.min_areas.split(",")),
     )
-    for t, largest, fill, min_conf in variants:
-        transforms = mask_transforms(predictor, t, largest, fill, min_conf)
+    for t, largest, fill, min_conf, min_area in variants:
+        transforms = mask_transforms(predictor, t, largest, fill, min_conf, min_area)
         predictions = ((postprocess(transforms, p), p) for p in probs)
         summary = evaluate_predictions(records, predictions, args.outlines).summary
         row = {"threshold": t, "largest_component": largest, "fill_holes": fill, "min_confidence": min_conf}
+        row["min_area_fraction"] = min_area
         row.update({k: summary.get(k) for k in KEYS})
         if free_records:
             free = evaluate_predictions(free_records, ((postprocess(transforms, p), p) for p in free_probs)).summary

@@ -213,7 +213,8 @@ class TumorProbabilityToMaskd(MapTransform):
 
     Thresholds the tumor channel into 8-connected components, each with a confidence (its mean
     tumor probability, :func:`~brainseg_monai.components.components_to_boxes`). Components less
-    confident than ``min_confidence`` are dropped; of the rest, optionally only the largest is
+    confident than ``min_confidence`` or smaller than ``min_area_fraction`` of the image are
+    dropped (specks on enhancing vessels and glands, not tumors); of the rest, optionally only the largest is
     kept, and its holes filled. The slice's **tumor score** is the highest confidence of any
     component (0 when nothing passes the threshold): a tumor is reported exactly when the score
     reaches ``min_confidence``. Beside the mask, the record gets ``<key>_tumor_score`` (float)
@@ -221,16 +222,20 @@ class TumorProbabilityToMaskd(MapTransform):
     for the components kept, empty when no tumor is found). The inference and evaluate
     workflows both use it, so what evaluate measures is what inference writes.
 
+    The score is taken over the components large enough to count (``min_area_fraction``), so
+    a slice is reported as holding a tumor exactly when its score reaches ``min_confidence``.
+
     Args:
         keys: prediction keys, softmax scores with the tumor in channel 1.
         threshold: tumor probability at or above which a pixel is tumor, in (0, 1).
         keep_largest_component: keep only the largest confident component.
         fill_holes: fill the kept components' holes.
         min_confidence: the operating point: components below it are dropped, in [0, 1).
+        min_area_fraction: components smaller than this fraction of the image are dropped, in [0, 1).
         allow_missing_keys: don't raise when a key is absent.
 
     Raises:
-        ValueError: ``threshold`` is not in (0, 1) or ``min_confidence`` not in [0, 1).
+        ValueError: ``threshold`` is not in (0, 1), ``min_confidence`` or ``min_area_fraction`` not in [0, 1).
     """
 
     def __init__(
@@ -240,6 +245,7 @@ class TumorProbabilityToMaskd(MapTransform):
         keep_largest_component: bool = True,
         fill_holes: bool = False,
         min_confidence: float = 0.0,
+        min_area_fraction: float = 0.0,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -247,7 +253,10 @@ class TumorProbabilityToMaskd(MapTransform):
             raise ValueError(f"threshold: must be a tumor probability in (0, 1), got {threshold!r}")
         if not 0.0 <= float(min_confidence) < 1.0:
             raise ValueError(f"min_confidence: must be a component confidence in [0, 1), got {min_confidence!r}")
+        if not 0.0 <= float(min_area_fraction) < 1.0:
+            raise ValueError(f"min_area_fraction: must be a fraction of the image in [0, 1), got {min_area_fraction!r}")
         self.threshold = float(threshold)
+        self.min_area_fraction = float(min_area_fraction)
         self.keep_largest_component = bool(keep_largest_component)
         self.min_confidence = float(min_confidence)
         self.fill = FillHoles(applied_labels=[1]) if fill_holes else None
@@ -260,6 +269,7 @@ class TumorProbabilityToMaskd(MapTransform):
                 raise ValueError(f"{key}: expected (2, H, W) softmax scores, got shape {tuple(scores.shape)}")
             prob = np.asarray(scores[1].detach().cpu() if isinstance(scores, torch.Tensor) else scores[1], np.float32)
             found = components_to_boxes(prob >= self.threshold, prob)
+            found = [c for c in found if c.area >= self.min_area_fraction * prob.size]
             kept = [c for c in found if c.score >= self.min_confidence]
             if self.keep_largest_component and kept:
                 kept = [max(kept, key=lambda c: c.area)]

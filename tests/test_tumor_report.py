@@ -166,3 +166,15 @@ def test_shipped_model_finds_no_tumor_on_a_blank_slice():
 
     prediction = BundlePredictor(BUNDLE, device="cpu").predict_array(np.zeros((256, 256), np.uint8), details=True)
     assert not prediction.tumor_found and not prediction.mask.any()
+
+
+def test_min_area_fraction_drops_specks():
+    prob = np.zeros((40, 40), np.float32)
+    prob[2:4, 2:4] = 0.99  # 4 px = 0.25% of the image
+    prob[20:30, 20:30] = 0.9
+    t = TumorProbabilityToMaskd(threshold=0.5, keep_largest_component=False, min_area_fraction=0.01)
+    out = t({"pred": _scores(prob)})
+    assert [c["area"] for c in out["pred_components"]] == [100]
+    assert out["pred_tumor_score"] == pytest.approx(0.9)  # the speck does not count, not even for the score
+    with pytest.raises(ValueError, match="min_area_fraction: must be a fraction of the image"):
+        TumorProbabilityToMaskd(min_area_fraction=1.0)
