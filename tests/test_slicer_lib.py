@@ -345,3 +345,17 @@ def test_tumor_slice_summary_counts_slices_along_the_segmented_axis(scene, sampl
     volume = testing.add_scalar_volume(scene, np.stack(greys))
     segmentation = btl.segment_volume(volume, predictor=testing.IntensityPredictor())
     assert btl.tumor_slice_summary(btl.segment_mask_array(segmentation)) == "tumor found on 2 of 3 slices"
+
+
+def test_slices_unlike_the_training_data_are_counted_on_the_segmentation(scene, samples, smoke_predictor):
+    normal = samples[0].grey
+    inverted = [np.where(s.grey > 20, 255.0 - s.grey, 0.0) for s in samples[1:4]]
+    volume = testing.add_scalar_volume(scene, np.stack([normal, *inverted]).astype(np.float32))
+    segmentation = btl.segment_volume(volume, predictor=smoke_predictor)
+    count = int(segmentation.GetAttribute(btl.UNUSUAL_SLICES_ATTRIBUTE))
+    assert 2 <= count <= 4  # the inverted slices (the input check flags about 9 in 10 of them)
+    assert btl.unusual_slice_note(segmentation) == (
+        f"; {count} slices look unlike the model's training data (T1 contrast MRI): check the result"
+    )
+    plain = btl.segment_volume(testing.add_scalar_volume(scene, normal[None]), predictor=testing.IntensityPredictor())
+    assert plain.GetAttribute(btl.UNUSUAL_SLICES_ATTRIBUTE) is None and btl.unusual_slice_note(plain) == ""

@@ -206,6 +206,7 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             return
         self.ui.outputSegmentationSelector.setCurrentNode(segmentationNode)
         what = btl.tumor_slice_summary(btl.segment_mask_array(segmentationNode), self._axis)
+        what += btl.unusual_slice_note(segmentationNode)
         self.ui.statusLabel.text = f"Done in {time.time() - self._started:.1f} s: {what}."
 
 
@@ -516,7 +517,10 @@ class BackgroundSegmentation:
             with np.load(self.outputPath) as result:
                 mask = result["mask"]
                 probability = result["probability"] if "probability" in result.files else None
-            segmentation = btl.apply_prediction(volume, mask, probability, outputNode, source=self.bundleName)
+                unusual = int(result["input_unusual"].sum()) if "input_unusual" in result.files else None
+            segmentation = btl.apply_prediction(
+                volume, mask, probability, outputNode, source=self.bundleName, unusual_slices=unusual
+            )
         except Exception as e:
             logging.exception("BrainTumorSegmentation: loading the result failed")
             self.error = str(e)

@@ -50,6 +50,8 @@ _SEGMENTATION_NAMES = (
     "segment_mask_array",
     "segment_volume",
     "tumor_slice_summary",
+    "UNUSUAL_SLICES_ATTRIBUTE",
+    "unusual_slice_note",
     "volume_array",
 )
 

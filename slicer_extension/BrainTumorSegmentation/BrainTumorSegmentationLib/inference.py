@@ -109,6 +109,7 @@ def predict_volume(
     with_probability: bool = False,
     progress: ProgressCallback = None,
     cancel: CancelSpec = None,
+    slice_reports: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Segment a volume array slice by slice.
 
@@ -120,6 +121,9 @@ def predict_volume(
         with_probability: also return the tumor probability.
         progress: called with the fraction done (0.0 first, 1.0 last).
         cancel: callable or ``threading.Event``; when it fires :class:`SegmentationCancelled` is raised.
+        slice_reports: a list to fill with one ``{"index", "tumor_found", "tumor_score",
+            "input_unusual"}`` per slice; the predictor must take ``details=True`` (a
+            ``BundlePredictor`` does).
 
     Returns:
         ``(mask, probability)``: ``(k, j, i)`` uint8 0/1 and float32 (``None`` without
@@ -148,10 +152,23 @@ def predict_volume(
         _check_cancel(cancel)
         indices = range(start, min(n, start + int(batch_size)))
         images = [np.take(arr, index, axis=np_axis) for index in indices]
-        results = predictor.predict_arrays(images, with_probability=with_probability, batch_size=int(batch_size))
+        if slice_reports is None:
+            results = predictor.predict_arrays(images, with_probability=with_probability, batch_size=int(batch_size))
+        else:
+            results = predictor.predict_arrays(images, batch_size=int(batch_size), details=True)
         if len(results) != len(images):
             raise ValueError(f"the predictor returned {len(results)} results for {len(images)} slices")
         for index, image, result in zip(indices, images, results):
+            if slice_reports is not None:
+                slice_reports.append(
+                    {
+                        "index": index,
+                        "tumor_found": bool(result.tumor_found),
+                        "tumor_score": float(result.tumor_score),
+                        "input_unusual": bool(result.input_unusual),
+                    }
+                )
+                result = (result.mask, result.probability) if with_probability else result.mask
             slice_mask, slice_prob = result if with_probability else (result, None)
             where = _slice_index(np_axis, index)
             mask[where] = _fit(slice_mask, image.shape[:2], "mask", index) != 0

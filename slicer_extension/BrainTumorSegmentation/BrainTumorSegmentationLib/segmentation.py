@@ -10,6 +10,7 @@ predicted: a bad input, a missing model, a failed prediction or a cancel leave i
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ __all__ = [
     "segment_mask_array",
     "segment_volume",
     "tumor_slice_summary",
+    "UNUSUAL_SLICES_ATTRIBUTE",
+    "unusual_slice_note",
     "volume_array",
 ]
 
@@ -58,15 +61,13 @@ TERMINOLOGY = (
 TERMINOLOGY_TAG = "TerminologyEntry"
 #: Segment tag recording which bundle (name and version) made the segment.
 SOURCE_TAG = "BrainTumorSegmentation.Bundle"
+#: Segmentation node attribute: how many slices looked unlike the model's training data.
+UNUSUAL_SLICES_ATTRIBUTE = "BrainTumorSegmentation.UnusualSlices"
 #: Node reference role from the segmentation node to its probability volume.
 PROBABILITY_REFERENCE_ROLE = "BrainTumorSegmentation.Probability"
 
 _SUPPORTED_VOLUMES = ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode")
-_FOUR_D_VOLUMES = (
-    "vtkMRMLMultiVolumeNode",
-    "vtkMRMLDiffusionWeightedVolumeNode",
-    "vtkMRMLDiffusionTensorVolumeNode",
-)
+_FOUR_D_VOLUMES = ("vtkMRMLMultiVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode", "vtkMRMLDiffusionTensorVolumeNode")
 
 
 # --------------------------------------------------------------------------------------
@@ -231,6 +232,8 @@ def segment_volume(
         predictor = load_predictor(bundle_dir, ckpt_path, config_files, device, force_cpu)
     elif bundle_dir or ckpt_path or config_files or device or force_cpu:
         raise ValueError("pass either predictor or the options to load one (bundle_dir, ckpt_path, ...), not both")
+    # a BundlePredictor also says which slices look unlike its training data; a stand-in may not
+    reports: list | None = [] if "details" in inspect.signature(predictor.predict_arrays).parameters else None
     mask, probability = predict_volume(
         array,
         predictor,
@@ -239,6 +242,7 @@ def segment_volume(
         with_probability=output_probability,
         progress=progress,
         cancel=cancel,
+        slice_reports=reports,
     )
     return apply_prediction(
         volume_node,
@@ -247,6 +251,7 @@ def segment_volume(
         segmentation_node=segmentation_node,
         probability_node=probability_node,
         source=getattr(predictor, "name", None),
+        unusual_slices=None if reports is None else sum(r["input_unusual"] for r in reports),
     )
 
 
@@ -275,6 +280,16 @@ def tumor_slice_summary(mask: np.ndarray, axis: int | str | None = None) -> str:
     return f"tumor found on {found} of {total} slices" if found else f"no tumor found on any of {total} slices"
 
 
+def unusual_slice_note(segmentation_node: Any) -> str:
+    """ "; 3 slices look unlike the model's training data (T1 contrast MRI)" or "" (none, or not checked)."""
+    value = segmentation_node.GetAttribute(UNUSUAL_SLICES_ATTRIBUTE) if segmentation_node is not None else None
+    count = int(value) if value and value.isdigit() else 0
+    if count == 0:
+        return ""
+    what = "1 slice looks" if count == 1 else f"{count} slices look"
+    return f"; {what} unlike the model's training data (T1 contrast MRI): check the result"
+
+
 def apply_prediction(
     volume_node: Any,
     mask: np.ndarray,
@@ -282,8 +297,13 @@ def apply_prediction(
     segmentation_node: Any = None,
     probability_node: Any = None,
     source: str | None = None,
+    unusual_slices: int | None = None,
 ) -> Any:
     """Write a predicted ``(k, j, i)`` mask (and probability) for ``volume_node`` into the scene.
+
+    ``unusual_slices``, the number of slices the bundle's input check flagged as unlike its
+    training data, is kept on the segmentation node (:data:`UNUSUAL_SLICES_ATTRIBUTE`, read
+    back by :func:`unusual_slice_note`); None leaves it unset.
 
     This is the scene-changing half of :func:`segment_volume`, for results computed elsewhere
     (the Slicer module runs the model in a background process and calls this on its output).
@@ -320,6 +340,8 @@ def apply_prediction(
             segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
             segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
             _replace_segment(segmentation_node, labelmap, source)
+            if unusual_slices is not None:
+                segmentation_node.SetAttribute(UNUSUAL_SLICES_ATTRIBUTE, str(int(unusual_slices)))
         finally:
             segmentation_node.EndModify(was_modifying)
         if probability is not None:

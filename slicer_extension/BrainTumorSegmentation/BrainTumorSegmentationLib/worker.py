@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.bundle_dir, args.ckpt_path, args.config_file, args.device, args.force_cpu
         )
         _say("BUNDLE", getattr(predictor, "name", ""))
+        reports: list = []
         mask, probability = inference.predict_volume(
             array,
             predictor,
@@ -76,10 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             with_probability=args.probability,
             progress=lambda f: _say("PROGRESS", f"{f:.4f}"),
+            slice_reports=reports,
         )
         out = os.path.abspath(args.output)
         tmp = out + ".partial.npz"
-        arrays = {"mask": mask}
+        arrays = {"mask": mask, "input_unusual": np.array([r["input_unusual"] for r in reports], dtype=bool)}
         if probability is not None:
             arrays["probability"] = probability
         np.savez(tmp, **arrays)
