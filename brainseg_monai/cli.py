@@ -287,7 +287,7 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
     import numpy as np
 
     from brainseg_monai.io import is_medical_image, mask_output_path, read_medical_image, write_mask, write_medical_mask
-    from brainseg_monai.tumor_report import tumor_row, tumor_summary
+    from brainseg_monai.tumor_report import tumor_count_summary, tumor_row
 
     name = os.path.basename(os.path.normpath(path))
     if is_medical_image(path):
@@ -300,13 +300,13 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
         mask = predictions[0].mask if array.ndim == 2 else np.stack([p.mask for p in predictions])
         written = write_medical_mask(mask, image, target)
         components = [c for p in predictions for c in p.components]
-        unusual = sum(p.input_unusual for p in predictions)
-        row = tumor_row(
-            name, max(p.tumor_score for p in predictions), components, unusual if array.ndim == 3 else bool(unusual)
-        )
+        unusual = sum(p.input_unusual for p in predictions)  # for a volume: how many slices
+        row = tumor_row(name, max(p.tumor_score for p in predictions), components, unusual)
         if array.ndim == 3:
-            slice_rows = [{"tumor_found": p.tumor_found} for p in predictions]
-            row["slices_with_tumor"] = tumor_summary(slice_rows, "slices")
+            found = sum(p.tumor_found for p in predictions)
+            row["slices_with_tumor"] = tumor_count_summary(found, len(predictions), "slices")
+        else:
+            row["input_unusual"] = bool(unusual)
         return written, row
     target = mask_output_path(path, args.output_dir, args.format)
     if args.skip_existing and os.path.exists(target):

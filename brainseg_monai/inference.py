@@ -186,9 +186,10 @@ class BundlePredictor:
         for it, pred in zip(items, logits):
             d = self.probability_transforms({"image": it["image"], "pred": pred})
             prob = np.asarray(d["pred"][1], dtype=np.float32)
-            d = self.input_checks(self.mask_transforms(d))
+            d = self.mask_transforms(d)
             mask = np.asarray(d["pred"][0]).astype(np.uint8)
             if details:
+                d = self.input_checks(d)  # only its callers read the flag
                 out.append(
                     TumorPrediction(
                         mask,

@@ -213,17 +213,15 @@ class TumorProbabilityToMaskd(MapTransform):
 
     Thresholds the tumor channel into 8-connected components, each with a confidence (its mean
     tumor probability, :func:`~brainseg_monai.components.components_to_boxes`). Components less
-    confident than ``min_confidence`` or smaller than ``min_area_fraction`` of the image are
-    dropped (specks on enhancing vessels and glands, not tumors); of the rest, optionally only the largest is
-    kept, and its holes filled. The slice's **tumor score** is the highest confidence of any
-    component (0 when nothing passes the threshold): a tumor is reported exactly when the score
-    reaches ``min_confidence``. Beside the mask, the record gets ``<key>_tumor_score`` (float)
-    and ``<key>_components`` (a list of ``{"bbox": [x, y, w, h], "area": pixels, "confidence"}``
-    for the components kept, empty when no tumor is found). The inference and evaluate
-    workflows both use it, so what evaluate measures is what inference writes.
-
-    The score is taken over the components large enough to count (``min_area_fraction``), so
-    a slice is reported as holding a tumor exactly when its score reaches ``min_confidence``.
+    smaller than ``min_area_fraction`` of the image are dropped (specks on enhancing vessels and
+    glands, not tumors), then those less confident than ``min_confidence``; of the rest,
+    optionally only the largest is kept, and its holes filled. The slice's **tumor score** is
+    the highest confidence of the components large enough to count (0 when there is none), so a
+    tumor is reported exactly when the score reaches ``min_confidence``. Beside the mask, the
+    record gets ``<key>_tumor_score`` (float) and ``<key>_components`` (a list of
+    ``{"bbox": [x, y, w, h], "area": pixels, "confidence"}`` for the components kept, empty when
+    no tumor is found). The inference and evaluate workflows both use it, so what evaluate
+    measures is what inference writes.
 
     Args:
         keys: prediction keys, softmax scores with the tumor in channel 1.

@@ -4,10 +4,10 @@ The dataset has a tumor on every slice, so a network trained on it alone never l
 slice can be empty. :func:`remove_tumor` makes tumor-free slices out of tumor slices: the box
 (widened by a margin, since some boxes are tight) is refilled from the mirror image of the
 opposite hemisphere, the brain being roughly left-right symmetric. Where the mirrored region
-would itself overlap the box (a tumor on the midline, e.g. pituitary), a same-sized region
-shifted beside the box is used instead; where no source region clears the box, the slice is
-left alone and reported as not converted. The refill is feathered, so that no seam marks the
-synthetic slices apart from real ones.
+would itself copy the box (a tumor on the midline, e.g. pituitary), the slice becomes the
+largest square crop beside the box instead; where neither works, the slice is left alone and
+reported as not converted. The refill is feathered, so that no seam marks the synthetic slices
+apart from real ones.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ def _foreground(grey: np.ndarray) -> np.ndarray:
     return finite > threshold_otsu(finite)
 
 
-def _mirror(grey: np.ndarray, foreground: np.ndarray, axis: int) -> tuple[np.ndarray, float]:
+def _mirror(foreground: np.ndarray, axis: int) -> tuple[np.ndarray, float]:
     """Source index along ``axis`` for a mirror about the head's centre, and how symmetric the slice is.
 
     The symmetry is the overlap (IoU) of the head's outline with its mirror: axial slices are
     symmetric about the head's left-right midline, which lies across the image or along it
     depending on how the slice was stored; pixel correlation is too noisy to tell.
     """
-    n = grey.shape[axis]
+    n = foreground.shape[axis]
     idx = np.arange(n)
     coords = np.nonzero(foreground)[axis]
     centre = float(coords.mean()) if coords.size else (n - 1) / 2.0
@@ -68,7 +68,7 @@ def tumor_source_indices(
         region: (H, W) bool, the pixels to refill.
         grey: (H, W) the slice's intensity, to find the head and its midline.
         avoid: (H, W) bool, pixels no source may come from (the tumor boxes); default ``region``.
-        max_asymmetry: how much less symmetric (correlation) the second mirror may be.
+        max_asymmetry: how much less symmetric (head-outline IoU) the second mirror may be.
     """
     height, width = region.shape
     rows_in, cols_in = np.nonzero(region)
@@ -79,10 +79,11 @@ def tumor_source_indices(
     row_idx, col_idx = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     mirrors = []
     for axis in (0, 1):
-        src, symmetry = _mirror(grey, foreground, axis)
-        mirrors.append(
-            (symmetry, (src[:, None] + 0 * col_idx, col_idx) if axis == 0 else (row_idx, src[None, :] + 0 * row_idx))
-        )
+        src, symmetry = _mirror(foreground, axis)
+        if axis == 0:
+            mirrors.append((symmetry, (np.broadcast_to(src[:, None], region.shape), col_idx)))
+        else:
+            mirrors.append((symmetry, (row_idx, np.broadcast_to(src[None, :], region.shape))))
     best = max(symmetry for symmetry, _ in mirrors)
     # the other mirror only when the slice is about as symmetric that way (not a face into the brain)
     candidates = [m for symmetry, m in sorted(mirrors, key=lambda m: -m[0]) if symmetry >= best - max_asymmetry]
