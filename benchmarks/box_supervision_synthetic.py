@@ -23,7 +23,7 @@ box), containment F1 (a component counts when most of it lies in the box) and fa
 slices among tumor-free ones. A first row scores the boxes themselves as a prediction.
 
 Methods: ``box_dice`` (the bundle's default: Dice against the box mask), ``box_sup``
-(:class:`brainseg_monai.losses.BoxSupervisedLoss`, inner-band tightness), ``tight_full``
+(:class:`scripts.losses.BoxSupervisedLoss`, inner-band tightness), ``tight_full``
 (ablation: the textbook tightness and projection on the full box, margin 0), ``boxinst``
 (projection + pairwise + emptiness only, no tightness or size prior), and ``oracle`` (Dice
 against the true outlines, which box-labelled data never has: the ceiling of this network and
@@ -46,7 +46,7 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from brainseg_monai.losses import BoxSupervisedLoss  # noqa: E402
+from scripts.losses import BoxSupervisedLoss  # noqa: E402
 from brainseg_monai.metrics import (  # noqa: E402
     components_to_boxes,
     containment_counts,

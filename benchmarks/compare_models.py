@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from brainseg_monai.coco import coco_to_datalist
-from brainseg_monai.io import mask_output_path
+from scripts.coco import coco_to_datalist
+from scripts.io import mask_output_path
 from brainseg_monai.metrics import MASKS_DIR, PER_IMAGE_FILE, SUMMARY_FILE, annotation_box
 from brainseg_monai.report import comparison_gallery
 

@@ -469,7 +469,7 @@ def _taken(message: str) -> float:
 def full_run(variant: str, dataset_dir: str, device: torch.device, args) -> dict:
     """A whole ``python -m monai.bundle run`` training; start-up apart from training, from its own log."""
     dataset_dir = str(Path(dataset_dir).resolve())
-    from brainseg_monai.coco import coco_to_datalist, split_dir
+    from scripts.coco import coco_to_datalist, split_dir
 
     split = args.full_run_split or args.split
     n_train = len(coco_to_datalist(split_dir(dataset_dir, split), None))

@@ -4,7 +4,7 @@
 
 Runs the bundle's own ``image_transforms`` (grey, resize, percentile scaling) on every slice of
 the split and writes ``<bundle>/models/input_reference.json``
-(:func:`brainseg_monai.input_check.build_input_reference`), which the bundle's inference reads
+(:func:`scripts.input_check.build_input_reference`), which the bundle's inference reads
 to flag inputs unlike the training data. Prints the reference's ``max_distance``.
 """
 
@@ -17,8 +17,8 @@ import os
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
-from brainseg_monai.coco import coco_to_datalist
-from brainseg_monai.input_check import build_input_reference
+from scripts.coco import coco_to_datalist
+from scripts.input_check import build_input_reference
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python benchmarks/make_tumor_free_split.py DATASET/valid OUTPUT_DIR
 
 Each slice's tumor box is refilled from the mirrored opposite hemisphere, or the slice is
-cropped away from it (:func:`brainseg_monai.tumor_free.remove_tumor`); slices where neither
+cropped away from it (:func:`scripts.tumor_free.remove_tumor`); slices where neither
 works are skipped. Make it from the valid split: training makes its own tumor-free slices
 from the train split on the fly (``configs/robust_finetune.json``), so these stay held apart.
 Then ``brainseg evaluate OUTPUT_DIR --output-dir OUT`` reports ``tumor_free_fp_rate``.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from brainseg_monai.tumor_free import write_tumor_free_split
+from scripts.tumor_free import write_tumor_free_split
 
 
 def main() -> None:

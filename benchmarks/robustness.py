@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from brainseg_monai.coco import coco_to_datalist
-from brainseg_monai.inference import BundlePredictor
+from scripts.coco import coco_to_datalist
+from scripts.predictor import BundlePredictor
 from brainseg_monai.metrics import evaluate_predictions
 
 

@@ -21,8 +21,8 @@ import json
 import numpy as np
 from monai.transforms import Compose
 
-from brainseg_monai.coco import coco_to_datalist
-from brainseg_monai.inference import BundlePredictor
+from scripts.coco import coco_to_datalist
+from scripts.predictor import BundlePredictor
 from brainseg_monai.metrics import evaluate_predictions
 
 KEYS = (

@@ -50,7 +50,7 @@ def _print_problems(problems: Sequence[Any]) -> None:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from brainseg_monai.coco import validate_split
+    from scripts.coco import validate_split
 
     problems = validate_split(args.split_dir, _category_map(args.category_map))
     errors = [p for p in problems if p.severity == "error"]
@@ -67,7 +67,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _bundle_dir(args: argparse.Namespace) -> str:
-    from brainseg_monai.inference import default_bundle_dir
+    from brainseg_monai.bundle_code import default_bundle_dir
 
     bundle = os.path.abspath(args.bundle_dir or default_bundle_dir())
     if not os.path.isfile(os.path.join(bundle, "configs", "train.json")):
@@ -77,8 +77,7 @@ def _bundle_dir(args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from monai.bundle import ConfigWorkflow
-
-    from brainseg_monai.coco import split_dir, validate_split
+    from scripts.coco import split_dir, validate_split
 
     bundle = _bundle_dir(args)
     category_map = _category_map(args.category_map)
@@ -130,8 +129,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from brainseg_monai.coco import validate_split
-    from brainseg_monai.inference import BundlePredictor
+    from scripts.coco import validate_split
+    from scripts.predictor import BundlePredictor
+
     from brainseg_monai.metrics import MASKS_DIR, PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
 
     # Check the split before anything is written: a bad split leaves no output folder behind.
@@ -171,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "outline_dice_mean",
     )
     print("  ".join(f"{k}={summary[k]:.3f}" for k in keys if isinstance(summary.get(k), (int, float))))
-    from brainseg_monai.tumor_report import tumor_count_summary
+    from scripts.tumor_report import tumor_count_summary
 
     print(tumor_count_summary(summary["n_images_tumor_found"], summary["n_images"]))
     print(f"wrote {out / PER_IMAGE_FILE}, {out / SUMMARY_FILE}, masks and pictures in {out}")
@@ -182,9 +182,9 @@ def _write_overlays(split_dir: str, masks_dir: Path, overlay_dir: Path, category
     """One overlay PNG per image: predicted contour and the COCO boxes."""
     import numpy as np
     from PIL import Image
+    from scripts.coco import coco_to_datalist
+    from scripts.io import mask_output_path
 
-    from brainseg_monai.coco import coco_to_datalist
-    from brainseg_monai.io import mask_output_path
     from brainseg_monai.metrics import annotation_box
     from brainseg_monai.report import single_overlay
 
@@ -215,7 +215,7 @@ def _print_table(csv_path: Path) -> None:
 
 
 def _expand_inputs(inputs: Sequence[str]) -> list[str]:
-    from brainseg_monai.io import MEDICAL_SUFFIXES, PLAIN_IMAGE_SUFFIXES
+    from scripts.io import MEDICAL_SUFFIXES, PLAIN_IMAGE_SUFFIXES
 
     files: list[str] = []
     for item in inputs:
@@ -285,9 +285,8 @@ def _unpack_bundle_zip(args: argparse.Namespace) -> None:
 def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, dict]:
     """Segment one input and write its mask; returns the mask's path and the input's tumor report row."""
     import numpy as np
-
-    from brainseg_monai.io import is_medical_image, mask_output_path, read_medical_image, write_mask, write_medical_mask
-    from brainseg_monai.tumor_report import tumor_count_summary, tumor_row
+    from scripts.io import is_medical_image, mask_output_path, read_medical_image, write_mask, write_medical_mask
+    from scripts.tumor_report import tumor_count_summary, tumor_row
 
     name = os.path.basename(os.path.normpath(path))
     if is_medical_image(path):
@@ -325,16 +324,15 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from brainseg_monai.inference import BundlePredictor
-    from brainseg_monai.tumor_report import (
+    from scripts.predictor import BundlePredictor
+    from scripts.tumor_report import (
         TUMOR_REPORT_FILE,
         UNUSUAL_INPUT_WARNING,
         read_tumor_report,
         tumor_summary,
         write_tumor_report,
     )
+    from tqdm import tqdm
 
     files = _expand_inputs(args.inputs)
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
@@ -411,7 +409,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def _one_line(error: BaseException) -> str:
     """The innermost cause's message (config evaluation wraps the real error), first line."""
-    from brainseg_monai.errors import error_lines
+    from scripts.errors import error_lines
 
     return error_lines(error)[0]
 
@@ -504,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one line unless --debug
         if args.debug:
             raise
-        from brainseg_monai.errors import error_lines
+        from scripts.errors import error_lines
 
         for line in error_lines(e):  # one per problem of a COCO split, else one
             print(f"brainseg {args.command}: error: {line}", file=sys.stderr)

@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_iou
-
-from brainseg_monai.coco import build_coco, coco_to_datalist, load_coco_json, rasterize_annotations
-from brainseg_monai.components import Component, _as_binary, _check_same_shape, components_to_boxes
-from brainseg_monai.io import atomic_output, image_stem, mask_output_path, write_mask
+from scripts.coco import build_coco, coco_to_datalist, load_coco_json, rasterize_annotations
+from scripts.components import Component, _as_binary, _check_same_shape, components_to_boxes
+from scripts.io import atomic_output, image_stem, mask_output_path, write_mask
 
 __all__ = [
     "CONTAINMENT_MIN_INSIDE",
@@ -77,17 +76,18 @@ __all__ = [
     "union_box_iou",
 ]
 
+#: A predicted component box detects a COCO box when their IoU is at least this.
 DETECTION_IOU = 0.5
-"""A predicted component box detects a COCO box when their IoU is at least this."""
+#: A predicted component detects a COCO box when at least this fraction of its pixels lies inside it.
 CONTAINMENT_MIN_INSIDE = 0.5
-"""A predicted component detects a COCO box when at least this fraction of its pixels lies inside it."""
+#: The single category of exported results and of the ground truth that AP is computed on.
 TUMOR_CATEGORY_ID = 1
-"""The single category of exported results and of the ground truth that AP is computed on."""
 PER_IMAGE_FILE = "metrics_per_image.csv"
 SUMMARY_FILE = "metrics_summary.json"
 RESULTS_FILE = "coco_results.json"
 GALLERY_FILE = "gallery.png"
 MASKS_DIR = "masks"
+#: Columns of :data:`PER_IMAGE_FILE`, the keys of a row of :func:`evaluate_image`.
 ROW_FIELDS = (
     "file_name",
     "image_id",
@@ -110,14 +110,13 @@ ROW_FIELDS = (
     "tumor_score",
     "input_unusual",
 )
-"""Columns of :data:`PER_IMAGE_FILE`, the keys of a row of :func:`evaluate_image`."""
 
 # Float rounding must not turn an IoU of exactly the threshold into a miss.
 _TOLERANCE = 1e-9
 _AP_KEYS = ("AP", "AP50", "AP75")
 
+#: A COCO box ``[x, y, width, height]`` in pixel-edge coordinates (pixel ``i`` spans ``[i, i + 1)``).
 Box = Sequence[float]
-"""A COCO box ``[x, y, width, height]`` in pixel-edge coordinates (pixel ``i`` spans ``[i, i + 1)``)."""
 
 
 @dataclass(frozen=True)
@@ -544,7 +543,7 @@ def _ap_value(value: float) -> float | None:
 
 
 def records_to_coco(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """COCO ground truth, one category, from datalist records (:func:`~brainseg_monai.coco.coco_to_datalist`).
+    """COCO ground truth, one category, from datalist records (:func:`~scripts.coco.coco_to_datalist`).
 
     The records' annotations are already category-mapped, so this is the ground truth every
     other metric of :func:`evaluate_predictions` sees. An annotation without segmentation gets
@@ -589,14 +588,14 @@ def evaluate_image(
     """All per-image metrics of one prediction.
 
     Args:
-        record: a datalist record (:func:`~brainseg_monai.coco.coco_to_datalist`).
+        record: a datalist record (:func:`~scripts.coco.coco_to_datalist`).
         mask: predicted (H, W) mask at the image's size, foreground > 0.
         prob: optional (H, W) tumor probability, for the result scores.
         outline: optional true tumor mask (array or PNG path) for ``outline_dice``.
         tumor_score: the post-processing's tumor score of the image
-            (:class:`~brainseg_monai.transforms.TumorProbabilityToMaskd`); default: the highest
+            (:class:`~scripts.transforms.TumorProbabilityToMaskd`); default: the highest
             score of the mask's components (0 for an empty mask).
-        input_unusual: the input check's flag (:mod:`brainseg_monai.input_check`), None if not run.
+        input_unusual: the input check's flag (:mod:`scripts.input_check`), None if not run.
 
     Returns:
         ``(row, results)``: the row has the keys :data:`ROW_FIELDS` (see :func:`summarize` for
@@ -760,9 +759,9 @@ def evaluate_predictions(
     """Evaluate predictions of a datalist: per-image rows, the split's summary, COCO results.
 
     Args:
-        records: datalist records (:func:`~brainseg_monai.coco.coco_to_datalist`).
+        records: datalist records (:func:`~scripts.coco.coco_to_datalist`).
         predictions: one per record, in the same order: a mask, ``(mask, prob)``, or a
-            :class:`~brainseg_monai.inference.TumorPrediction`. May be a generator, consumed one
+            :class:`~scripts.predictor.TumorPrediction`. May be a generator, consumed one
             prediction at a time (constant memory).
         outlines_dir: folder of true outlines ``<image stem>.png`` (0/255); images without
             one get ``outline_dice`` None.
@@ -837,12 +836,12 @@ def evaluate_split(
     median and worst images by Dice, :func:`brainseg_monai.report.overlay_gallery`).
 
     Args:
-        predictor: a :class:`~brainseg_monai.inference.BundlePredictor` (anything with
+        predictor: a :class:`~scripts.predictor.BundlePredictor` (anything with
             ``predict_file(path, details=True) -> TumorPrediction``).
         split_dir: the split folder holding images and ``_annotations.coco.json``.
         output_dir: where the files go (created if missing).
         outlines_dir: folder of true outlines ``<image stem>.png``, for ``outline_dice``.
-        category_map: as in :func:`~brainseg_monai.coco.resolve_category_map`.
+        category_map: as in :func:`~scripts.coco.resolve_category_map`.
         gallery: also draw the overlay gallery.
 
     Returns:

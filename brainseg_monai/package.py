@@ -1,16 +1,14 @@
-"""Build a self-contained, Model-Zoo-ready zip of the bundle.
+"""Build a Model-Zoo-ready zip of the bundle.
 
-The bundle's configs ``$import brainseg_monai``. A packaged bundle carries a copy of this
-package's source at its root (as Model Zoo bundles carry ``scripts/``), so
-``python -m monai.bundle run --config_file configs/inference.json`` run from the unpacked
-folder imports it without installing anything but the packages listed in
-``configs/metadata.json``.
+The bundle is self-contained: the code its configs name lives in its own ``scripts/``
+package, so ``python -m monai.bundle run --config_file configs/inference.json --bundle_root DIR``
+runs from the unpacked folder with only the packages listed in ``configs/metadata.json``.
 
 Layout of ``<name>_v<version>.zip``::
 
     <name>/
-        LICENSE  large_files.yml  configs/  docs/  models/model.pt  models/input_reference.json  sample_data/
-        brainseg_monai/   (vendored source, no __pycache__, no CLI)
+        LICENSE  large_files.yml  configs/  docs/  scripts/  sample_data/
+        models/model.pt  models/input_reference.json  (and any alternative weights present)
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ __all__ = [
     "PackagingError",
     "package_bundle",
     "update_large_files_hash",
-    "vendored_files",
 ]
 
 DEFAULT_BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
@@ -38,30 +35,24 @@ DEFAULT_BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
 MAX_FILE_BYTES = 25 * 1024 * 1024
 # What the packaged bundle holds from the bundle folder (folders are copied whole).
 # models/input_reference.json: the training slices' intensity statistics the input check needs (1 kB, not weights)
-BUNDLE_FILES = ("LICENSE", "large_files.yml", "configs", "docs", "sample_data", "models/input_reference.json")
+BUNDLE_FILES = (
+    "LICENSE",
+    "large_files.yml",
+    "configs",
+    "docs",
+    "scripts",
+    "sample_data",
+    "models/input_reference.json",
+)
 WEIGHTS = "models/model.pt"
 # Alternative weights shipped beside the default when present (each with its own large_files.yml entry).
 EXTRA_WEIGHTS = ("models/model_box.pt",)
 LARGE_FILES = "large_files.yml"
-# The CLI is this project's entry point, not part of a bundle run.
-VENDOR_EXCLUDE = ("cli.py",)
-PACKAGE_DIR = Path(__file__).resolve().parent
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints"}
 
 
 class PackagingError(Exception):
     """The bundle cannot be packaged (missing weights or files, bad metadata)."""
-
-
-def vendored_files(package_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The package's source files copied into a packaged bundle (sorted; no caches, no CLI)."""
-    root = Path(package_dir or PACKAGE_DIR)
-    files = []
-    for p in root.rglob("*.py"):
-        rel = p.relative_to(root)
-        if not _SKIP_DIRS.intersection(rel.parts) and rel.as_posix() not in VENDOR_EXCLUDE:
-            files.append(p)
-    return sorted(files)
 
 
 def _set_hash(text: str, path: str, hash_val: str) -> str:
@@ -111,7 +102,7 @@ def update_large_files_hash(bundle_dir: str | os.PathLike) -> str:
     for p in (weights, listing):
         if not p.is_file():
             raise PackagingError(f"{p}: not found")
-    from brainseg_monai.io import atomic_output
+    from scripts.io import atomic_output
 
     text = _hashed_listing(bundle)
     with atomic_output(listing) as tmp:  # a crash never leaves a half-written large_files.yml
@@ -149,8 +140,6 @@ def _bundle_members(bundle: Path, with_weights: bool) -> list[tuple[Path, str]]:
             raise PackagingError(f"{src}: missing from the bundle")
     if with_weights:
         members.extend((bundle / w, w) for w in _present_weights(bundle))
-    for p in vendored_files():
-        members.append((p, "brainseg_monai/" + p.relative_to(PACKAGE_DIR).as_posix()))
     return members
 
 
@@ -161,7 +150,7 @@ def package_bundle(
     name: str = DEFAULT_BUNDLE_NAME,
     allow_no_weights: bool = False,
 ) -> Path:
-    """Zip the bundle, its weights and a vendored copy of ``brainseg_monai`` into one folder ``name``.
+    """Zip the bundle (configs, docs, code, sample data) and its weights into one folder ``name``.
 
     Args:
         bundle_dir: the bundle folder (default: the shipped bundle).
@@ -177,8 +166,9 @@ def package_bundle(
         PackagingError: weights missing (without ``allow_no_weights``), a bundle file missing, a
             file over 25 MB, or metadata without a version listed in its changelog.
     """
-    from brainseg_monai.inference import default_bundle_dir
-    from brainseg_monai.io import atomic_output
+    from scripts.io import atomic_output
+
+    from brainseg_monai.bundle_code import default_bundle_dir
 
     bundle = Path(bundle_dir or default_bundle_dir()).resolve()
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):

@@ -22,8 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
-
-from brainseg_monai.io import atomic_output, image_stem
+from scripts.io import atomic_output, image_stem
 
 __all__ = [
     "BOX_COLOR",
@@ -45,8 +44,8 @@ __all__ = [
 ]
 
 DPI = 100
+#: Width and image height of one gallery panel; a caption strip adds :data:`_CAPTION_INCHES`.
 PANEL_INCHES = 3.0
-"""Width and image height of one gallery panel; a caption strip adds :data:`_CAPTION_INCHES`."""
 BOX_COLOR = "yellow"
 PRED_COLOR = "red"
 OUTLINE_COLOR = "lime"
@@ -54,16 +53,16 @@ OUTLINE_COLOR = "lime"
 MODEL_COLORS = ("red", "cyan", "magenta", "orange")
 LOSS_TAG = "train_loss"
 DICE_TAGS = ("val_mean_dice", "val_mean_iou", "train_mean_dice")
+#: A scalar tag is a learning rate when its first ``/``-part, lower-cased, is one of these
+#: (``lr``, ``learning_rate``, ignite's ``lr/group_0``...).
 LR_TAGS = ("lr", "learning_rate")
-"""A scalar tag is a learning rate when its first ``/``-part, lower-cased, is one of these
-(``lr``, ``learning_rate``, ignite's ``lr/group_0``...)."""
 
 _CAPTION_INCHES = 0.4
 _LEGEND_INCHES = 0.4
 _CURVES_SIZE = (15.0, 4.0)
 
+#: An image or mask given as an array or as the path of a file PIL reads.
 ImageLike = np.ndarray | str | os.PathLike
-"""An image or mask given as an array or as the path of a file PIL reads."""
 
 
 # --------------------------------------------------------------------------- shared drawing

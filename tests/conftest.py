@@ -19,6 +19,8 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "brain_tumor_coco"
 # The smoke run's network and input size: layered on train.json and on inference.json alike.
 SMOKE_NETWORK = CONFIGS / "smoke_network.json"
 SMOKE_OVERRIDES = json.loads(SMOKE_NETWORK.read_text())
+# Model Zoo-style unittest files: run by test_package.py in a venv without this package, not collected here.
+collect_ignore = ["model_zoo_unit_tests"]
 
 
 @pytest.fixture

@@ -197,7 +197,7 @@ def test_inference_writes_one_mask_per_image_at_input_size(smoke_model, tmp_path
 
 def test_box_model_override_selects_the_box_trained_weights_and_post_processing():
     """The shipped outline model is the default; bundle/configs/box_model.json brings back the box-trained one."""
-    from brainseg_monai.inference import BundlePredictor
+    from scripts.predictor import BundlePredictor
 
     default = BundlePredictor(BUNDLE, device="cpu")
     box = BundlePredictor(BUNDLE, device="cpu", config_files=[CONFIG_DIR / "box_model.json"])
@@ -215,7 +215,7 @@ def test_bundle_evaluate_measures_what_inference_writes(tmp_path, override):
     """``monai.bundle run`` evaluate applies the shipped post-processing (inference.json's threshold,
     largest component, hole filling) and the empty-mask convention of ``brainseg evaluate``:
     per image, both report the same Dice against the COCO masks."""
-    from brainseg_monai.inference import BundlePredictor
+    from scripts.predictor import BundlePredictor
     from brainseg_monai.metrics import PER_IMAGE_FILE, evaluate_split
 
     files = ["configs/train.json", "configs/evaluate.json"] + ([f"configs/{override}"] if override else [])
@@ -237,7 +237,7 @@ def test_bundle_evaluate_measures_what_inference_writes(tmp_path, override):
 
 
 def test_tumor_probability_to_mask_refuses_a_threshold_outside_zero_one():
-    from brainseg_monai.transforms import TumorProbabilityToMaskd
+    from scripts.transforms import TumorProbabilityToMaskd
 
     with pytest.raises(ValueError, match=r"threshold: must be a tumor probability in \(0, 1\), got 1.5"):
         TumorProbabilityToMaskd(threshold=1.5)
@@ -251,7 +251,7 @@ def test_tumor_probability_to_mask_refuses_a_threshold_outside_zero_one():
 
 
 def test_flip_averaging_inferer_averages_the_mirrored_pass():
-    from brainseg_monai.inferers import FlipAveragingInferer
+    from scripts.inferers import FlipAveragingInferer
 
     x = torch.arange(2 * 1 * 4 * 6, dtype=torch.float32).reshape(2, 1, 4, 6)
     net = torch.nn.Conv2d(1, 2, kernel_size=(1, 3), padding=(0, 1), bias=False)

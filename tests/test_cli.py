@@ -31,7 +31,7 @@ def test_check_data_accepts_the_sample_split(capsys):
 
 
 def test_check_data_and_datalist_accept_a_byte_order_mark(sample_split, capsys):
-    from brainseg_monai.coco import ANNOTATION_FILE, coco_to_datalist
+    from scripts.coco import ANNOTATION_FILE, coco_to_datalist
 
     expected = coco_to_datalist(sample_split)
     path = sample_split / ANNOTATION_FILE

@@ -19,7 +19,7 @@ import torch
 from conftest import SAMPLE_SPLIT
 from PIL import Image
 
-from brainseg_monai.coco import (
+from scripts.coco import (
     ANNOTATION_FILE,
     CocoDataError,
     DataProblem,
@@ -30,7 +30,7 @@ from brainseg_monai.coco import (
     split_dir,
     validate_split,
 )
-from brainseg_monai.transforms import CocoAnnotationsToMaskd
+from scripts.transforms import CocoAnnotationsToMaskd
 
 # --------------------------------------------------------------------------- hand-computed masks
 

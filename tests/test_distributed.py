@@ -178,7 +178,7 @@ def test_multi_gpu_resume(ddp_run, tmp_path):
 
 def test_shutdown_releases_ddp_and_destroys_the_group(tmp_path):
     """The configs' finalize: DDP lets go of the group (a late Gloo teardown aborts), the module still runs."""
-    from brainseg_monai.distributed import shutdown
+    from scripts.distributed import shutdown
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

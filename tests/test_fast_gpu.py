@@ -59,7 +59,7 @@ def test_override_matches_the_train_json_it_layers_on():
     handlers = train["train"]["handlers"]
     assert [h["_target_"] for h in handlers[3:7]] == [
         "ValidationHandler",
-        "brainseg_monai.handlers.TrainingStateSaver",
+        "scripts.handlers.TrainingStateSaver",
         "StatsHandler",
         "TensorBoardStatsHandler",
     ]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainseg_monai.inference import BundlePredictor
-from brainseg_monai.input_check import (
+from scripts.predictor import BundlePredictor
+from scripts.input_check import (
     N_BINS,
     InputLikenessd,
     build_input_reference,

@@ -1,4 +1,4 @@
-"""Box-supervised losses (brainseg_monai.losses), their label transform, and their bundle override."""
+"""Box-supervised losses (scripts.losses), their label transform, and their bundle override."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import BUNDLE, CONFIGS, SMOKE_NETWORK, run_bundle
 
-from brainseg_monai.losses import (
+from scripts.losses import (
     BoxEmptinessLoss,
     BoxPairwiseLoss,
     BoxProjectionLoss,
@@ -21,7 +21,7 @@ from brainseg_monai.losses import (
     box_instances,
     log_barrier,
 )
-from brainseg_monai.transforms import CocoAnnotationsToBoxMapd, CocoAnnotationsToMaskd
+from scripts.transforms import CocoAnnotationsToBoxMapd, CocoAnnotationsToMaskd
 
 H = W = 16
 SATURATED = 20.0  # logit magnitude: probabilities within 2e-9 of 0 or 1

@@ -14,8 +14,8 @@ from conftest import BUNDLE, SAMPLE_OUTLINES, SAMPLE_SPLIT, SMOKE_OVERRIDES
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from brainseg_monai.coco import ANNOTATION_FILE, coco_to_datalist, load_coco_json, rasterize_annotations
-from brainseg_monai.io import write_mask
+from scripts.coco import ANNOTATION_FILE, coco_to_datalist, load_coco_json, rasterize_annotations
+from scripts.io import write_mask
 from brainseg_monai.metrics import (
     GALLERY_FILE,
     MASKS_DIR,
@@ -398,7 +398,7 @@ def test_evaluate_split_refuses_a_missing_outline_folder(tmp_path: Path):
 
 
 def test_evaluate_split_writes_every_output(smoke_model: Path, tmp_path: Path):
-    from brainseg_monai.inference import BundlePredictor
+    from scripts.predictor import BundlePredictor
 
     predictor = BundlePredictor(bundle_dir=BUNDLE, ckpt_path=smoke_model, overrides=SMOKE_OVERRIDES)
     out = tmp_path / "eval"

@@ -20,7 +20,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
 
 from brainseg_monai.bundle_zip import sha256_file
-from brainseg_monai.package import MAX_FILE_BYTES, vendored_files
+from brainseg_monai.package import MAX_FILE_BYTES
 from conftest import BUNDLE, CONFIGS, REPO, SMOKE_NETWORK
 
 CONFIG_DIR = BUNDLE / "configs"
@@ -72,7 +72,7 @@ def test_verify_metadata(tmp_path):
 
 def test_metadata_follows_model_zoo_rules():
     assert METADATA["version"] in METADATA["changelog"]  # Model Zoo's verify_version_changes
-    assert "brainseg-monai" not in METADATA["required_packages_version"]  # vendored, not installed
+    assert "brainseg-monai" not in METADATA["required_packages_version"]  # the bundle carries its code
     readme = (BUNDLE / "docs" / "README.md").read_text()
     install = next(line for line in readme.splitlines() if line.startswith("pip install torch monai"))
     assert set(install.split()[2:]) == {"torch", "monai", "numpy", *METADATA["required_packages_version"]}
@@ -299,7 +299,7 @@ def test_model_zoo_unit_test_on_random_jpegs(tmp_path):
     assert len(list(masks.iterdir())) == 7  # 6 masks and the tumor report
 
 
-# -- code format of the vendored package ---------------------------------------------------
+# -- code format of the bundle's code ------------------------------------------------------
 
 FORMAT_CHECKS = {
     # Model Zoo's runtests.sh --codeformat: black --skip-magic-trailing-comma, isort, flake8 (setup.cfg)
@@ -311,11 +311,71 @@ FORMAT_CHECKS = {
 
 
 @pytest.mark.parametrize("check", list(FORMAT_CHECKS))
-def test_vendored_code_passes_model_zoo_format_checks(check):
+def test_bundle_code_passes_model_zoo_format_checks(check):
     command = FORMAT_CHECKS[check]
     pytest.importorskip(command[0])
-    files = [str(p.relative_to(REPO)) for p in vendored_files()]
+    files = sorted(str(p.relative_to(REPO)) for p in (BUNDLE / "scripts").glob("*.py"))
     proc = subprocess.run(
         [sys.executable, "-m", *command, *files], cwd=REPO, capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == 0, f"{check} fails on the vendored package:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{check} fails on the bundle's code:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+
+
+# -- Model Zoo's pre-commit hooks (.pre-commit-config.yaml of the Model Zoo repository) ----------
+
+
+def _bundle_text_files() -> list[Path]:
+    """The bundle's committed text files (pre-commit runs its text hooks on text files only)."""
+    proc = subprocess.run(["git", "ls-files", "bundle"], cwd=REPO, capture_output=True, text=True)
+    files = [REPO / f for f in proc.stdout.split()] if proc.returncode == 0 and proc.stdout else []
+    files = files or [p for p in BUNDLE.rglob("*") if p.is_file() and "eval" not in p.parts]
+    return [p for p in files if p.suffix in {".py", ".json", ".md", ".yml", ".yaml", ".conf", ".txt", ""} and p.is_file()]
+
+
+# hook entry point and arguments, as Model Zoo's config runs them; fixers run on a copy and must change nothing
+PRE_COMMIT_HOOKS = {
+    "end-of-file-fixer": [],
+    "trailing-whitespace-fixer": [],
+    "mixed-line-ending": [],
+    "check-docstring-first": [],
+    "check-yaml": [],
+    "pretty-format-json": ["--no-sort-keys", "--indent=4"],
+}
+
+
+@pytest.mark.parametrize("hook", list(PRE_COMMIT_HOOKS))
+def test_bundle_passes_model_zoo_pre_commit_hooks(hook, tmp_path):
+    exe = Path(sys.executable).with_name(hook)
+    if not exe.is_file():
+        pytest.skip(f"{hook} (pre-commit-hooks) is not installed")
+    suffixes = {"check-docstring-first": {".py"}, "check-yaml": {".yml", ".yaml"}, "pretty-format-json": {".json"}}
+    files = [p for p in _bundle_text_files() if p.suffix in suffixes.get(hook, {p.suffix})]
+    assert files
+    copies = []
+    for f in files:  # the fixers rewrite what they fix: run them on copies
+        dst = tmp_path / f.relative_to(REPO)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(f.read_bytes())
+        copies.append(str(dst))
+    proc = subprocess.run([str(exe), *PRE_COMMIT_HOOKS[hook], *copies], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{hook}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+
+
+def test_only_the_weights_listed_in_large_files_exceed_a_megabyte():
+    """Model Zoo's check-added-large-files (--maxkb=1024): the weights are the exception, listed in large_files.yml."""
+    import yaml
+
+    listed = {e["path"] for e in yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"]}
+    proc = subprocess.run(["git", "ls-files", "bundle"], cwd=REPO, capture_output=True, text=True)
+    files = [REPO / f for f in proc.stdout.split()] if proc.returncode == 0 else []
+    big = {p.relative_to(BUNDLE).as_posix() for p in files if p.is_file() and p.stat().st_size > 1024 * 1024}
+    assert big <= listed, f"over 1 MB and not in large_files.yml: {sorted(big - listed)}"
+
+
+def test_download_large_files_verifies_the_shipped_weights(tmp_path):
+    """The weights ship inside the bundle: ``download_large_files`` finds them with the listed hash, offline."""
+    if not (BUNDLE / "models" / "model.pt").is_file():
+        pytest.skip("no shipped weights")
+    proc = monai_bundle("download_large_files", "--bundle_path", str(BUNDLE))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "exists" in (proc.stdout + proc.stderr).lower()

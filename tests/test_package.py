@@ -22,7 +22,6 @@ from brainseg_monai.package import (
     PackagingError,
     package_bundle,
     update_large_files_hash,
-    vendored_files,
 )
 from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK
 
@@ -93,8 +92,9 @@ def test_package_layout(smoke_model, tmp_path, capsys):
             "docs/README.md",
             "docs/data_license.txt",
             "sample_data/valid/_annotations.coco.json",
-            "brainseg_monai/__init__.py",
-            "brainseg_monai/transforms.py",
+            "scripts/__init__.py",
+            "scripts/transforms.py",
+            "scripts/predictor.py",
         ):
             assert required in rel, required
         # the weights (default and the box-trained alternative), never training state
@@ -105,9 +105,9 @@ def test_package_layout(smoke_model, tmp_path, capsys):
             "models/input_reference.json",
         }
         assert not any("__pycache__" in r or r.endswith(".pyc") for r in rel)
-        assert "brainseg_monai/cli.py" not in rel
-        vendored = {r for r in rel if r.startswith("brainseg_monai/")}
-        assert vendored == {"brainseg_monai/" + p.name for p in vendored_files()}
+        assert not any(r.startswith("brainseg_monai/") for r in rel), "the application is not part of the bundle"
+        code = {r for r in rel if r.startswith("scripts/")}
+        assert code == {"scripts/" + p.name for p in (BUNDLE / "scripts").glob("*.py")}
         assert all(i.file_size <= MAX_FILE_BYTES for i in infos)
         assert zf.read(f"{DEFAULT_BUNDLE_NAME}/models/model.pt") == smoke_model.read_bytes()
         # the packaged listing carries the hash of the packaged weights
@@ -157,10 +157,26 @@ def fresh_venv(tmp_path_factory) -> Path:
     return python
 
 
-def _run(python: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(python: Path, args: list[str], cwd: Path, timeout: int = 300, **extra_env: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    env.update(OMP_NUM_THREADS="1", **extra_env)
+    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_model_zoo_unit_tests_run_the_committed_bundle_without_the_package(fresh_venv, tmp_path):
+    """Model Zoo's unit tests (train, train + evaluate, inference, check_properties; 2-process gloo training)
+    on a copy of the committed bundle, from another folder, where only the metadata's packages exist."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("eval", "__pycache__", "*.pt", "*.ts", "*.onnx"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    tests = Path(__file__).resolve().parent / "model_zoo_unit_tests"
+    proc = _run(
+        fresh_venv, ["-m", "unittest", "discover", "-v", "-s", str(tests)], elsewhere, 900, BUNDLE_ROOT=str(bundle)
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Ran 2 tests" in proc.stderr and "OK" in proc.stderr
 
 
 @pytest.mark.slow
@@ -178,10 +194,9 @@ def test_packaged_bundle_runs_in_fresh_venv(smoke_model, fresh_venv, tmp_path):
     root = unpacked / DEFAULT_BUNDLE_NAME
     assert sorted(p.name for p in unpacked.iterdir()) == [DEFAULT_BUNDLE_NAME]
 
-    # the package is not installed there: the vendored copy at the bundle root is what gets imported
-    proc = _run(fresh_venv, ["-c", "import brainseg_monai; print(brainseg_monai.__file__)"], root)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert Path(proc.stdout.strip()).resolve() == (root / "brainseg_monai" / "__init__.py").resolve()
+    # the application is neither installed there nor carried by the bundle: the bundle's own code runs
+    proc = _run(fresh_venv, ["-c", "import brainseg_monai"], root)
+    assert proc.returncode != 0 and "No module named 'brainseg_monai'" in proc.stderr
     proc = _run(fresh_venv, ["-m", "pip", "list", "--format=json"], root)
     installed = {p["name"].lower() for p in json.loads(proc.stdout)}
     assert "brainseg-monai" not in installed and "itk" not in installed
@@ -198,12 +213,16 @@ def test_packaged_bundle_runs_in_fresh_venv(smoke_model, fresh_venv, tmp_path):
         with Image.open(image) as im, Image.open(mask) as m:
             assert m.size == im.size and set(np.unique(np.asarray(m))) <= {0, 255}
 
+    # from any other working directory, with --bundle_root (the configs put the bundle's code on the path);
     # the optional postprocessing steps (scikit-image, scipy) work there too
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    absolute = "[" + ",".join(repr(str(root / c)) for c in ["configs/inference.json", *network_override]) + "]"
     proc = _run(
         fresh_venv,
-        ["-m", "monai.bundle", "run", "--config_file", configs, "--output_dir", str(tmp_path / "post")]
-        + ["--keep_largest_component", "true", "--fill_holes", "true"],
-        root,
+        ["-m", "monai.bundle", "run", "--config_file", absolute, "--bundle_root", str(root)]
+        + ["--output_dir", str(tmp_path / "post"), "--keep_largest_component", "true", "--fill_holes", "true"],
+        elsewhere,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(list((tmp_path / "post").glob("*.png"))) == len(images)

@@ -193,7 +193,7 @@ def test_check_data_many_entries_sharing_one_file_decode_it_once(tmp_path, capsy
             "categories": [{"id": 1, "name": "Tumor"}],
         },
     )
-    import brainseg_monai.coco as coco
+    import scripts.coco as coco
 
     calls = []
     original = coco._check_image_file
@@ -374,7 +374,7 @@ def test_segment_refuses_each_bad_image_in_one_line_and_writes_nothing_for_it(sm
 
 
 def test_unusual_but_valid_images_are_segmented_like_their_plain_grey_version(smoke_model, tmp_path, capsys):
-    from brainseg_monai.inference import BundlePredictor
+    from scripts.predictor import BundlePredictor
 
     grey = _grey()
     images = tmp_path / "images"
@@ -445,7 +445,7 @@ def test_bundle_inference_segments_unusual_images_then_stops_at_a_corrupt_one(sm
 
 
 def test_bundle_error_hook_prints_the_innermost_cause_and_debug_restores_tracebacks():
-    from brainseg_monai.errors import error_lines, one_line_errors
+    from scripts.errors import error_lines, one_line_errors
 
     saved = sys.excepthook
     try:
@@ -480,7 +480,7 @@ def _half_then(exc: BaseException):
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
 def test_crash_while_writing_a_mask_leaves_no_partial_file(tmp_path, monkeypatch, existing):
-    from brainseg_monai.io import write_mask
+    from scripts.io import write_mask
 
     target = tmp_path / "m.png"
     if existing:
@@ -495,7 +495,7 @@ def test_crash_while_writing_a_mask_leaves_no_partial_file(tmp_path, monkeypatch
 
 
 def test_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
-    from brainseg_monai.handlers import TrainingStateSaver
+    from scripts.handlers import TrainingStateSaver
 
     net = torch.nn.Linear(3, 2)
     saver = TrainingStateSaver(tmp_path, {"model": net})
@@ -525,7 +525,7 @@ def test_crash_while_writing_metrics_reports_keeps_the_previous_ones(tmp_path, m
     import monai.handlers.metrics_saver as metrics_saver
     from ignite.engine import Engine, Events
 
-    from brainseg_monai.handlers import AtomicMetricsSaver
+    from scripts.handlers import AtomicMetricsSaver
 
     def evaluate(dice: float) -> None:
         engine = Engine(lambda e, b: None)
@@ -767,7 +767,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_final_weights(training_ru
 def test_epoch_seeder_makes_each_epoch_depend_on_seed_and_epoch_only():
     from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 
-    from brainseg_monai.handlers import EpochSeeder
+    from scripts.handlers import EpochSeeder
 
     transform = Compose([RandFlipd("image", prob=0.5), RandGaussianNoised("image", prob=1.0)])
     engine = type("E", (), {})()

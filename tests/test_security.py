@@ -83,7 +83,7 @@ def test_the_crafted_checkpoint_really_runs_code_when_trusted(tmp_path):
 
 
 def test_bundle_predictor_refuses_pickled_code(tmp_path):
-    from brainseg_monai.inference import BundlePredictor
+    from scripts.predictor import BundlePredictor
 
     marker = tmp_path / "marker"
     ckpt = _evil_checkpoint(tmp_path / "model.pt", marker)
@@ -198,7 +198,7 @@ def test_every_checkpoint_load_is_weights_only():
     for config in (BUNDLE / "configs").glob("*.json"):
         assert "torch.load" not in config.read_text(), config
         loaders = [t for t in targets(json.loads(config.read_text())) if "CheckpointLoader" in t]
-        assert set(loaders) <= {"CheckpointLoader", "brainseg_monai.handlers.SafeCheckpointLoader"}, config
+        assert set(loaders) <= {"CheckpointLoader", "scripts.handlers.SafeCheckpointLoader"}, config
 
 
 # --------------------------------------------------------------------------- file_name traversal

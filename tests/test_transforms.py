@@ -16,8 +16,8 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 from PIL import Image
 
-from brainseg_monai.coco import coco_to_datalist
-from brainseg_monai.transforms import CocoAnnotationsToMaskd, SaveMaskd, ToGrayscaled
+from scripts.coco import coco_to_datalist
+from scripts.transforms import CocoAnnotationsToMaskd, SaveMaskd, ToGrayscaled
 
 SIZE = (256, 256)
 

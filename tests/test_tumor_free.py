@@ -1,4 +1,4 @@
-"""Synthetic tumor-free slices (brainseg_monai.tumor_free) and the training transform that makes them."""
+"""Synthetic tumor-free slices (scripts.tumor_free) and the training transform that makes them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from brainseg_monai.coco import ANNOTATION_FILE, coco_to_datalist, rasterize_annotations, validate_split
-from brainseg_monai.transforms import RandTumorFreed
-from brainseg_monai.tumor_free import remove_tumor, tumor_source_indices, write_tumor_free_split
+from scripts.coco import ANNOTATION_FILE, coco_to_datalist, rasterize_annotations, validate_split
+from scripts.transforms import RandTumorFreed
+from scripts.tumor_free import remove_tumor, tumor_source_indices, write_tumor_free_split
 from conftest import SAMPLE_SPLIT
 
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from brainseg_monai.cli import main
-from brainseg_monai.transforms import TumorProbabilityToMaskd
-from brainseg_monai.tumor_report import (
+from scripts.transforms import TumorProbabilityToMaskd
+from scripts.tumor_report import (
     TUMOR_REPORT_FIELDS,
     TUMOR_REPORT_FILE,
     tumor_count_summary,
@@ -162,7 +162,7 @@ def test_cli_evaluate_rows_say_whether_a_tumor_was_found(smoke_model, tmp_path: 
 
 
 def test_shipped_model_finds_no_tumor_on_a_blank_slice():
-    from brainseg_monai.inference import BundlePredictor
+    from scripts.predictor import BundlePredictor
 
     prediction = BundlePredictor(BUNDLE, device="cpu").predict_array(np.zeros((256, 256), np.uint8), details=True)
     assert not prediction.tumor_found and not prediction.mask.any()

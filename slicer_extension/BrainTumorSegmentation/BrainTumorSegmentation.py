@@ -231,22 +231,12 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
     def setupPythonRequirements(self, bundleDir=None, askConfirmation=True):
         """Install what is missing (after confirmation). Returns True when everything is ready.
 
-        brainseg-monai counts as present when the bundle carries its own copy (a packaged bundle).
+        The bundle carries its own code (``scripts/``): only torch and the bundle's packages are needed.
         """
-        bundle = btl.find_bundle_dir(bundleDir)
-        statuses = dependencies.check(bundle_dir=bundle)
+        statuses = dependencies.check()
         missing = [s for s in statuses if not s.ok]
         if not missing:
             return True
-        package_missing = any(s.requirement == dependencies.PACKAGE for s in missing)
-        source = dependencies.find_package_source() if package_missing else None
-        if package_missing and source is None:
-            slicer.util.errorDisplay(
-                "The brainseg-monai Python package is not installed and no source was found.\n"
-                "Set the environment variable BRAINSEG_MONAI_SOURCE to a brainseg-monai wheel or source "
-                "folder and restart Slicer, or install it with slicer.util.pip_install()."
-            )
-            return False
         torch = next(s for s in statuses if s.requirement == dependencies.TORCH)
         if torch.installed is not None and not torch.ok:
             slicer.util.errorDisplay(
@@ -269,15 +259,13 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
             specs = [s.requirement.spec for s in missing if s.requirement in dependencies.REQUIREMENTS]
             if specs:
                 slicer.util.pip_install(specs)
-            if package_missing:
-                slicer.util.pip_install(["--upgrade", "--no-deps", source])
         except Exception as e:
             logging.exception("BrainTumorSegmentation: installing Python packages failed")
             slicer.util.errorDisplay(f"Installing Python packages failed: {e}", detailedText=str(e))
             return False
         finally:
             slicer.app.restoreOverrideCursor()
-        still = [s.describe() for s in dependencies.check(bundle_dir=bundle) if not s.ok]
+        still = [s.describe() for s in dependencies.check() if not s.ok]
         if still:
             slicer.util.errorDisplay("These packages are still missing:\n" + "\n".join(still))
             return False

@@ -7,26 +7,12 @@ dialog and installs with PyTorch Utils (torch) and ``slicer.util.pip_install`` (
 
 from __future__ import annotations
 
-import glob
 import importlib.metadata
-import os
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-__all__ = [
-    "PACKAGE",
-    "REQUIREMENTS",
-    "TORCH",
-    "Requirement",
-    "Status",
-    "check",
-    "find_package_source",
-    "needs_restart",
-    "vendored_package_version",
-    "version_tuple",
-]
+__all__ = ["REQUIREMENTS", "TORCH", "Requirement", "Status", "check", "needs_restart", "version_tuple"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +53,8 @@ class Status:
 
 #: Installed through the PyTorch Utils module (it picks the CUDA/CPU build for this computer).
 TORCH = Requirement("torch", "torch", "2.4")
-#: Installed with pip (the runtime needs of brainseg-monai's inference; versions as in its pyproject).
+#: Installed with pip: what the bundle's inference needs (its configs/metadata.json lists the versions it was
+#: made with). The bundle carries its own code, so brainseg-monai itself is not needed in Slicer.
 REQUIREMENTS = (
     Requirement("numpy", "numpy", "1.24"),
     Requirement("monai", "monai", "1.4"),
@@ -77,8 +64,6 @@ REQUIREMENTS = (
     Requirement("nibabel", "nibabel", "5"),
     Requirement("itk", "itk", "5.3"),
 )
-#: The project itself, installed last with ``--no-deps`` (its other dependencies are for training).
-PACKAGE = Requirement("brainseg-monai", "brainseg_monai", "0.1.0")
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -103,29 +88,10 @@ def _installed(distribution: str) -> str | None:
         return None
 
 
-def check(requirements: tuple[Requirement, ...] | None = None, bundle_dir: str | None = None) -> list[Status]:
-    """Status of ``requirements`` (default: torch, the pip requirements, then brainseg-monai).
-
-    brainseg-monai also counts as present when ``bundle_dir`` is a packaged bundle carrying
-    its own copy (``<bundle>/brainseg_monai/``), which the predictor then imports.
-    """
-    reqs = requirements if requirements is not None else (TORCH, *REQUIREMENTS, PACKAGE)
-    statuses = []
-    for r in reqs:
-        version = _installed(r.distribution)
-        if version is None and r == PACKAGE and bundle_dir:
-            version = vendored_package_version(bundle_dir)
-        statuses.append(Status(r, version))
-    return statuses
-
-
-def vendored_package_version(bundle_dir: str) -> str | None:
-    """``__version__`` of a brainseg_monai copy vendored at the bundle's root (None if there is none)."""
-    init = Path(bundle_dir) / "brainseg_monai" / "__init__.py"
-    if not init.is_file():
-        return None
-    match = re.search(r"^__version__\s*=\s*[\"']([^\"']+)[\"']", init.read_text(encoding="utf-8"), re.M)
-    return match.group(1) if match else "0"
+def check(requirements: tuple[Requirement, ...] | None = None) -> list[Status]:
+    """Status of ``requirements`` (default: torch, then the pip requirements)."""
+    reqs = requirements if requirements is not None else (TORCH, *REQUIREMENTS)
+    return [Status(r, _installed(r.distribution)) for r in reqs]
 
 
 def needs_restart(before: list[Status]) -> list[str]:
@@ -136,26 +102,3 @@ def needs_restart(before: list[Status]) -> list[str]:
         if status.imported and status.installed is not None and now is not None and now != status.installed:
             names.append(status.requirement.distribution)
     return names
-
-
-def find_package_source(extra_paths: tuple[str, ...] = ()) -> str | None:
-    """Where to pip-install brainseg-monai from.
-
-    In order: ``$BRAINSEG_MONAI_SOURCE`` (a wheel or a source folder); the brainseg-monai
-    checkout this extension is part of (``<repo>/pyproject.toml``); the newest
-    ``brainseg_monai-*.whl`` in ``extra_paths`` or in the module's ``Resources/wheels``.
-    """
-    env = os.environ.get("BRAINSEG_MONAI_SOURCE")
-    if env and os.path.exists(env):
-        return os.path.abspath(env)
-    here = Path(__file__).resolve()
-    repo = here.parents[3]
-    pyproject = repo / "pyproject.toml"
-    if pyproject.is_file() and re.search(r'^name\s*=\s*"brainseg-monai"', pyproject.read_text(), re.M):
-        return str(repo)
-    folders = [*extra_paths, str(here.parents[1] / "Resources" / "wheels")]
-    wheels = sorted(
-        (w for folder in folders for w in glob.glob(os.path.join(folder, "brainseg_monai-*.whl"))),
-        key=lambda w: version_tuple(os.path.basename(w).split("-")[1]),
-    )
-    return wheels[-1] if wheels else None

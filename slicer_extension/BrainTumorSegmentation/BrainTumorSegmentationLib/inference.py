@@ -202,7 +202,7 @@ def find_bundle_dir(bundle_dir: str | os.PathLike | None = None) -> str:
 
     In order: ``bundle_dir`` if given; ``$BRAINSEG_BUNDLE``; the ``bundle/`` folder of the
     brainseg-monai checkout this extension lives in (``<repo>/slicer_extension/...``);
-    ``brainseg_monai.inference.default_bundle_dir()``.
+    ``brainseg_monai.bundle_code.default_bundle_dir()``.
     """
     if bundle_dir:
         return os.path.abspath(os.fspath(bundle_dir))
@@ -213,7 +213,7 @@ def find_bundle_dir(bundle_dir: str | os.PathLike | None = None) -> str:
     if (repo_bundle / "configs" / "inference.json").is_file():
         return str(repo_bundle)
     try:
-        from brainseg_monai.inference import default_bundle_dir
+        from brainseg_monai.bundle_code import default_bundle_dir
     except ImportError:
         return str(repo_bundle)
     return default_bundle_dir()
@@ -255,18 +255,20 @@ def bundle_info(bundle_dir: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def _import_bundle_predictor(bundle: str):
-    """``BundlePredictor`` from the installed brainseg-monai, else from a copy vendored in the bundle.
+    """``BundlePredictor`` from the bundle's own code (``<bundle>/scripts/predictor.py``).
 
-    A packaged (Model-Zoo style) bundle carries ``brainseg_monai/`` at its root, as
-    ``python -m monai.bundle run`` from that folder expects.
+    The bundle is self-contained: Slicer needs torch and the packages the bundle's metadata
+    lists, not brainseg-monai.
+
+    Raises:
+        ImportError: the folder holds no bundle code, or torch/MONAI are missing.
     """
-    try:
-        from brainseg_monai.inference import BundlePredictor
-    except ModuleNotFoundError as e:
-        if e.name != "brainseg_monai" or not os.path.isfile(os.path.join(bundle, "brainseg_monai", "__init__.py")):
-            raise
+    if not os.path.isfile(os.path.join(bundle, "scripts", "predictor.py")):
+        raise ImportError(f"{bundle}: no bundle code (scripts/predictor.py); is this a brainseg-monai bundle?")
+    if bundle not in sys.path:
         sys.path.insert(0, bundle)
-        from brainseg_monai.inference import BundlePredictor
+    from scripts.predictor import BundlePredictor
+
     return BundlePredictor
 
 
@@ -281,7 +283,7 @@ def load_predictor(
     device: str | None = None,
     force_cpu: bool = False,
 ):
-    """Build a ``brainseg_monai.inference.BundlePredictor`` (imports torch and MONAI on first use).
+    """Build a ``scripts.predictor.BundlePredictor`` (imports torch and MONAI on first use).
 
     Args:
         bundle_dir: the bundle (default: :func:`find_bundle_dir`).

@@ -207,7 +207,7 @@ _NOT_INTENSITY_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
 class PILImageReader(_pil_reader_base()):
     """MONAI's ``PILReader`` that refuses what it would otherwise get silently wrong.
 
-    The bundle's ``load_image`` uses it (``"reader": "brainseg_monai.io.PILImageReader"``), so
+    The bundle's ``load_image`` uses it (``"reader": "scripts.io.PILImageReader"``), so
     training, ``monai.bundle run`` inference and the CLI read images alike:
 
     * an empty file, or one PIL cannot identify: ``ValueError`` naming the file;

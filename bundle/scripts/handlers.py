@@ -19,7 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MetricsSaver
 
-from brainseg_monai.io import atomic_output
+from .io import atomic_output
 
 __all__ = [
     "AtomicMetricsSaver",
@@ -30,6 +30,7 @@ __all__ = [
     "TrainingStateLoader",
     "TrainingStateSaver",
     "cpu_state_dict",
+    "load_weights",
     "safe_load",
     "save_atomic",
 ]
@@ -315,3 +316,30 @@ class AtomicMetricsSaver(MetricsSaver):
         finally:
             self.save_dir = str(target)
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_weights(
+    network: torch.nn.Module, ckpt_path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> torch.nn.Module:
+    """Load a state dict into ``network`` safely (:func:`safe_load`: no pickled code runs).
+
+    Accepts a plain state dict or a checkpoint holding one under ``model``.
+
+    Returns:
+        ``network``, in eval mode, so a config can build and load a network in one expression.
+
+    Raises:
+        FileNotFoundError: no file at ``ckpt_path``.
+        ValueError: the file is not a loadable weights file or does not fit the network.
+    """
+    path = os.fspath(ckpt_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: model weights not found")
+    state = safe_load(path, map_location=device)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: weights do not fit the bundle's network ({str(e).splitlines()[0][:200]})") from None
+    return network.eval()

@@ -22,13 +22,13 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from brainseg_monai.io import atomic_output
+from .io import atomic_output
 
 __all__ = ["InputLikenessd", "build_input_reference", "input_distance", "intensity_features", "load_input_reference"]
 
 N_BINS = 16
+#: Scaled intensities at or below this are background (air), counted apart from the head's histogram.
 BACKGROUND = 0.05
-"""Scaled intensities at or below this are background (air), counted apart from the head's histogram."""
 
 
 def intensity_features(image: Any) -> np.ndarray:
@@ -77,7 +77,8 @@ def build_input_reference(
     reference["n_images"] = int(len(feats))
     if path is not None:
         with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            json.dump(reference, f, indent=1)
+            json.dump(reference, f, indent=4)  # as Model Zoo's pretty-format-json hook wants it
+            f.write("\n")
     return reference
 
 

@@ -195,7 +195,7 @@ def write_tumor_free_split(
     Args:
         split_dir: the tumor split (images and ``_annotations.coco.json``).
         output_dir: the new split's folder (created).
-        category_map: as in :func:`~brainseg_monai.coco.resolve_category_map`.
+        category_map: as in :func:`~scripts.coco.resolve_category_map`.
 
     Returns:
         ``{"n_source": N, "n_written": K, "skipped": [file names]}``.
@@ -206,8 +206,8 @@ def write_tumor_free_split(
     """
     from PIL import Image
 
-    from brainseg_monai.coco import ANNOTATION_FILE, coco_to_datalist, rasterize_annotations
-    from brainseg_monai.io import atomic_output, image_stem
+    from .coco import ANNOTATION_FILE, coco_to_datalist, rasterize_annotations
+    from .io import atomic_output, image_stem
 
     src, out = Path(split_dir).resolve(), Path(output_dir).resolve()
     if src == out:
@@ -232,7 +232,7 @@ def write_tumor_free_split(
             Image.fromarray(np.clip(np.rint(tumor_free[0]), 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
         images.append({"id": len(images) + 1, "file_name": name, "height": height, "width": width})
     coco = {
-        "info": {"description": f"synthetic tumor-free slices made from {src.name} by brainseg_monai.tumor_free"},
+        "info": {"description": f"synthetic tumor-free slices made from {src.name} by scripts.tumor_free"},
         "images": images,
         "annotations": [],
         "categories": [{"id": 1, "name": "Tumor", "supercategory": "none"}],

@@ -6,7 +6,7 @@ layout); a *dataset root* holds split folders ``train/``, ``valid/`` and optiona
 ``validate_split`` lists every problem of a split, one :class:`DataProblem` each;
 ``coco_to_datalist`` turns a valid split into MONAI datalist records whose ``label`` holds
 the image's annotations, rasterized later by
-:class:`brainseg_monai.transforms.CocoAnnotationsToMaskd`.
+:class:`scripts.transforms.CocoAnnotationsToMaskd`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from brainseg_monai.io import PLAIN_IMAGE_SUFFIXES
+from .io import PLAIN_IMAGE_SUFFIXES
 
 __all__ = [
     "ANNOTATION_FILE",
@@ -480,7 +480,7 @@ def coco_to_datalist(
 
     Each record is ``{"image": path, "label": {"height", "width", "annotations"}, "image_id": id}``
     where each annotation keeps ``segmentation``, ``bbox`` and its mapped ``label``;
-    :class:`brainseg_monai.transforms.CocoAnnotationsToMaskd` turns ``label`` into a mask.
+    :class:`scripts.transforms.CocoAnnotationsToMaskd` turns ``label`` into a mask.
 
     Args:
         split_path: the split folder holding images and ``_annotations.coco.json``.

@@ -30,7 +30,7 @@ is the ignite handler that raises it (and ramps the pairwise term in).
 **Label layout.** ``SupervisedTrainer`` calls ``loss(pred, label)``, so the label carries
 everything: channel ``instance_channel`` (default 0) is an instance map, 0 for background and
 ``k = 1..K`` for the pixels of the image's k-th box
-(:class:`brainseg_monai.transforms.CocoAnnotationsToBoxMapd`); channel ``image_channel``
+(:class:`scripts.transforms.CocoAnnotationsToBoxMapd`); channel ``image_channel``
 (default 1) is the normalised image intensity, needed by the pairwise term only (the bundle
 concatenates the image to the label with MONAI's ``ConcatItemsd`` after intensity scaling and
 before augmentation, so spatial augmentation moves both channels with the image, nearest

@@ -1,6 +1,6 @@
 """The per-image "tumor found / no tumor found" report every front end writes.
 
-:class:`~brainseg_monai.transforms.TumorProbabilityToMaskd` gives each prediction a tumor score
+:class:`~scripts.transforms.TumorProbabilityToMaskd` gives each prediction a tumor score
 and the components it kept; this module turns those into one row per image (or per slice),
 one CSV layout (:data:`TUMOR_REPORT_FIELDS`) and one sentence ("tumor found on 7 of 24
 slices"), so ``python -m monai.bundle run`` inference, ``brainseg segment``, ``brainseg
@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from brainseg_monai.io import atomic_output
+from .io import atomic_output
 
 __all__ = [
     "TUMOR_REPORT_FIELDS",
@@ -29,9 +29,14 @@ __all__ = [
     "write_tumor_report",
 ]
 
+#: The report's file name, in the folder the masks are written to.
 TUMOR_REPORT_FILE = "tumor_report.csv"
-"""The report's file name, in the folder the masks are written to."""
 
+#: Columns: the input, whether a tumor was found, the highest component confidence (0 when
+#: nothing passed the threshold), the components kept, the mask's pixel count, whether the input
+#: looks unlike the training slices (:mod:`scripts.input_check`; for a volume, how many of
+#: its slices do), and for a volume segmented slice by slice "tumor found on N of M slices"
+#: (empty for a 2D image).
 TUMOR_REPORT_FIELDS = (
     "file_name",
     "tumor_found",
@@ -41,11 +46,6 @@ TUMOR_REPORT_FIELDS = (
     "input_unusual",
     "slices_with_tumor",
 )
-"""Columns: the input, whether a tumor was found, the highest component confidence (0 when
-nothing passed the threshold), the components kept, the mask's pixel count, whether the input
-looks unlike the training slices (:mod:`brainseg_monai.input_check`; for a volume, how many of
-its slices do), and for a volume segmented slice by slice "tumor found on N of M slices"
-(empty for a 2D image)."""
 
 UNUSUAL_INPUT_WARNING = "looks unlike the T1 contrast MRI slices the model was trained on: the result may mean nothing"
 
@@ -57,9 +57,9 @@ def tumor_row(
 
     Args:
         file_name: the input's name.
-        score: ``<key>_tumor_score`` from :class:`~brainseg_monai.transforms.TumorProbabilityToMaskd`.
+        score: ``<key>_tumor_score`` from :class:`~scripts.transforms.TumorProbabilityToMaskd`.
         components: ``<key>_components`` from the same transform.
-        input_unusual: ``image_unusual`` from :class:`~brainseg_monai.input_check.InputLikenessd`
+        input_unusual: ``image_unusual`` from :class:`~scripts.input_check.InputLikenessd`
             (for a volume, the number of unusual slices).
     """
     return {

@@ -1,8 +1,9 @@
-"""The one place that loads a bundle and turns images into masks.
+"""The bundle's in-process inference: load the bundle once, turn images (files, arrays, slices) into masks.
 
 :class:`BundlePredictor` reads the bundle's ``configs/inference.json`` (network, image
 transforms, probability and mask transforms) instead of restating sizes or normalisation,
-so the CLI, the Slicer logic and ``python -m monai.bundle run`` give the same pixels.
+so ``brainseg segment``, the 3D Slicer module and ``python -m monai.bundle run`` give the
+same pixels. It needs nothing but the bundle and the packages its metadata declares.
 """
 
 from __future__ import annotations
@@ -20,41 +21,13 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-__all__ = ["BundlePredictor", "TumorPrediction", "default_bundle_dir", "load_weights"]
+from .handlers import load_weights
+
+__all__ = ["BundlePredictor", "TumorPrediction"]
 
 INFERENCE_CONFIG = os.path.join("configs", "inference.json")
 METADATA = os.path.join("configs", "metadata.json")
-
-
-def default_bundle_dir() -> str:
-    """The bundle shipped with this checkout (``<repo>/bundle``), or ``$BRAINSEG_BUNDLE``."""
-    env = os.environ.get("BRAINSEG_BUNDLE")
-    if env:
-        return env
-    return str(Path(__file__).resolve().parent.parent / "bundle")
-
-
-def load_weights(network: torch.nn.Module, ckpt_path: str | os.PathLike, device: torch.device | str = "cpu") -> None:
-    """Load a state dict into ``network`` safely (``weights_only=True``: no pickled code runs).
-
-    Accepts a plain state dict or a checkpoint holding one under ``model``.
-
-    Raises:
-        FileNotFoundError: no file at ``ckpt_path``.
-        ValueError: the file is not a loadable weights file or does not fit the network.
-    """
-    path = os.fspath(ckpt_path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: model weights not found")
-    from brainseg_monai.handlers import safe_load
-
-    state = safe_load(path, map_location=device)  # weights_only=True; one-line refusal naming the file
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
-    try:
-        network.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as e:
-        raise ValueError(f"{path}: weights do not fit the bundle's network ({str(e).splitlines()[0][:200]})") from None
+BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -68,7 +41,7 @@ class TumorPrediction:
         components: the kept components, ``{"bbox", "area", "confidence"}`` each; empty when no
             tumor was found.
         input_unusual: the input looks unlike the training slices
-            (:class:`~brainseg_monai.input_check.InputLikenessd`): the mask may mean nothing.
+            (:class:`~scripts.input_check.InputLikenessd`): the mask may mean nothing.
         input_distance: how far its intensity histogram lies from the training slices'.
     """
 
@@ -89,7 +62,7 @@ class BundlePredictor:
     """Segment 2D images with a bundle's inference configuration.
 
     Args:
-        bundle_dir: the bundle folder (default: :func:`default_bundle_dir`).
+        bundle_dir: the bundle folder (default: the bundle this code belongs to).
         ckpt_path: weights to load (default: the config's ``ckpt_path``, ``models/model.pt``).
         device: ``"cpu"``, ``"cuda"``... (default: the config's ``device``).
         config_files: override JSON files layered on ``inference.json`` (as ``monai.bundle run``
@@ -110,7 +83,7 @@ class BundlePredictor:
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         config_files = list(config_files or ())
-        self.bundle_dir = os.path.abspath(os.fspath(bundle_dir or default_bundle_dir()))
+        self.bundle_dir = os.path.abspath(os.fspath(bundle_dir or BUNDLE_ROOT))
         config_file = os.path.join(self.bundle_dir, INFERENCE_CONFIG)
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"{config_file}: not a bundle (no configs/inference.json)")
@@ -184,7 +157,7 @@ class BundlePredictor:
             logits = self.inferer(batch, self.network).float().cpu()
         out = []
         for it, pred in zip(items, logits):
-            d = self.probability_transforms({"image": it["image"], "pred": pred})
+            d = self.probability_transforms({**it, "pred": pred})
             prob = np.asarray(d["pred"][1], dtype=np.float32)
             d = self.mask_transforms(d)
             mask = np.asarray(d["pred"][0]).astype(np.uint8)

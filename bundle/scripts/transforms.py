@@ -7,25 +7,28 @@ lives in the bundle's configs.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import FillHoles, MapTransform, RandomizableTransform
+from monai.transforms import FillHoles, MapTransform, RandomizableTransform, ScaleIntensityRangePercentiles
 from monai.utils import TransformBackends
 
-from brainseg_monai.coco import rasterize_annotations
-from brainseg_monai.components import components_to_boxes
-from brainseg_monai.io import mask_output_path, write_mask
-from brainseg_monai.tumor_free import remove_tumor
+from .coco import rasterize_annotations
+from .components import components_to_boxes
+from .io import mask_output_path, write_mask
+from .tumor_crops import context_square, crop_square, paste_square
+from .tumor_free import remove_tumor
 
 __all__ = [
     "CocoAnnotationsToBoxMapd",
     "CocoAnnotationsToMaskd",
+    "RandTumorCropd",
     "RandTumorFreed",
+    "RefineTumorOutlined",
     "SaveMaskd",
     "ToGrayscaled",
     "TumorProbabilityToMaskd",
@@ -36,7 +39,7 @@ class CocoAnnotationsToMaskd(MapTransform):
     """Replace a record's COCO annotations with a channel-first label mask (1, H, W).
 
     The value under each key is the ``label`` entry that
-    :func:`brainseg_monai.coco.coco_to_datalist` writes:
+    :func:`scripts.coco.coco_to_datalist` writes:
     ``{"height": H, "width": W, "annotations": [{"segmentation", "bbox", "label"}, ...]}``.
     Polygons and RLE are rasterized with pycocotools, a missing segmentation falls back to
     the bbox, several annotations are merged, and no annotation gives an empty mask.
@@ -64,7 +67,7 @@ class CocoAnnotationsToBoxMapd(MapTransform):
     """Replace a record's COCO annotations with a box instance map (1, H, W), for box-supervised losses.
 
     Each annotation's box is drawn with its own id ``k = 1..K`` (0 is background), so the
-    losses of :mod:`brainseg_monai.losses` find every box again as the extent of the pixels
+    losses of :mod:`scripts.losses` find every box again as the extent of the pixels
     carrying its id, after resizing with nearest interpolation, flips and affine augmentation.
     The box is the annotation's ``bbox`` (rasterized as the COCO masks are), or the extent of
     its segmentation when it has no bbox. Larger boxes are drawn first, so a small box lying on
@@ -212,7 +215,7 @@ class TumorProbabilityToMaskd(MapTransform):
     """The shipped post-processing: 2-channel softmax scores ``(2, H, W)`` to a 0/1 tumor mask ``(1, H, W)``.
 
     Thresholds the tumor channel into 8-connected components, each with a confidence (its mean
-    tumor probability, :func:`~brainseg_monai.components.components_to_boxes`). Components less
+    tumor probability, :func:`~scripts.components.components_to_boxes`). Components less
     smaller than ``min_area_fraction`` of the image are dropped (specks on enhancing vessels and
     glands, not tumors), then those less confident than ``min_confidence``; of the rest,
     optionally only the largest is kept, and its holes filled. The slice's **tumor score** is
@@ -283,6 +286,165 @@ class TumorProbabilityToMaskd(MapTransform):
         out = torch.from_numpy(mask[None].astype(np.float32))
         out = MetaTensor(out, meta=dict(getattr(scores, "meta", {}) or {})) if isinstance(scores, torch.Tensor) else out
         return self.fill(out) if self.fill is not None else out
+
+
+class RandTumorCropd(RandomizableTransform, MapTransform):
+    """Crop a training slice to a square around one of its tumor boxes, at native resolution, for the cascade.
+
+    The box is drawn at random from the label's first channel (a box instance map from
+    :class:`CocoAnnotationsToBoxMapd`, ids ``1..K``). The square's side is a random ``context``
+    times the box's longer side (at least ``min_side``), its centre shifted by up to
+    ``max_shift`` of the side, so the outline network learns tumors at the scale and the
+    imperfect centring of the crops :class:`RefineTumorOutlined` gives it. A slice without a box
+    gets a random square of a third to all of its shorter side. Every key is cropped to the same
+    square (zero outside the slice) and resized to ``spatial_size``.
+
+    Args:
+        keys: channel-first keys to crop, the label among them.
+        label_key: the key holding the box instance map in channel 0.
+        spatial_size: the crops' side after resizing.
+        context_range: the range of ``context`` (see :func:`~scripts.tumor_crops.context_square`).
+        max_shift: the largest centre shift, as a fraction of the side.
+        min_side: the smallest square side in native pixels.
+        mode: interpolation per key, ``"bilinear"`` or ``"nearest"`` (labels).
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "label"),
+        label_key: str = "label",
+        spatial_size: int = 128,
+        context_range: tuple[float, float] = (1.5, 3.0),
+        max_shift: float = 0.15,
+        min_side: int = 48,
+        mode: str | tuple[str, ...] = ("bilinear", "nearest"),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        lo, hi = (float(v) for v in context_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"context_range: expected 0 < low <= high, got {context_range!r}")
+        self.label_key = label_key
+        self.spatial_size = int(spatial_size[0] if isinstance(spatial_size, (list, tuple)) else spatial_size)
+        self.context_range = (lo, hi)
+        self.max_shift = float(max_shift)
+        self.min_side = int(min_side)
+        self.mode = (mode,) * len(self.keys) if isinstance(mode, str) else tuple(mode)
+
+    def _square(self, instances: np.ndarray) -> tuple[int, int, int]:
+        height, width = instances.shape
+        ids = np.unique(instances[instances > 0])
+        if ids.size == 0:
+            side = int(self.R.uniform(1 / 3, 1.0) * min(height, width))
+            return int(self.R.randint(0, width - side + 1)), int(self.R.randint(0, height - side + 1)), side
+        rows, cols = np.nonzero(instances == self.R.choice(ids))
+        bbox = [cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1]
+        shift = tuple(self.R.uniform(-self.max_shift, self.max_shift, size=2))
+        return context_square(bbox, self.R.uniform(*self.context_range), self.min_side, shift)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        label = d[self.label_key]
+        instances = np.asarray(label[0].detach().cpu() if isinstance(label, torch.Tensor) else label[0])
+        x0, y0, side = self._square(instances)
+        for key, mode in zip(self.key_iterator(d), self.mode):
+            img = d[key]
+            out = crop_square(torch.as_tensor(img), x0, y0, side, self.spatial_size, mode)
+            d[key] = MetaTensor(out, meta=dict(getattr(img, "meta", {}) or {})) if isinstance(img, MetaTensor) else out
+        return d
+
+
+class RefineTumorOutlined(MapTransform):
+    """The cascade's second stage: outline each found tumor again on a native-resolution crop.
+
+    Runs after :class:`TumorProbabilityToMaskd`, which decides whether and where there is a
+    tumor (its components and the operating point). For each kept component, a square of
+    ``context`` times its longer side is cut from the full-size slice (``image_key``, scaled to
+    0..1 by its own 0.5-99.5 percentiles as the first stage's input is), resized to
+    ``spatial_size`` and segmented by the outline ``network``; the tumor probabilities are
+    pasted back and thresholded. The refined component that overlaps the first stage's most is
+    kept, holes filled; where the crop finds nothing, the first stage's outline stays. The
+    tumor score and each component's confidence stay the first stage's, so the operating point
+    means the same with and without the cascade.
+
+    Args:
+        keys: the mask keys written by :class:`TumorProbabilityToMaskd` (with ``<key>_components``).
+        image_key: the full-size grey slice, channel-first (1, H, W).
+        network: the outline network, trained on :class:`RandTumorCropd` crops.
+        spatial_size: the network's input side.
+        context: the crop's side as a multiple of the component's longer side.
+        min_side: the smallest crop side in native pixels.
+        threshold: tumor probability at or above which a refined pixel is tumor.
+        fill_holes: fill the refined outline's holes.
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        image_key: str = "image_native",
+        network: torch.nn.Module | None = None,
+        spatial_size: int | Sequence[int] = 128,
+        context: float = 2.0,
+        min_side: int = 48,
+        threshold: float = 0.3,
+        fill_holes: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if network is None:
+            raise ValueError("network: the cascade needs its outline network")
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold: must be a tumor probability in (0, 1), got {threshold!r}")
+        self.image_key = image_key
+        self.network = network.eval()
+        self.spatial_size = int(spatial_size[0] if isinstance(spatial_size, Sequence) else spatial_size)
+        self.context = float(context)
+        self.min_side = int(min_side)
+        self.threshold = float(threshold)
+        self.fill = FillHoles(applied_labels=[1]) if fill_holes else None
+        self.scale = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)
+
+    def _refined_probability(self, image: torch.Tensor, components: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        squares = [context_square(c["bbox"], self.context, self.min_side) for c in components]
+        crops = torch.stack([crop_square(image, x0, y0, side, self.spatial_size) for x0, y0, side in squares])
+        device = next(self.network.parameters()).device
+        with torch.inference_mode():
+            prob = torch.softmax(self.network(crops.to(device)).float(), dim=1)[:, 1:].cpu()
+        refined = np.zeros(image.shape[1:], dtype=np.float32)
+        for patch, (x0, y0, side) in zip(prob, squares):
+            paste_square(refined, patch, x0, y0, side)
+        return refined
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            components = d.get(f"{key}_components") or []
+            if not components:
+                continue
+            image = d[self.image_key]
+            image = self.scale(torch.as_tensor(image.detach().cpu() if isinstance(image, torch.Tensor) else image))
+            refined = self._refined_probability(torch.as_tensor(image, dtype=torch.float32), components)
+            first = np.asarray(d[key][0].detach().cpu() if isinstance(d[key], torch.Tensor) else d[key][0]) > 0
+            if refined.shape != first.shape:
+                raise ValueError(f"{self.image_key}: slice is {refined.shape}, the mask {first.shape}")
+            candidates = components_to_boxes(refined >= self.threshold, refined)
+            overlaps = [int((c.full_mask(*first.shape) & first).sum()) for c in candidates]
+            if not candidates or max(overlaps) == 0:
+                continue  # the crop sees no tumor where the first stage did: keep the first outline
+            best = candidates[int(np.argmax(overlaps))]
+            mask = torch.from_numpy(best.full_mask(*first.shape)[None].astype(np.float32))
+            mask = self.fill(mask) if self.fill is not None else mask
+            pred = d[key]
+            d[key] = (
+                MetaTensor(mask, meta=dict(getattr(pred, "meta", {}) or {})) if isinstance(pred, MetaTensor) else mask
+            )
+            box = components_to_boxes(np.asarray(mask[0]) > 0)[0]
+            confidence = max(c["confidence"] for c in components)
+            d[f"{key}_components"] = [{"bbox": box.bbox, "area": box.area, "confidence": confidence}]
+        return d
 
 
 class SaveMaskd(MapTransform):

@@ -1,7 +1,7 @@
 """Connected components of a predicted tumor mask, with their boxes, areas and confidences.
 
 One home for what a "predicted tumor" is: the inference post-processing
-(:class:`~brainseg_monai.transforms.TumorProbabilityToMaskd`) decides which components to keep
+(:class:`~scripts.transforms.TumorProbabilityToMaskd`) decides which components to keep
 by their confidence, and the metrics (:mod:`brainseg_monai.metrics`) count them.
 """
 

@@ -23,7 +23,7 @@ def error_lines(error: BaseException) -> list[str]:
     The innermost cause is used: config evaluation and MONAI's ``apply_transform`` wrap the
     real error (e.g. PIL's "cannot identify image file '/data/x.png'") in generic ones.
     """
-    from brainseg_monai.coco import CocoDataError
+    from .coco import CocoDataError
 
     while True:
         if isinstance(error, CocoDataError):
