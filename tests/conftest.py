@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from brainseg_monai.bundle_code import use_bundle_scripts
+
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundle"
+use_bundle_scripts(BUNDLE)  # test modules import the bundle's code as `scripts`, as the application does
 CONFIGS = REPO / "configs"
 SAMPLE_ROOT = BUNDLE / "sample_data"
 SAMPLE_SPLIT = SAMPLE_ROOT / "valid"

@@ -329,7 +329,9 @@ def _bundle_text_files() -> list[Path]:
     proc = subprocess.run(["git", "ls-files", "bundle"], cwd=REPO, capture_output=True, text=True)
     files = [REPO / f for f in proc.stdout.split()] if proc.returncode == 0 and proc.stdout else []
     files = files or [p for p in BUNDLE.rglob("*") if p.is_file() and "eval" not in p.parts]
-    return [p for p in files if p.suffix in {".py", ".json", ".md", ".yml", ".yaml", ".conf", ".txt", ""} and p.is_file()]
+    return [
+        p for p in files if p.suffix in {".py", ".json", ".md", ".yml", ".yaml", ".conf", ".txt", ""} and p.is_file()
+    ]
 
 
 # hook entry point and arguments, as Model Zoo's config runs them; fixers run on a copy and must change nothing
@@ -379,3 +381,22 @@ def test_download_large_files_verifies_the_shipped_weights(tmp_path):
     proc = monai_bundle("download_large_files", "--bundle_path", str(BUNDLE))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "exists" in (proc.stdout + proc.stderr).lower()
+
+
+MODEL_ZOO = REPO.parent / "shared" / "model-zoo"
+
+
+@pytest.mark.slow
+def test_model_zoo_ci_passes(tmp_path):
+    """Model Zoo's own verify_bundle.py (min, full), runtests.sh --codeformat and pre-commit hooks."""
+    if not (MODEL_ZOO / "ci" / "verify_bundle.py").is_file():
+        pytest.skip("../shared/model-zoo is not present")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "model_zoo_ci.py"), "--model-zoo", str(MODEL_ZOO)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "verify_bundle.py -m full" in proc.stdout and "FAIL" not in proc.stdout

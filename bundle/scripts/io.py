@@ -271,6 +271,8 @@ class PILImageReader(_pil_reader_base()):
 class _Unreadable:
     """A file :class:`PILImageReader` could not read, and why."""
 
+    __slots__ = ("message",)
+
     def __init__(self, message: str) -> None:
         self.message = message
 
