@@ -640,7 +640,10 @@ def test_every_file_the_package_writes_goes_through_atomic_output():
     onto the target at the end (the same guarantee for a folder)."""
     allowed = {("bundle_zip.py", "_extract")}
     offenders = []
-    for path in sorted((REPO / "brainseg_monai").glob("*.py")):
+    lib = REPO / "slicer_extension" / "BrainTumorSegmentation" / "BrainTumorSegmentationLib"
+    for path in sorted(
+        [*(REPO / "brainseg_monai").rglob("*.py"), *(BUNDLE / "scripts").glob("*.py"), *lib.glob("*.py")]
+    ):
         source = path.read_text()
         lines = source.splitlines()
         for number in _writes_outside_atomic_output(source):
@@ -840,3 +843,16 @@ def test_segment_many_images_skips_bad_ones_and_a_rerun_does_only_what_is_missin
     assert len(list(out.iterdir())) == 28
     # the report still covers every mask: the earlier run's rows kept, the redone ones replaced
     assert len((out / "tumor_report.csv").read_text().splitlines()) == 28
+
+
+def test_a_file_name_as_long_as_the_file_system_allows_is_segmented(smoke_model, tmp_path, capsys):
+    """The temporary name of an atomic write must fit wherever the final name fits (255 bytes)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    long_jpg = images / ("t" * 250 + ".jpg")  # 254 bytes; its mask is <stem>.png, 254 bytes too
+    Image.fromarray(_grey()).save(long_jpg)
+    out = tmp_path / "out"
+    assert main(_segment_args(smoke_model, out, images)) == 0
+    captured = capsys.readouterr()
+    assert "segmented 1 of 1 image(s)" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(["t" * 250 + ".png", "tumor_report.csv"])

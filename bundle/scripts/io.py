@@ -61,9 +61,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes) or ".tmp"
+    suffix = "".join(target.suffixes)[-16:] or ".tmp"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+        # a short prefix: the temporary name must fit where the final name fits (255 bytes)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:24]}.", suffix=suffix, dir=target.parent)
     except OSError as e:
         raise OSError(e.errno, f"cannot write in {target.parent}: {e.strerror}") from None
     os.close(fd)

@@ -254,22 +254,24 @@ def bundle_info(bundle_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     return info
 
 
-def _import_bundle_predictor(bundle: str):
-    """``BundlePredictor`` from the bundle's own code (``<bundle>/scripts/predictor.py``).
+def bundle_module(name: str, bundle_dir: str | os.PathLike | None = None):
+    """A module of the bundle's own code (``<bundle>/scripts/<name>.py``), e.g. ``"io"`` or ``"predictor"``.
 
     The bundle is self-contained: Slicer needs torch and the packages the bundle's metadata
-    lists, not brainseg-monai.
+    lists, not brainseg-monai. Its code is the one home of what the Lib shares with the bundle
+    (the predictor, the atomic file writer).
 
     Raises:
-        ImportError: the folder holds no bundle code, or torch/MONAI are missing.
+        ImportError: the folder holds no bundle code, or a package it needs is missing.
     """
-    if not os.path.isfile(os.path.join(bundle, "scripts", "predictor.py")):
-        raise ImportError(f"{bundle}: no bundle code (scripts/predictor.py); is this a brainseg-monai bundle?")
+    import importlib
+
+    bundle = find_bundle_dir(bundle_dir)
+    if not os.path.isfile(os.path.join(bundle, "scripts", "__init__.py")):
+        raise ImportError(f"{bundle}: no bundle code (scripts/); is this a brainseg-monai bundle?")
     if bundle not in sys.path:
         sys.path.insert(0, bundle)
-    from scripts.predictor import BundlePredictor
-
-    return BundlePredictor
+    return importlib.import_module(f"scripts.{name}")
 
 
 def _title(info: dict[str, Any]) -> str:
@@ -298,7 +300,7 @@ def load_predictor(
         ValueError: the weights do not fit the bundle's network.
     """
     bundle = find_bundle_dir(bundle_dir)
-    BundlePredictor = _import_bundle_predictor(bundle)
+    BundlePredictor = bundle_module("predictor", bundle).BundlePredictor
     return BundlePredictor(
         bundle,
         ckpt_path=ckpt_path,

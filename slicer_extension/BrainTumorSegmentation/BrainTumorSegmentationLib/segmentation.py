@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ import slicer
 import vtk
 import vtk.util.numpy_support as vtk_np
 
-from .inference import CancelSpec, ProgressCallback, load_predictor, predict_volume, resolve_axis
+from .inference import CancelSpec, ProgressCallback, bundle_module, load_predictor, predict_volume, resolve_axis
 
 __all__ = [
     "PROBABILITY_REFERENCE_ROLE",
@@ -532,19 +531,10 @@ def save_segmentation(segmentation_node: Any, path: str | os.PathLike) -> str:
     target = os.path.abspath(os.fspath(path))
     if not target.lower().endswith(".seg.nrrd"):
         raise ValueError(f"{target}: a segmentation file must end with .seg.nrrd")
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".brain_tumor.", suffix=".seg.nrrd", dir=folder)
-    os.close(fd)
-    try:
+    with bundle_module("io").atomic_output(target) as tmp:  # a failed write never leaves a half-written file
         storage = slicer.vtkMRMLSegmentationStorageNode()
         storage.SetFileName(tmp)
         storage.SetUseCompression(True)
         if not storage.WriteData(segmentation_node):
             raise OSError(f"{target}: writing the segmentation failed")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target

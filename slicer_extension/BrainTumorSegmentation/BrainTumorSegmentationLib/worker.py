@@ -80,12 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             slice_reports=reports,
         )
         out = os.path.abspath(args.output)
-        tmp = out + ".partial.npz"
         arrays = {"mask": mask, "input_unusual": np.array([r["input_unusual"] for r in reports], dtype=bool)}
         if probability is not None:
             arrays["probability"] = probability
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out)
+        with inference.bundle_module("io", args.bundle_dir).atomic_output(out) as tmp:
+            np.savez(tmp, **arrays)
         _say("DONE", out)
         return 0
     except (ValueError, FileNotFoundError, ImportError) as e:
