@@ -183,15 +183,14 @@ def _write_overlays(split_dir: str, masks_dir: Path, overlay_dir: Path, category
     import numpy as np
     from PIL import Image
     from scripts.coco import coco_to_datalist
-    from scripts.io import mask_output_path
+    from scripts.io import mask_output_path, read_grey
 
     from brainseg_monai.metrics import annotation_box
     from brainseg_monai.report import single_overlay
 
     for rec in coco_to_datalist(split_dir, category_map, validate=False):
         h, w = rec["label"]["height"], rec["label"]["width"]
-        with Image.open(rec["image"]) as im:
-            grey = np.asarray(im.convert("F"))
+        grey = read_grey(rec["image"])  # the grey the model saw
         with Image.open(mask_output_path(rec["image"], masks_dir)) as m:
             mask = np.asarray(m) > 0
         boxes = [annotation_box(a, h, w) for a in rec["label"]["annotations"]]
@@ -313,12 +312,11 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
     prediction = predictor.predict_file(path, details=True)
     write_mask(prediction.mask, target)
     if args.overlays:
-        from PIL import Image
+        from scripts.io import read_grey
 
         from brainseg_monai.report import single_overlay
 
-        with Image.open(path) as im:
-            grey = np.asarray(im.convert("F"))
+        grey = read_grey(path)  # the grey the model saw
         single_overlay(grey, prediction.mask, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
     return target, tumor_row(name, prediction.tumor_score, prediction.components, prediction.input_unusual)
 

@@ -83,15 +83,14 @@ def _save(fig: Figure, output_path: str | os.PathLike) -> str:
 
 
 def _load_gray(image: ImageLike) -> np.ndarray:
-    """An image as a 2D array: a file is read as greyscale, an (H, W, C) array averaged over C."""
-    if isinstance(image, (str, os.PathLike)):
-        from PIL import Image
+    """An image as the 2D grey the network sees (:func:`scripts.io.to_grey`): a file, or an (H, W[, C]) array."""
+    from scripts.io import read_grey, to_grey
 
-        with Image.open(image) as im:
-            return np.asarray(im.convert("L"))
+    if isinstance(image, (str, os.PathLike)):
+        return read_grey(image)
     arr = np.asarray(image)
     if arr.ndim == 3:
-        arr = arr[..., :3].mean(axis=-1)
+        arr = to_grey(np.moveaxis(arr, -1, 0))[0]
     if arr.ndim != 2:
         raise ValueError(f"expected a 2D image or (H, W, C), got shape {arr.shape}")
     return arr

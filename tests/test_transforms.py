@@ -385,3 +385,25 @@ def test_annotations_to_mask_then_resize_label_keeps_labels_binary(train_config)
     assert set(torch.unique(d["label"]).tolist()) == {0.0, 1.0}
     json.dumps(entry)  # the record's label stays plain data; the transform did not mutate it
     assert entry["annotations"][0]["label"] == 1
+
+
+def test_overlays_read_the_grey_the_model_sees(tmp_path):
+    """One grey conversion: read_grey (overlays, pictures) equals the bundle's load_image + ToGrayscaled."""
+    from brainseg_monai.report import _load_gray
+    from scripts.io import read_grey
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    load = Compose([parser.get_parsed_content("load_image"), ToGrayscaled(keys="image")])
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)  # unequal channels: luma and mean differ
+    cases = {"rgb.png": rgb, "grey.png": rgb[..., 0], "rgba.png": np.dstack([rgb, np.full((40, 60), 7, np.uint8)])}
+    for name, arr in cases.items():
+        Image.fromarray(arr).save(tmp_path / name)
+        seen = np.asarray(load({"image": str(tmp_path / name)})["image"][0], dtype=np.float32)
+        grey = read_grey(tmp_path / name)
+        assert grey.shape == (40, 60) and grey.dtype == np.float32
+        np.testing.assert_allclose(grey, seen, err_msg=name)
+        np.testing.assert_allclose(_load_gray(tmp_path / name), seen, err_msg=name)
+    np.testing.assert_allclose(read_grey(tmp_path / "rgb.png"), rgb.astype(np.float32).mean(axis=-1), rtol=1e-6)
+    np.testing.assert_allclose(_load_gray(rgb), rgb.astype(np.float32).mean(axis=-1), rtol=1e-6)

@@ -23,7 +23,9 @@ __all__ = [
     "is_medical_image",
     "list_images",
     "mask_output_path",
+    "read_grey",
     "read_medical_image",
+    "to_grey",
     "write_mask",
     "write_medical_mask",
 ]
@@ -267,6 +269,54 @@ class PILImageReader(_pil_reader_base()):
             if isinstance(im, _Unreadable):
                 raise ValueError(im.message)
         return super().get_data(img)
+
+
+def to_grey(image, name: str = "image"):
+    """One channel from a channel-first 2D image ``(C, H, W)``: the grey the network sees.
+
+    1 channel: kept. 2 (grey + alpha): the grey channel. 3 or 4 (RGB, RGBA): the mean of R, G
+    and B, alpha dropped (MRI slices are often stored as RGB with R = G = B). The one grey
+    conversion of the bundle and the application: the model's input
+    (:class:`~scripts.transforms.ToGrayscaled`) and the overlays (:func:`read_grey`) use it.
+
+    Args:
+        image: a numpy array or torch tensor ``(C, H, W)``.
+        name: what to call the image in an error.
+
+    Returns:
+        ``(1, H, W)``, float32 when averaged, of the input's kind (array or tensor).
+
+    Raises:
+        ValueError: not ``(C, H, W)``, or a channel count other than 1 to 4.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"{name}: expected a 2D image, got array of shape {tuple(image.shape)}")
+    channels = image.shape[0]
+    if channels in (3, 4):
+        if hasattr(image, "float"):  # a torch tensor (MetaTensor keeps its metadata)
+            return image[:3].float().mean(dim=0, keepdim=True)
+        return np.asarray(image[:3], dtype=np.float32).mean(axis=0, keepdims=True)
+    if channels == 2:
+        return image[:1]
+    if channels != 1:
+        raise ValueError(f"{name}: expected 1, 3 or 4 channels (grey, RGB, RGBA), got {channels}")
+    return image
+
+
+def read_grey(path: str | os.PathLike) -> np.ndarray:
+    """A 2D image file as the network sees it before scaling: read by :class:`PILImageReader`, then :func:`to_grey`.
+
+    Returns:
+        ``(H, W)`` float32, rows first.
+
+    Raises:
+        ValueError: a file :class:`PILImageReader` refuses (naming it).
+    """
+    reader = PILImageReader(reverse_indexing=False)
+    data, _ = reader.get_data(reader.read(os.fspath(path)))
+    arr = np.asarray(data)
+    arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)  # (H, W, C) -> (C, H, W)
+    return np.asarray(to_grey(arr, os.fspath(path))[0], dtype=np.float32)
 
 
 class _Unreadable:

@@ -19,7 +19,7 @@ from monai.utils import TransformBackends
 
 from .coco import rasterize_annotations
 from .components import components_to_boxes
-from .io import mask_output_path, write_mask
+from .io import mask_output_path, to_grey, write_mask
 from .tumor_crops import context_square, crop_square, paste_square
 from .tumor_free import remove_tumor
 
@@ -177,10 +177,11 @@ class RandTumorFreed(RandomizableTransform, MapTransform):
 
 
 class ToGrayscaled(MapTransform):
-    """Make a channel-first image one channel: MRI slices are often stored as RGB(A) with R=G=B.
+    """Make a channel-first image one channel (:func:`~scripts.io.to_grey`, the one grey conversion).
 
-    1 channel: kept. 2 (grey + alpha): the grey channel. 3 or 4 (RGB, RGBA): the mean of R, G
-    and B, alpha dropped. Anything else is refused with a message naming the image.
+    MRI slices are often stored as RGB(A) with R=G=B. 1 channel: kept. 2 (grey + alpha): the
+    grey channel. 3 or 4 (RGB, RGBA): the mean of R, G and B, alpha dropped. Anything else is
+    refused with a message naming the image.
 
     Args:
         keys: image keys, channel-first.
@@ -193,21 +194,7 @@ class ToGrayscaled(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            img = d[key]
-            if img.ndim != 3:
-                raise ValueError(f"{_name(img, key)}: expected a 2D image, got array of shape {tuple(img.shape)}")
-            channels = img.shape[0]
-            if channels in (3, 4):
-                img = (
-                    img[:3].float().mean(dim=0, keepdim=True)
-                    if isinstance(img, torch.Tensor)
-                    else (np.asarray(img[:3], dtype=np.float32).mean(axis=0, keepdims=True))
-                )
-            elif channels == 2:
-                img = img[:1]
-            elif channels != 1:
-                raise ValueError(f"{_name(img, key)}: expected 1, 3 or 4 channels (grey, RGB, RGBA), got {channels}")
-            d[key] = img
+            d[key] = to_grey(d[key], _name(d[key], key))
         return d
 
 
