@@ -132,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from scripts.coco import validate_split
     from scripts.predictor import BundlePredictor
 
-    from brainseg_monai.metrics import MASKS_DIR, PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
+    from brainseg_monai.metrics import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
 
     # Check the split before anything is written: a bad split leaves no output folder behind.
     problems = validate_split(args.split_dir, _category_map(args.category_map))
@@ -144,21 +144,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _unpack_bundle_zip(args)
     _check_output_dir(args.output_dir, [args.split_dir])
     predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
-    summary = evaluate_split(
+    evaluation = evaluate_split(
         predictor,
         args.split_dir,
         args.output_dir,
         outlines_dir=args.outlines,
         category_map=_category_map(args.category_map),
+        overlays=args.overlays,
     )
     out = Path(args.output_dir)
-    if args.overlays:
-        _write_overlays(args.split_dir, out / MASKS_DIR, out / "overlays", _category_map(args.category_map))
     if args.train_log:
         from brainseg_monai.report import training_curves
 
         training_curves(args.train_log, out / "training_curves.png")
-    _print_table(out / PER_IMAGE_FILE)
+    _print_table(evaluation.rows)
+    summary = evaluation.summary
     keys = (
         "dice_mean",
         "iou_mean",
@@ -178,35 +178,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_overlays(split_dir: str, masks_dir: Path, overlay_dir: Path, category_map: dict | None) -> None:
-    """One overlay PNG per image: predicted contour and the COCO boxes."""
-    import numpy as np
-    from PIL import Image
-    from scripts.coco import coco_to_datalist
-    from scripts.io import mask_output_path, read_grey
-
-    from brainseg_monai.metrics import annotation_box
-    from brainseg_monai.report import single_overlay
-
-    for rec in coco_to_datalist(split_dir, category_map, validate=False):
-        h, w = rec["label"]["height"], rec["label"]["width"]
-        grey = read_grey(rec["image"])  # the grey the model saw
-        with Image.open(mask_output_path(rec["image"], masks_dir)) as m:
-            mask = np.asarray(m) > 0
-        boxes = [annotation_box(a, h, w) for a in rec["label"]["annotations"]]
-        single_overlay(grey, mask, mask_output_path(rec["image"], overlay_dir), boxes=boxes)
-
-
-def _print_table(csv_path: Path) -> None:
-    import csv
-
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+def _print_table(rows: Sequence[dict]) -> None:
+    """One line per image: the figures of its row and whether a tumor was found."""
     cols = [c for c in ("dice", "iou", "box_iou", "outline_dice", "tumor_score") if rows and c in rows[0]]
     print(f"{'image':<48} " + " ".join(f"{c:>12}" for c in cols) + "  tumor")
     for row in rows:
-        cells = " ".join(f"{float(row[c]):>12.3f}" if row[c] not in ("", "None") else f"{'-':>12}" for c in cols)
-        found = "found" if row.get("tumor_found") == "True" else "NO TUMOR FOUND"
+        cells = " ".join(f"{row[c]:>12.3f}" if isinstance(row[c], (int, float)) else f"{'-':>12}" for c in cols)
+        found = "found" if row.get("tumor_found") else "NO TUMOR FOUND"
         print(f"{row['file_name'][:48]:<48} {cells}  {found}")
 
 

@@ -313,29 +313,42 @@ def comparison_gallery(
 
 
 def single_overlay(
-    image: ImageLike, mask: ImageLike, output_path: str | os.PathLike, boxes: Sequence[Sequence[float]] | None = None
+    image: ImageLike,
+    mask: ImageLike,
+    output_path: str | os.PathLike,
+    boxes: Sequence[Sequence[float]] | None = None,
+    outline: ImageLike | None = None,
 ) -> str:
-    """One image with the predicted contour (red) and COCO boxes (yellow), at the image's own size.
+    """One image with the predicted contour (red), COCO boxes (yellow) and the true outline (green), at its own size.
+
+    A legend in the top-left corner names the colours drawn.
 
     Args:
-        image: the image (array (H, W) or (H, W, C), or a file).
+        image: the image (array (H, W) or (H, W, C), or a file), shown in the grey the model saw.
         mask: the predicted mask (array or 0/255 PNG), same size as the image.
         output_path: the PNG to write; it is W x H pixels like the image.
         boxes: COCO boxes ``[x, y, w, h]`` to draw.
+        outline: the true tumor outline (array or 0/255 PNG), same size as the image.
 
     Returns:
         ``output_path``.
 
     Raises:
-        ValueError: the mask's size differs from the image's.
+        ValueError: the mask's or the outline's size differs from the image's.
     """
     gray, pred = _load_gray(image), _load_mask(mask)
-    if gray.shape != pred.shape:
-        raise ValueError(f"mask {pred.shape} and image {gray.shape} differ in size")
+    truth = _load_mask(outline) if outline is not None else None
+    for name, other in (("mask", pred), ("outline", truth)):
+        if other is not None and gray.shape != other.shape:
+            raise ValueError(f"{name} {other.shape} and image {gray.shape} differ in size")
     height, width = gray.shape
     fig = _new_figure(width / DPI, height / DPI)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    _draw_overlay(ax, gray, pred, boxes or (), linewidth=max(1.0, width / 400))
+    _draw_overlay(ax, gray, pred, boxes or (), outline=truth, linewidth=max(1.0, width / 400))
+    handles = _legend_handles(truth is not None)
+    if not boxes:
+        handles = [h for h in handles if h.get_label() != "COCO box"]
+    ax.legend(handles=handles, loc="upper left", fontsize=max(6.0, width / 90), framealpha=0.6)
     ax.set_axis_off()
     return _save(fig, output_path)
 

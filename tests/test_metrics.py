@@ -402,7 +402,7 @@ def test_evaluate_split_writes_every_output(smoke_model: Path, tmp_path: Path):
 
     predictor = BundlePredictor(bundle_dir=BUNDLE, ckpt_path=smoke_model, overrides=SMOKE_OVERRIDES)
     out = tmp_path / "eval"
-    summary = evaluate_split(predictor, SAMPLE_SPLIT, out, outlines_dir=SAMPLE_OUTLINES)
+    summary = evaluate_split(predictor, SAMPLE_SPLIT, out, outlines_dir=SAMPLE_OUTLINES).summary
 
     assert json.loads((out / SUMMARY_FILE).read_text()) == summary
     assert summary["n_images"] == 12 and summary["n_outlines"] == 12

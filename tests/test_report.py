@@ -168,3 +168,35 @@ def test_comparison_gallery_draws_each_model_in_its_colour(tmp_path: Path):
         assert (np.abs(pixels.astype(int) - target).sum(axis=1) < 60).sum() > 100, color
     with pytest.raises(ValueError, match="must align"):
         comparison_gallery(images, {"a": [box]}, [[]] * 4, ["x"] * 4, tmp_path / "bad.png")
+
+
+def _colour_mask(rgb: np.ndarray, color: str) -> np.ndarray:
+    """Pixels of ``color`` blended over black (the lines are drawn half transparent): same hue, not dark."""
+    from matplotlib.colors import to_rgb
+
+    target = np.array(to_rgb(color))
+    pixels = rgb.astype(float)
+    norm = np.linalg.norm(pixels, axis=-1)
+    cosine = pixels @ target / np.maximum(norm * np.linalg.norm(target), 1e-9)
+    return (cosine > 0.98) & (norm > 100)
+
+
+def test_single_overlay_draws_the_prediction_the_outline_and_the_boxes_where_they_are(tmp_path: Path):
+    from brainseg_monai.report import BOX_COLOR, OUTLINE_COLOR, PRED_COLOR
+
+    grey = np.zeros((400, 400), np.uint8)  # black: the colours stay pure
+    pred = np.zeros((400, 400), np.uint8)
+    pred[100:200, 220:320] = 1  # the prediction: right half
+    outline = np.zeros((400, 400), np.uint8)
+    outline[250:350, 40:140] = 1  # the true outline: bottom left
+    out = single_overlay(grey, pred, tmp_path / "o.png", boxes=[[20, 230, 140, 140]], outline=outline)
+    with Image.open(out) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    red, green, yellow = (_colour_mask(rgb, c) for c in (PRED_COLOR, OUTLINE_COLOR, BOX_COLOR))
+    # each contour lies on its own region's border, nowhere else (the legend sits top left)
+    assert red[95:205, 215:325].sum() > 200 and red[:, :200].sum() < 60 and red[210:, :].sum() == 0
+    assert green[245:355, 35:145].sum() > 200 and green[:, 200:].sum() == 0 and green[100:240, :].sum() == 0
+    assert yellow[225:375, 15:165].sum() > 200 and yellow[:, 200:].sum() == 0
+    assert not red[120:180, 240:300].any(), "a contour, not a filled mask"
+    with pytest.raises(ValueError, match="outline"):
+        single_overlay(grey, pred, tmp_path / "bad.png", outline=np.zeros((10, 10), np.uint8))

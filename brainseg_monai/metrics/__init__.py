@@ -46,6 +46,7 @@ from brainseg_monai.metrics.detection import (
 from brainseg_monai.metrics.evaluation import (
     GALLERY_FILE,
     MASKS_DIR,
+    OVERLAYS_DIR,
     PER_IMAGE_FILE,
     RESULTS_FILE,
     ROW_FIELDS,
@@ -63,6 +64,7 @@ __all__ = [
     "DETECTION_IOU",
     "GALLERY_FILE",
     "MASKS_DIR",
+    "OVERLAYS_DIR",
     "PER_IMAGE_FILE",
     "RESULTS_FILE",
     "ROW_FIELDS",

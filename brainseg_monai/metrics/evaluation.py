@@ -37,6 +37,7 @@ SUMMARY_FILE = "metrics_summary.json"
 RESULTS_FILE = "coco_results.json"
 GALLERY_FILE = "gallery.png"
 MASKS_DIR = "masks"
+OVERLAYS_DIR = "overlays"
 #: Columns of :data:`PER_IMAGE_FILE`, the keys of a row of :func:`evaluate_image`.
 ROW_FIELDS = (
     "file_name",
@@ -309,13 +310,31 @@ def _write_rows(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> N
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
 
 
-def _predict_and_save(predictor: Any, records: Sequence[Mapping[str, Any]], masks_dir: str) -> Iterator[Any]:
-    """Predict each record's image, write its mask to ``masks_dir/<stem>.png``, yield the prediction."""
+def _predict_and_save(
+    predictor: Any,
+    records: Sequence[Mapping[str, Any]],
+    masks_dir: str,
+    overlays_dir: str | None = None,
+    outlines_dir: str | os.PathLike | None = None,
+) -> Iterator[Any]:
+    """Predict each record's image, write its mask to ``masks_dir/<stem>.png`` (and overlay), yield the prediction."""
     from tqdm.auto import tqdm
 
     for record in tqdm(records, desc="evaluate", unit="image", disable=None):
         prediction = predictor.predict_file(record["image"], details=True)
         write_mask(prediction.mask, mask_output_path(record["image"], masks_dir))
+        if overlays_dir is not None:
+            from brainseg_monai.report import single_overlay
+
+            label = record["label"]
+            boxes = [annotation_box(a, label["height"], label["width"]) for a in label["annotations"]]
+            single_overlay(
+                record["image"],
+                prediction.mask,
+                mask_output_path(record["image"], overlays_dir),
+                boxes=boxes,
+                outline=_outline_path(outlines_dir, record["image"]),
+            )
         yield prediction
 
 
@@ -326,14 +345,17 @@ def evaluate_split(
     outlines_dir: str | os.PathLike | None = None,
     category_map: Mapping[str | int, int] | None = None,
     gallery: bool = True,
-) -> dict[str, Any]:
+    overlays: bool = False,
+) -> Evaluation:
     """Run a predictor over a COCO split and write its evaluation.
 
     Writes, each file atomically, into ``output_dir``: :data:`PER_IMAGE_FILE` (one row per
     image, :data:`ROW_FIELDS`), :data:`SUMMARY_FILE` (the summary), :data:`RESULTS_FILE`
     (every component in COCO results format, for pycocotools), the masks
-    ``masks/<image stem>.png`` (0/255) and, with ``gallery``, :data:`GALLERY_FILE` (best,
-    median and worst images by Dice, :func:`brainseg_monai.report.overlay_gallery`).
+    ``masks/<image stem>.png`` (0/255), with ``overlays`` one picture per image
+    ``overlays/<image stem>.png`` (prediction, COCO boxes, true outline, legend) and, with
+    ``gallery``, :data:`GALLERY_FILE` (best, median and worst images,
+    :func:`brainseg_monai.report.overlay_gallery`).
 
     Args:
         predictor: a :class:`~scripts.predictor.BundlePredictor` (anything with
@@ -343,9 +365,11 @@ def evaluate_split(
         outlines_dir: folder of true outlines ``<image stem>.png``, for ``outline_dice``.
         category_map: as in :func:`~scripts.coco.resolve_category_map`.
         gallery: also draw the overlay gallery.
+        overlays: also draw one overlay per image.
 
     Returns:
-        The summary (:func:`summarize`) plus ``split_dir`` and ``model`` (the predictor's ``name``).
+        The rows, the COCO results and the summary (:func:`summarize`, plus ``split_dir`` and
+        ``model``, the predictor's ``name``), as written.
 
     Raises:
         CocoDataError: the split has errors.
@@ -355,18 +379,18 @@ def evaluate_split(
     records = coco_to_datalist(split_dir, category_map)
     out = Path(output_dir)
     masks_dir = str(out / MASKS_DIR)
-    evaluation = evaluate_predictions(records, _predict_and_save(predictor, records, masks_dir), outlines_dir)
-    summary = {
-        **evaluation.summary,
-        "split_dir": os.path.abspath(os.fspath(split_dir)),
-        "model": getattr(predictor, "name", type(predictor).__name__),
-    }
+    overlays_dir = str(out / OVERLAYS_DIR) if overlays else None
+    predictions = _predict_and_save(predictor, records, masks_dir, overlays_dir, outlines_dir)
+    evaluation = evaluate_predictions(records, predictions, outlines_dir)
+    evaluation.summary.update(
+        split_dir=os.path.abspath(os.fspath(split_dir)), model=getattr(predictor, "name", type(predictor).__name__)
+    )
     _write_rows(evaluation.rows, out / PER_IMAGE_FILE)
     _write_json(evaluation.coco_results, out / RESULTS_FILE)
-    _write_json(summary, out / SUMMARY_FILE)
+    _write_json(evaluation.summary, out / SUMMARY_FILE)
     if gallery and records:
         _write_gallery(records, evaluation.rows, masks_dir, outlines_dir, out / GALLERY_FILE)
-    return summary
+    return evaluation
 
 
 def _write_gallery(
