@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -253,6 +254,77 @@ def test_worker_process_matches_in_process(tmp_path, samples, smoke_model, smoke
     )
     assert bad.returncode == 2 and bad.stdout.splitlines()[-1].startswith("ERROR ") and "none.npy" in bad.stdout
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_background_run_gives_the_in_process_result_with_progress(samples, smoke_model, smoke_predictor):
+    """The runner the Slicer module polls (launcher injected: here a plain subprocess in its own session)."""
+    from BrainTumorSegmentationLib.background import WorkerRun
+
+    volume = np.stack([s.grey for s in samples[:3]])
+    seen = []
+    run = WorkerRun(
+        volume,
+        str(BUNDLE),
+        force_cpu=True,
+        on_progress=lambda fraction, name: seen.append((fraction, name)),
+        batch_size=2,
+        ckpt_path=str(smoke_model),
+        config_files=[str(SMOKE_NETWORK)],
+        probability=True,
+    )
+    assert run.wait(300) and run.error is None and not run.cancelled
+    expected_mask, expected_prob = btl.predict_volume(volume, smoke_predictor, batch_size=2, with_probability=True)
+    assert np.array_equal(run.result.mask, expected_mask)
+    assert np.allclose(run.result.probability, expected_prob, atol=1e-6)
+    assert run.result.unusual_slices is not None and 0 <= run.result.unusual_slices <= 3
+    assert seen[0] == (0.0, smoke_predictor.name) and seen[-1] == (1.0, smoke_predictor.name)
+    assert "--force-cpu" in run.command and not os.path.exists(os.path.dirname(run.command[3]))  # temp files gone
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a reparented child may wait unreaped in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cancel_stops_the_worker_and_everything_it_started(tmp_path):
+    """Cancel must not leave a grandchild (a data loader, a compiler...) running."""
+    from BrainTumorSegmentationLib.background import WorkerRun
+
+    worker = tmp_path / "spawning_worker.py"
+    worker.write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print('CHILD', child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    run = WorkerRun(np.zeros((2, 8, 8), np.float32), str(BUNDLE), worker=str(worker))
+    deadline = time.monotonic() + 60
+    while not any(line.startswith("CHILD") for line in run.log) and time.monotonic() < deadline:
+        run.poll()
+        time.sleep(0.05)
+    child = int(next(line for line in run.log if line.startswith("CHILD")).split()[1])
+    assert _alive(child) and _alive(run.process.pid)
+    run.cancel()
+    assert run.wait(30)
+    assert run.cancelled and run.result is None
+    deadline = time.monotonic() + 10
+    while (_alive(child) or _alive(run.process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(run.process.pid) and not _alive(child)
+
+
+def test_background_run_reports_the_workers_error(tmp_path):
+    from BrainTumorSegmentationLib.background import WorkerRun
+
+    run = WorkerRun(np.zeros((2, 8, 8), np.float32), str(tmp_path / "no_bundle"), force_cpu=True)
+    assert run.wait(120)
+    assert run.result is None and not run.cancelled
+    assert run.error and "no_bundle" in run.error
 
 
 # --------------------------------------------------------------------------------------

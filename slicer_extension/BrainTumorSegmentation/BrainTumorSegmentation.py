@@ -8,10 +8,9 @@ the background process, progress and cancel). The processing is in the Qt-free p
 
 import logging
 import os
-import queue
 import shutil
+import subprocess
 import tempfile
-import threading
 import time
 
 import BrainTumorSegmentationLib as btl
@@ -20,7 +19,7 @@ import numpy as np
 import qt
 import slicer
 import vtk  # noqa: F401 - keeps Slicer's module template imports
-from BrainTumorSegmentationLib import dependencies
+from BrainTumorSegmentationLib import background, dependencies
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -368,11 +367,12 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
 
 
 class BackgroundSegmentation:
-    """One run of ``BrainTumorSegmentationLib/worker.py`` in ``PythonSlicer``, polled by a Qt timer.
+    """One background run (``BrainTumorSegmentationLib.background.WorkerRun``), polled by a Qt timer.
 
-    The input voxels go to the process as a ``.npy`` file; the scene is changed only when the
-    process has succeeded (``btl.apply_prediction``), so Cancel (terminating the process) leaves
-    it unchanged. ``CUDA_VISIBLE_DEVICES=-1`` forces the CPU.
+    The Lib starts the ``PythonSlicer`` worker in its own process group and reads its protocol;
+    this class only polls it from the main thread and applies a successful result to the scene
+    (``btl.apply_prediction``), so Cancel (which stops the worker and everything it started)
+    leaves the scene unchanged.
     """
 
     def __init__(
@@ -394,142 +394,91 @@ class BackgroundSegmentation:
         self.segmentationNodeID = segmentationNode.GetID() if segmentationNode is not None else None
         self.onProgress = onProgress
         self.onFinished = onFinished
-        self.cancelled = False
-        self.finished = False
-        self.error = None
-        self.bundleName = ""
-        self.log = []
-        self.tempDir = tempfile.mkdtemp(prefix="BrainTumorSegmentation-")
-        inputPath = os.path.join(self.tempDir, "input.npy")
-        self.outputPath = os.path.join(self.tempDir, "output.npz")
-        np.save(inputPath, btl.volume_array(volumeNode))
-
         python = shutil.which("PythonSlicer")
         if not python:
             raise RuntimeError("PythonSlicer (Slicer's Python launcher) was not found")
-        worker = os.path.join(os.path.dirname(btl.__file__), "worker.py")
-        command = [
-            python,
-            worker,
-            "--input",
-            inputPath,
-            "--output",
-            self.outputPath,
-            "--batch-size",
-            str(int(batchSize)),
-        ]
-        command += ["--bundle-dir", btl.find_bundle_dir(bundleDir)]
-        if ckptPath:
-            command += ["--ckpt-path", os.fspath(ckptPath)]
-        for config in configFiles:
-            command += ["--config-file", os.fspath(config)]
-        if axis is not None:
-            command += ["--axis", str(axis)]
-        if outputProbability:
-            command.append("--probability")
-        environment = None
-        if forceCPU:
-            command.append("--force-cpu")
-            environment = {"CUDA_VISIBLE_DEVICES": "-1"}
-        logging.info("BrainTumorSegmentation: " + " ".join(command))
-        self.process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment)
-        self.lines = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.killAt = None
+        self.run = background.WorkerRun(
+            btl.volume_array(volumeNode),
+            btl.find_bundle_dir(bundleDir),
+            python=python,
+            launcher=_slicerLauncher,
+            force_cpu=forceCPU,
+            on_progress=self._progress,
+            batch_size=batchSize,
+            ckpt_path=ckptPath,
+            config_files=tuple(configFiles),
+            axis=axis,
+            probability=outputProbability,
+        )
+        logging.info("BrainTumorSegmentation: " + " ".join(self.run.command))
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.timeout.connect(self._poll)
         self.timer.start()
 
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.process.stdout.close()
+    @property
+    def finished(self):
+        return self.run.finished
+
+    @property
+    def cancelled(self):
+        return self.run.cancelled
 
     def cancel(self):
-        """Stop the process; the scene is not changed."""
-        if self.finished or self.cancelled:
-            return
-        self.cancelled = True
-        self.process.terminate()
-        self.killAt = time.time() + 3.0
+        """Stop the worker and its children; the scene is not changed."""
+        self.run.cancel()
+
+    def _progress(self, fraction, bundleName):
+        if self.onProgress is not None:
+            self.onProgress(fraction, f"Segmenting with {bundleName}..." if bundleName else None)
 
     def _poll(self):
-        while True:
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                break
-            self._handle(line)
-        if self.killAt is not None and self.process.poll() is None and time.time() > self.killAt:
-            self.process.kill()
-        if self.process.poll() is None or self.reader.is_alive():
+        if not self.run.poll():
             return
         self.timer.stop()
-        self._finish()
-
-    def _handle(self, line):
-        word, _, rest = line.partition(" ")
-        if word == "PROGRESS":
-            try:
-                fraction = float(rest)
-            except ValueError:
-                return
-            self._call(self.onProgress, fraction, f"Segmenting with {self.bundleName}..." if self.bundleName else None)
-        elif word == "BUNDLE":
-            self.bundleName = rest
-            self._call(self.onProgress, 0.0, f"Segmenting with {rest}...")
-        elif word == "ERROR":
-            self.error = rest
-        else:
-            self.log = (self.log + [line])[-200:]
-            logging.debug(line)
-
-    def _finish(self):
-        self.finished = True
-        segmentation = None
+        segmentation, error = None, self.run.error
         try:
-            if self.cancelled:
-                return
-            returnCode = self.process.returncode
-            if returnCode != 0 or not os.path.isfile(self.outputPath):
-                details = "\n".join(self.log[-40:])
-                self.error = f"{self.error or f'the process exited with code {returnCode}'}\n\n{details}".strip()
-                return
-            volume = slicer.mrmlScene.GetNodeByID(self.volumeNodeID)
-            if volume is None:
-                self.error = "The input volume was removed while it was being segmented."
-                return
-            outputNode = slicer.mrmlScene.GetNodeByID(self.segmentationNodeID) if self.segmentationNodeID else None
-            with np.load(self.outputPath) as result:
-                mask = result["mask"]
-                probability = result["probability"] if "probability" in result.files else None
-                unusual = int(result["input_unusual"].sum()) if "input_unusual" in result.files else None
-            segmentation = btl.apply_prediction(
-                volume, mask, probability, outputNode, source=self.bundleName, unusual_slices=unusual
-            )
+            if self.run.result is not None:
+                volume = slicer.mrmlScene.GetNodeByID(self.volumeNodeID)
+                if volume is None:
+                    error = "The input volume was removed while it was being segmented."
+                else:
+                    outputNode = (
+                        slicer.mrmlScene.GetNodeByID(self.segmentationNodeID) if self.segmentationNodeID else None
+                    )
+                    result = self.run.result
+                    segmentation = btl.apply_prediction(
+                        volume,
+                        result.mask,
+                        result.probability,
+                        outputNode,
+                        source=self.run.bundle_name,
+                        unusual_slices=result.unusual_slices,
+                    )
         except Exception as e:
             logging.exception("BrainTumorSegmentation: loading the result failed")
-            self.error = str(e)
-        finally:
-            shutil.rmtree(self.tempDir, ignore_errors=True)
-            self._call(self.onFinished, segmentation, self.error, self.cancelled)
-
-    @staticmethod
-    def _call(callback, *args):
-        if callback is not None:
-            callback(*args)
+            error = str(e)
+        if self.onFinished is not None:
+            self.onFinished(segmentation, error, self.run.cancelled)
 
     def wait(self, timeoutSeconds=600):
         """Block (processing Qt events) until the run has finished. For scripts and tests."""
         end = time.time() + timeoutSeconds
-        while not self.finished and time.time() < end:
+        while self.timer.isActive() and time.time() < end:
             slicer.app.processEvents()
             time.sleep(0.05)
-        if not self.finished:
+        if self.timer.isActive():
             self.cancel()
             raise TimeoutError("the background segmentation did not finish in time")
+
+
+def _slicerLauncher(command, environment=None):
+    """Start the worker with Slicer's startup environment (as launchConsoleProcess does), in its own session."""
+    startup = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
+    env = {**(startup if startup is not None else os.environ), **(environment or {})}
+    return subprocess.Popen(
+        list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 #

@@ -13,7 +13,8 @@ Modules:
     :mod:`.inference` numpy-only volume inference (no ``slicer`` import: also used by the
     background worker process); :mod:`.segmentation` MRML nodes in and out;
     :mod:`.dependencies` what must be pip-installed in Slicer's Python; :mod:`.worker` the
-    background process; :mod:`.testing` checks shared by the pytest suite and the in-Slicer self-test.
+    background process and :mod:`.background` its runner (start, progress, cancel of the whole
+    process group, result; the process launcher injected); :mod:`.testing` checks shared by the pytest suite and the in-Slicer self-test.
 
 Names from :mod:`.segmentation` are loaded on first access, so importing this package (and
 its ``inference``/``dependencies`` modules) does not need ``slicer``, torch or MONAI.
