@@ -59,16 +59,23 @@ def check_workflow(workflow):
     workflow.finalize()
 
 
-class TestBrainTumorMri2dSegmentation(unittest.TestCase):
+class RandomCocoDataset:
+    """A temporary dataset folder with random ``train`` and ``valid`` splits, for each test."""
+
+    n_train, n_valid, seed = 6, 4, 0
+
     def setUp(self):
         self.tmp = tempfile.mkdtemp()
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(self.seed)
         self.dataset_dir = os.path.join(self.tmp, "data")
-        write_random_coco_split(os.path.join(self.dataset_dir, "train"), 6, rng)
-        write_random_coco_split(os.path.join(self.dataset_dir, "valid"), 4, rng)
+        write_random_coco_split(os.path.join(self.dataset_dir, "train"), self.n_train, rng)
+        write_random_coco_split(os.path.join(self.dataset_dir, "valid"), self.n_valid, rng)
 
     def tearDown(self):
         shutil.rmtree(self.tmp)
+
+
+class TestBrainTumorMri2dSegmentation(RandomCocoDataset, unittest.TestCase):
 
     def _configs(self, *names):
         return [os.path.join(BUNDLE_ROOT, "configs", n) for n in names]

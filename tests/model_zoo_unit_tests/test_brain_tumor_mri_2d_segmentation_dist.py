@@ -5,26 +5,15 @@ configs choose nccl only when CUDA is present), one epoch on a small random COCO
 """
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 
-import numpy as np
-from test_brain_tumor_mri_2d_segmentation import BUNDLE_ROOT, SMALL_NETWORK, write_random_coco_split
+from test_brain_tumor_mri_2d_segmentation import BUNDLE_ROOT, SMALL_NETWORK, RandomCocoDataset
 
 
-class TestBrainTumorMri2dSegmentationMGPU(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        rng = np.random.default_rng(1)
-        self.dataset_dir = os.path.join(self.tmp, "data")
-        write_random_coco_split(os.path.join(self.dataset_dir, "train"), 8, rng)
-        write_random_coco_split(os.path.join(self.dataset_dir, "valid"), 4, rng)
-
-    def tearDown(self):
-        shutil.rmtree(self.tmp)
+class TestBrainTumorMri2dSegmentationMGPU(RandomCocoDataset, unittest.TestCase):
+    n_train, n_valid, seed = 8, 4, 1
 
     def test_train_two_processes_gloo(self):
         configs = [os.path.join(BUNDLE_ROOT, "configs", n) for n in ("train.json", "multi_gpu_train.json")]
