@@ -38,7 +38,36 @@ def _category_map(text: str | None) -> dict | None:
         raise CommandError(f"--category-map: not valid JSON ({e.msg})") from None
     if not isinstance(value, dict):
         raise CommandError("--category-map: must be a JSON object such as '{\"Tumor\": 1}'")
+    for key, label in value.items():
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise CommandError(f"--category-map: the label of {key!r} must be an integer, got {label!r}")
     return {(int(k) if k.isdigit() else k): v for k, v in value.items()}
+
+
+CONFIG_IS_CODE = "(repeatable). A config file is code: MONAI runs its $ expressions. Use only files you trust."
+
+
+def _device(option: str, text: str | None):
+    """``--device`` as a ``torch.device`` object: user text never becomes a config expression."""
+    if text is None:
+        return None
+    import torch
+
+    try:
+        return torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise CommandError(f"{option} {text!r}: not a device (cpu, cuda, cuda:1, mps...)") from None
+
+
+def _config_literal(option: str, value: str) -> str:
+    """A string that goes into a bundle config as plain text.
+
+    MONAI evaluates a config string starting with ``$`` as Python and resolves one starting
+    with ``@`` or ``%`` as a reference: such a value from the command line would run as code.
+    """
+    if isinstance(value, str) and value.startswith(("$", "@", "%")):
+        raise CommandError(f"{option} {value!r}: may not start with $, @ or % (the bundle config would run it)")
+    return value
 
 
 def _print_problems(problems: Sequence[Any]) -> None:
@@ -81,6 +110,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     bundle = _bundle_dir(args)
     category_map = _category_map(args.category_map)
+    for option, value in (("--train-split", args.train_split), ("--val-split", args.val_split)):
+        _config_literal(option, value)  # they go into the config as text
+    device = _device("--device", args.device)
     # Validate both splits before anything is built: training never starts on bad data.
     failed = False
     for split in (args.train_split, args.val_split):
@@ -93,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not os.path.isfile(extra):
             raise CommandError(f"--config {extra}: file not found")
     out = Path(args.output_dir).resolve()
+    # absolute paths start with "/": of the texts below only the split names could look like config code
     overrides: dict[str, Any] = {
         "bundle_root": bundle,
         "dataset_dir": os.path.abspath(args.dataset_dir),
@@ -106,8 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.epochs is not None:
         overrides["train#trainer#max_epochs"] = args.epochs
-    if args.device:
-        overrides["device"] = f"$torch.device('{args.device}')"
+    if device is not None:
+        overrides["device"] = device  # an object, not text for a $ expression
     workflow = ConfigWorkflow(
         config_file=[os.path.join(bundle, "configs", "train.json"), *map(os.path.abspath, args.config)],
         meta_file=os.path.join(bundle, "configs", "metadata.json"),
@@ -143,7 +176,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CommandError(f"--train-log {args.train_log}: folder not found")
     _unpack_bundle_zip(args)
     _check_output_dir(args.output_dir, [args.split_dir])
-    predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
+    device = _device("--device", args.device)
+    predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
     evaluation = evaluate_split(
         predictor,
         args.split_dir,
@@ -313,7 +347,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     files = _expand_inputs(args.inputs)
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
     _check_output_dir(args.output_dir, args.inputs)
-    predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=args.device, config_files=args.config)
+    device = _device("--device", args.device)
+    predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
     failures: list[str] = []
     rows: list[dict] = []
     skipped = 0
@@ -410,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="run folder: models/ (model.pt, checkpoint_latest.pt) and eval/")
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
     p.add_argument(
-        "--config", action="append", default=[], help="extra override JSON layered on train.json (repeatable)"
+        "--config", action="append", default=[], help="extra override JSON layered on train.json " + CONFIG_IS_CODE
     )
     p.add_argument("--epochs", type=int, help="number of epochs (train#trainer#max_epochs)")
     p.add_argument("--train-split", default="train")
@@ -430,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-log", help="a training run's eval/ folder (TensorBoard logs): draw training_curves.png")
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--model", help="weights to use instead of the bundle's models/model.pt")
-    p.add_argument("--config", action="append", default=[], help="override JSON layered on inference.json (repeatable)")
+    p.add_argument(
+        "--config", action="append", default=[], help="override JSON layered on inference.json " + CONFIG_IS_CODE
+    )
     p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
     p.add_argument("--device", help="cpu, cuda... (default: CUDA when present)")
     _add_bundle_zip_options(p)
@@ -445,7 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="slices per batch for 3D volumes")
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--model", help="weights to use instead of the bundle's models/model.pt")
-    p.add_argument("--config", action="append", default=[], help="override JSON layered on inference.json (repeatable)")
+    p.add_argument(
+        "--config", action="append", default=[], help="override JSON layered on inference.json " + CONFIG_IS_CODE
+    )
     p.add_argument("--device", help="cpu, cuda... (default: CUDA when present)")
     _add_bundle_zip_options(p)
     p.set_defaults(func=cmd_segment)

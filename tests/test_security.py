@@ -392,3 +392,53 @@ def test_segment_with_a_bundle_zip_checks_its_sha256_first(smoke_model, tmp_path
     assert "--bundle-zip needs --sha256" in capsys.readouterr().err
     assert main(common + ["--sha256", _sha(z)]) == 0
     assert capsys.readouterr().out.strip() == str(out / (image.stem + ".png"))
+
+
+# --------------------------------------------------------------------------- user text never becomes code
+
+INJECTIONS = [
+    "cpu') if __import__('os').system('touch {marker}') else torch.device('cpu",
+    "$__import__('os').system('touch {marker}')",
+    "@__import__('os').system('touch {marker}')",
+]
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "segment"])
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_device_text_is_validated_never_evaluated(command, payload, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    device = payload.format(marker=marker)
+    base = {
+        "train": ["train", "--dataset-dir", str(SAMPLE_SPLIT.parent), "--output-dir", str(tmp_path / "run")]
+        + ["--train-split", "valid", "--val-split", "valid", "--epochs", "1"],
+        "evaluate": ["evaluate", str(SAMPLE_SPLIT), "--output-dir", str(tmp_path / "eval")],
+        "segment": ["segment", str(next(SAMPLE_SPLIT.glob("*.jpg"))), "--output-dir", str(tmp_path / "seg")],
+    }[command]
+    assert main([*base, "--device", device]) != 0
+    assert not marker.exists(), "the device text ran as code"
+    err = capsys.readouterr().err
+    assert "--device" in err and "not a device" in err
+
+
+@pytest.mark.parametrize("option", ["--train-split", "--val-split"])
+@pytest.mark.parametrize("payload", INJECTIONS[1:] + ["%configs/inference.json::device"])
+def test_train_options_that_reach_the_config_cannot_be_expressions(option, payload, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    args = ["train", "--dataset-dir", str(SAMPLE_SPLIT.parent), "--output-dir", str(tmp_path / "run"), "--epochs", "1"]
+    args += ["--train-split", "valid", "--val-split", "valid", option, payload.format(marker=marker)]
+    assert main(args) != 0
+    assert not marker.exists() and not (tmp_path / "run").exists()
+    assert option in capsys.readouterr().err
+
+
+def test_category_map_labels_must_be_integers(tmp_path, capsys):
+    args = ["check-data", str(SAMPLE_SPLIT), "--category-map", '{"Tumor": "$__import__(\\"os\\").getcwd()"}']
+    assert main(args) != 0
+    assert "--category-map" in capsys.readouterr().err
+
+
+def test_bundle_predictor_takes_a_device_object_not_text():
+    from scripts.predictor import BundlePredictor
+
+    with pytest.raises((RuntimeError, ValueError)):
+        BundlePredictor(device="cpu') if __import__('os').system('true') else torch.device('cpu")

@@ -96,7 +96,7 @@ class BundlePredictor:
         for key, value in (overrides or {}).items():
             parser[key] = value
         if device is not None:
-            parser["device"] = f"$torch.device('{torch.device(device)}')"
+            parser["device"] = torch.device(device)  # an object: text never becomes a $ expression
         self.parser = parser
         self.device = parser.get_parsed_content("device")
         self.network = parser.get_parsed_content("network")
