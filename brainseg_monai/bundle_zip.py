@@ -104,13 +104,32 @@ def unpack_bundle(zip_path: str | os.PathLike, dest: str | os.PathLike, sha256: 
         raise BundleZipError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
     if not src.is_file():
         raise FileNotFoundError(f"{src}: bundle zip not found")
-    actual = sha256_file(src)
-    if actual != expected:
-        raise BundleZipError(f"{src}: sha256 is {actual}, not the expected {expected}: refused, nothing unpacked")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BundleZipError(f"{target}: already exists and is not an empty folder")
+    with tempfile.TemporaryDirectory(prefix="brainseg_zip_") as private:  # 0700: only this user
+        # Hash the bytes while copying them to a private file, then unpack that copy: whatever
+        # happens to the path afterwards, what is unpacked is what was checked.
+        checked = Path(private) / "bundle.zip"
+        actual = _copy_and_hash(src, checked)
+        if actual != expected:
+            raise BundleZipError(f"{src}: sha256 is {actual}, not the expected {expected}: refused, nothing unpacked")
+        return _unpack_checked(checked, src, target)
+
+
+def _copy_and_hash(src: Path, dst: Path) -> str:
+    """Copy ``src`` to ``dst`` in chunks; the hex sha256 of the bytes copied."""
+    digest = hashlib.sha256()
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(chunk)
+            fout.write(chunk)
+    return digest.hexdigest()
+
+
+def _unpack_checked(checked: Path, src: Path, target: Path) -> Path:
+    """Unpack the checked copy of ``src`` into ``target`` (atomically: a temporary folder renamed)."""
     try:
-        zf = zipfile.ZipFile(src)
+        zf = zipfile.ZipFile(checked)
     except zipfile.BadZipFile as e:
         raise BundleZipError(f"{src}: not a zip file ({e})") from None
     with zf:

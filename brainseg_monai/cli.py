@@ -44,6 +44,17 @@ def _category_map(text: str | None) -> dict | None:
     return {(int(k) if k.isdigit() else k): v for k, v in value.items()}
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
 CONFIG_IS_CODE = "(repeatable). A config file is code: MONAI runs its $ expressions. Use only files you trust."
 
 
@@ -447,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", action="append", default=[], help="extra override JSON layered on train.json " + CONFIG_IS_CODE
     )
-    p.add_argument("--epochs", type=int, help="number of epochs (train#trainer#max_epochs)")
+    p.add_argument("--epochs", type=_positive_int, help="number of epochs (train#trainer#max_epochs), at least 1")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="valid")
     p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
@@ -479,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=".png", choices=[".png", ".nii.gz"], help="mask format for JPG/PNG inputs")
     p.add_argument("--overlays", action="store_true", help="also write overlay PNGs into OUTPUT_DIR/overlays")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose mask already exists")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per batch for 3D volumes")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="slices per batch for 3D volumes, at least 1")
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--model", help="weights to use instead of the bundle's models/model.pt")
     p.add_argument(

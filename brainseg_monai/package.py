@@ -182,6 +182,9 @@ def package_bundle(
     out = Path(output_zip) if output_zip is not None else Path.cwd()
     if out.is_dir():
         out = out / f"{name}_v{version}.zip"
+    if out.resolve() == bundle or bundle in out.resolve().parents:
+        # it would overwrite a bundle file (the weights...) or package itself
+        raise PackagingError(f"--output {out}: inside the bundle being packaged ({bundle}); write the zip elsewhere")
     members = _bundle_members(bundle, with_weights)
     for src, _ in members:
         if src.stat().st_size > MAX_FILE_BYTES:

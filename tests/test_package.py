@@ -63,6 +63,21 @@ def test_package_refuses_without_weights(tmp_path, capsys):
         assert f"{DEFAULT_BUNDLE_NAME}/configs/inference.json" in zf.namelist()
 
 
+def test_package_refuses_an_output_inside_the_bundle(smoke_model, tmp_path, capsys, monkeypatch):
+    bundle = _bundle_copy(tmp_path / "bundle", smoke_model)
+    weights = (bundle / "models" / "model.pt").read_bytes()
+    before = sorted(p.relative_to(bundle) for p in bundle.rglob("*"))
+    for output in (bundle / "models" / "model.pt", bundle / "models", bundle, bundle / "configs" / "b.zip"):
+        assert main(["package", "--bundle-dir", str(bundle), "--output", str(output)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "inside the bundle being packaged" in err and str(output) in err
+    monkeypatch.chdir(bundle / "docs")  # the default output is the current folder
+    assert main(["package", "--bundle-dir", str(bundle)]) == 1
+    assert "inside the bundle" in capsys.readouterr().err
+    assert (bundle / "models" / "model.pt").read_bytes() == weights
+    assert sorted(p.relative_to(bundle) for p in bundle.rglob("*")) == before
+
+
 def test_package_layout(smoke_model, tmp_path, capsys):
     bundle = _bundle_copy(tmp_path / "bundle", smoke_model)
     (bundle / "models" / "checkpoint_latest.pt").write_bytes(b"training state: not packaged")

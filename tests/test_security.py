@@ -309,6 +309,25 @@ def test_unpack_a_good_bundle_zip(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
 
 
+def test_unpack_extracts_the_bytes_it_checked_even_if_the_file_is_swapped(tmp_path, monkeypatch):
+    """No check-then-reopen race: the zip is swapped for another right after its hash is taken."""
+    from brainseg_monai import bundle_zip
+
+    good = _bundle_zip(tmp_path / "b.zip")
+    evil = _bundle_zip(tmp_path / "evil.zip", extra={"bundle/configs/evil.json": "{}"})
+    hashed = bundle_zip._copy_and_hash
+
+    def hash_then_swap(src, dst):
+        digest = hashed(src, dst)
+        shutil.copy(evil, src)  # the attacker wins the race on the path
+        return digest
+
+    monkeypatch.setattr(bundle_zip, "_copy_and_hash", hash_then_swap)
+    root = bundle_zip.unpack_bundle(good, tmp_path / "dest", _sha(good))
+    assert (root / "configs" / "inference.json").is_file()
+    assert not (root / "configs" / "evil.json").exists(), "unpacked a zip other than the one checked"
+
+
 def test_unpack_refuses_a_zip_whose_sha256_differs(tmp_path, capsys):
     z = _bundle_zip(tmp_path / "b.zip")
     wrong = hashlib.sha256(b"another zip").hexdigest()
@@ -442,3 +461,23 @@ def test_bundle_predictor_takes_a_device_object_not_text():
 
     with pytest.raises((RuntimeError, ValueError)):
         BundlePredictor(device="cpu') if __import__('os').system('true') else torch.device('cpu")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["segment", "x.jpg", "--output-dir", "{out}", "--batch-size", "0"],
+        ["segment", "x.jpg", "--output-dir", "{out}", "--batch-size", "-3"],
+        ["segment", "x.jpg", "--output-dir", "{out}", "--batch-size", "two"],
+        ["train", "--dataset-dir", "d", "--output-dir", "{out}", "--epochs", "0"],
+        ["train", "--dataset-dir", "d", "--output-dir", "{out}", "--epochs", "-1"],
+    ],
+)
+def test_numeric_options_are_checked_before_anything_runs(argv, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(out=out) for a in argv])
+    assert exit_info.value.code == 2
+    option = argv[-2]
+    assert f"argument {option}" in capsys.readouterr().err
+    assert not out.exists(), "nothing is written for a refused option"
