@@ -633,6 +633,36 @@ def test_second_polygon_outside_the_image_is_named(sample_split):
     expect_one_error(sample_split, "annotations[id=56]", "segmentation", "polygon 1:", "outside")
 
 
+@pytest.mark.parametrize(
+    "counts, why",
+    [
+        ("0", "sum to 0, not 640*640"),  # one empty run: pycocotools would decode uninitialised memory
+        ("PPYo1", "RLE counts"),  # runs that cover part of the image
+        ("`", "not a valid compressed RLE string"),  # a number cut off
+        ("0\x7f", "not a valid compressed RLE string"),  # a character outside the encoding
+    ],
+    ids=["empty-run", "short", "cut-off", "bad-char"],
+)
+def test_compressed_rle_must_cover_the_image(sample_split, counts, why):
+    data = read_json(sample_split)
+    data["annotations"][0]["segmentation"] = {"size": [640, 640], "counts": counts}
+    write_json(sample_split, data)
+    expect_one_error(sample_split, "annotations[id=56]", "segmentation", why)
+
+
+def test_compressed_rle_that_covers_the_image_is_accepted_and_read_back(sample_split):
+    from pycocotools import mask as mask_utils
+
+    truth = np.zeros((640, 640), np.uint8)
+    truth[100:200, 200:350] = 1
+    counts = mask_utils.encode(np.asfortranarray(truth))["counts"].decode("ascii")
+    data = read_json(sample_split)
+    data["annotations"][0]["segmentation"] = {"size": [640, 640], "counts": counts}
+    write_json(sample_split, data)
+    assert not [p for p in validate_split(sample_split) if p.severity == "error"]
+    np.testing.assert_array_equal(rasterize_annotations([data["annotations"][0]], 640, 640), truth)
+
+
 def test_rle_of_another_size(sample_split):
     data = read_json(sample_split)
     data["annotations"][0]["segmentation"] = {"size": [3, 4], "counts": RLE_COUNTS}

@@ -249,22 +249,44 @@ def _check_segmentation(seg: Any, height: int, width: int) -> str | None:
         if list(size) != [height, width]:
             return f"RLE size {size} differs from the image's [{height}, {width}]"
         counts = seg["counts"]
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-                return "RLE counts must be non-negative integers"
-            if sum(counts) != height * width:
-                return f"RLE counts sum to {sum(counts)}, not {height}*{width}={height * width} pixels"
-        elif isinstance(counts, str):
-            from pycocotools import mask as mask_utils
-
-            try:
-                mask_utils.decode({"size": [height, width], "counts": counts})
-            except ValueError as e:
-                return f"RLE counts cannot be decoded ({e})"
-        else:
+        if isinstance(counts, str):
+            # pycocotools decodes a string whose runs do not cover the image from uninitialised
+            # memory: read the runs here first, as its rleFrString does
+            counts = _compressed_rle_counts(counts)
+            if counts is None:
+                return "RLE counts: not a valid compressed RLE string"
+        elif not isinstance(counts, list):
             return f"RLE counts must be a list of run lengths or a compressed string, not {type(counts).__name__}"
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            return "RLE counts must be non-negative integers"
+        if sum(counts) != height * width:
+            return f"RLE counts sum to {sum(counts)}, not {height}*{width}={height * width} pixels"
         return None
     return f"must be a list of polygons or an RLE object, not {type(seg).__name__}"
+
+
+def _compressed_rle_counts(text: str) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE string (pycocotools' ``rleFrString``), None if malformed."""
+    counts: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text):
+                return None  # the last number is cut off
+            c = ord(text[pos]) - 48
+            if not 0 <= c < 64:
+                return None  # outside the 64 characters the encoding uses
+            value |= (c & 0x1F) << (5 * shift)
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 1
+            if not more and c & 0x10:
+                value |= -1 << (5 * shift)
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
 
 
 def _check_bbox(bbox: Any, height: int, width: int) -> str | None:
