@@ -856,3 +856,22 @@ def test_a_file_name_as_long_as_the_file_system_allows_is_segmented(smoke_model,
     captured = capsys.readouterr()
     assert "segmented 1 of 1 image(s)" in captured.err
     assert sorted(p.name for p in out.iterdir()) == sorted(["t" * 250 + ".png", "tumor_report.csv"])
+
+
+def test_nan_in_a_float_tiff_and_an_empty_nifti_dimension_are_refused_by_name(smoke_model, tmp_path, capsys):
+    import nibabel as nib
+
+    images = tmp_path / "images"
+    images.mkdir()
+    values = _grey().astype(np.float32)
+    values[10, 10], values[20, 30] = np.nan, np.inf
+    Image.fromarray(values, mode="F").save(images / "float_nan.tif")
+    Image.fromarray(_grey().astype(np.float32), mode="F").save(images / "float_ok.tif")
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 0), np.float32), np.eye(4)), images / "no_slices.nii.gz")
+    out = tmp_path / "out"
+    assert main(_segment_args(smoke_model, out, images)) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {images / 'float_nan.tif'}: image contains 2 NaN or infinite value(s)" in err
+    assert f"FAILED {images / 'no_slices.nii.gz'}: image has a dimension of length 0" in err
+    assert "segmented 1 of 3 image(s)" in err
+    assert sorted(p.name for p in out.iterdir()) == ["float_ok.png", "tumor_report.csv"]

@@ -150,6 +150,12 @@ def read_medical_image(path: str | os.PathLike):
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise ValueError(f"{p}: cannot read image ({first})") from None
     array = itk.array_from_image(image)
+    if p.lower().endswith((".nii", ".nii.gz")):
+        stored = _nifti_shape(p)  # ITK reads a dimension of length 0 as 1: a volume that holds nothing
+        if 0 in stored:
+            raise ValueError(f"{p}: image has a dimension of length 0 (shape {stored}): nothing to segment")
+    if array.size == 0:
+        raise ValueError(f"{p}: image has a dimension of length 0 (shape {array.shape}): nothing to segment")
     if array.ndim not in (2, 3):
         raise ValueError(f"{p}: expected a 2D or 3D scalar image, got array of shape {array.shape}")
     bad = array.size - int(np.isfinite(array).sum())
@@ -158,6 +164,13 @@ def read_medical_image(path: str | os.PathLike):
     if bad:
         raise ValueError(f"{p}: image contains {bad} NaN or infinite value(s)")
     return array.astype(np.float32, copy=False), image
+
+
+def _nifti_shape(path: str) -> tuple[int, ...]:
+    """The shape a NIfTI file's header declares."""
+    import nibabel as nib
+
+    return tuple(int(n) for n in nib.load(path).shape)
 
 
 def _nifti_non_finite(path: str) -> int:
@@ -265,10 +278,18 @@ class PILImageReader(_pil_reader_base()):
         return images if len(images) > 1 else images[0]
 
     def get_data(self, img):
-        for im in img if isinstance(img, (list, tuple)) else [img]:
+        images = img if isinstance(img, (list, tuple)) else [img]
+        for im in images:
             if isinstance(im, _Unreadable):
                 raise ValueError(im.message)
-        return super().get_data(img)
+        data, meta = super().get_data(img)
+        arr = np.asarray(data)
+        if arr.dtype.kind == "f":  # a float TIFF can hold NaN or inf: it would give an empty mask, silently
+            bad = int(arr.size - np.isfinite(arr).sum())
+            if bad:
+                name = getattr(images[0], "filename", None) or meta.get("filename_or_obj", "image")
+                raise ValueError(f"{name}: image contains {bad} NaN or infinite value(s)")
+        return data, meta
 
 
 def to_grey(image, name: str = "image"):
