@@ -186,7 +186,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.train_log and not os.path.isdir(args.train_log):
         raise CommandError(f"--train-log {args.train_log}: folder not found")
     _unpack_bundle_zip(args)
-    _check_output_dir(args.output_dir, [args.split_dir])
+    _check_output_dir(args.output_dir, [args.split_dir, args.outlines, args.model, args.train_log, *args.config])
     device = _device("--device", args.device)
     predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
     evaluation = evaluate_split(
@@ -262,12 +262,20 @@ def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     return files
 
 
-def _check_output_dir(output_dir: str, inputs: Sequence[str]) -> None:
+def _check_output_dir(output_dir: str, inputs: Sequence[str | None]) -> None:
+    """Refuse, before any work, an output folder that could overwrite or mix with an input.
+
+    Every file or folder the command reads (images, splits, outlines, weights, configs) must lie
+    outside ``output_dir``, and ``output_dir`` must not lie in a folder the command reads:
+    no command writes onto one of its inputs.
+    """
     out = Path(output_dir).resolve()
-    for item in inputs:
+    for item in (i for i in inputs if i):
         src = Path(item).resolve()
+        if src == out or out in src.parents:
+            raise CommandError(f"--output-dir {output_dir}: holds the input {item}, which the run would overwrite")
         # a folder input would pick up its own masks on a rerun; a file's folder would get masks over images
-        if (src.is_dir() and (out == src or src in out.parents)) or (not src.is_dir() and out == src.parent):
+        if (src.is_dir() and src in out.parents) or (not src.is_dir() and out == src.parent):
             raise CommandError(f"--output-dir {output_dir}: inside the input folder of {item}; choose another folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -282,6 +290,26 @@ def _check_output_dir(output_dir: str, inputs: Sequence[str]) -> None:
             pass
     except OSError as e:
         raise CommandError(f"--output-dir {output_dir}: not writable ({e.strerror})") from None
+
+
+def _check_distinct_outputs(files: Sequence[str], plain_ext: str) -> None:
+    """Refuse inputs whose masks would share a name (``a/scan.jpg`` and ``b/scan.png``): one would be lost."""
+    from scripts.io import is_medical_image, mask_output_path
+
+    seen: dict[str, str] = {}
+    for path in files:
+        target = mask_output_path(path, ".", ".nii.gz" if is_medical_image(path) else plain_ext)
+        if target in seen:
+            raise CommandError(
+                f"{_shown(seen[target])} and {_shown(path)}: both would be written to {os.path.basename(target)}; "
+                "segment them into different --output-dir folders"
+            )
+        seen[target] = path
+
+
+def _shown(path: str) -> str:
+    """A file name as printed on one line: quoted when it holds a newline or another control character."""
+    return path if path.isprintable() else repr(path)
 
 
 class _AlreadyDone(Exception):
@@ -356,8 +384,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     files = _expand_inputs(args.inputs)
+    _check_distinct_outputs(files, args.format)
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
-    _check_output_dir(args.output_dir, args.inputs)
+    _check_output_dir(args.output_dir, [*args.inputs, args.model, *args.config])
     device = _device("--device", args.device)
     predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
     failures: list[str] = []
@@ -376,7 +405,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             message = _one_line(e)
             if message.startswith(f"{path}: "):  # the reader names the file already
                 message = message[len(path) + 2 :]
-            print(f"FAILED {path}: {message}", file=sys.stderr, flush=True)
+            print(f"FAILED {_shown(path)}: {message}", file=sys.stderr, flush=True)
             continue
         rows.append(row)
         print(target, flush=True)  # stream: a caller sees each mask as soon as it is written
@@ -396,7 +425,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         report = write_tumor_report(rows, report_path)
         print(f"{tumor_summary(rows)}; per-image report: {report}", file=sys.stderr)
     if failures:
-        print(f"{len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
+        print(f"{len(failures)} failed: {', '.join(map(_shown, failures))}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -284,7 +284,7 @@ def test_segment_refuses_output_in_the_folder_of_a_file_input(tmp_path, capsys):
     image = tmp_path / "scan.png"
     Image.fromarray(_grey()).save(image)
     assert main(["segment", str(image), "--output-dir", str(tmp_path)]) == 1  # the mask would be scan.png itself
-    assert "inside the input folder" in capsys.readouterr().err
+    assert "holds the input" in capsys.readouterr().err
 
 
 def test_segment_output_folder_under_a_regular_file(tmp_path, capsys):
@@ -638,7 +638,11 @@ def test_every_file_the_package_writes_goes_through_atomic_output():
     """Checkpoints, masks, reports, exported models: temp name + rename. Not ours: TensorBoard event
     logs (MONAI appends to them); bundle_zip's members go into a temporary folder that is renamed
     onto the target at the end (the same guarantee for a folder)."""
-    allowed = {("bundle_zip.py", "_extract")}
+    allowed = {
+        ("bundle_zip.py", "_extract"),  # into a temporary folder renamed onto the target at the end
+        ("bundle_zip.py", "_copy_and_hash"),  # a private copy in a temporary folder, never a result
+        ("background.py", "__init__"),  # the worker's input, in the run's own temporary folder
+    }
     offenders = []
     lib = REPO / "slicer_extension" / "BrainTumorSegmentation" / "BrainTumorSegmentationLib"
     for path in sorted(
@@ -875,3 +879,69 @@ def test_nan_in_a_float_tiff_and_an_empty_nifti_dimension_are_refused_by_name(sm
     assert f"FAILED {images / 'no_slices.nii.gz'}: image has a dimension of length 0" in err
     assert "segmented 1 of 3 image(s)" in err
     assert sorted(p.name for p in out.iterdir()) == ["float_ok.png", "tumor_report.csv"]
+
+
+# --------------------------------------------------------------------------- outputs never overwrite inputs
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_evaluate_refuses_outlines_or_a_split_inside_its_output(smoke_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    outlines = out / "masks"
+    shutil.copytree(SAMPLE_SPLIT.parent / "valid_outlines", outlines)
+    split = out / "split"
+    shutil.copytree(SAMPLE_SPLIT, split)
+    before = _tree(out)
+    common = ["--model", str(smoke_model), "--config", str(SMOKE_NETWORK), "--device", "cpu"]
+    cases = [
+        ["evaluate", str(SAMPLE_SPLIT), "--output-dir", str(out), "--outlines", str(outlines), *common],
+        ["evaluate", str(split), "--output-dir", str(out), *common],
+        ["evaluate", str(SAMPLE_SPLIT), "--output-dir", str(out), "--model", str(out / "split" / "x.pt")],
+    ]
+    for argv in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "--output-dir" in err and "holds the input" in err and str(out) in err
+    assert _tree(out) == before, "nothing under the output folder changed"
+
+
+def test_segment_refuses_inputs_inside_its_output(smoke_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "overlays").mkdir(parents=True)
+    Image.fromarray(_grey()).save(out / "overlays" / "scan.png")
+    before = _tree(out)
+    assert main([*_segment_args(smoke_model, out, out / "overlays"), "--overlays"]) == 1
+    assert "holds the input" in capsys.readouterr().err
+    assert _tree(out) == before
+
+
+def test_segment_refuses_inputs_whose_masks_would_share_a_name(smoke_model, tmp_path, capsys):
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    d1.mkdir()
+    d2.mkdir()
+    Image.fromarray(_grey()).save(d1 / "scan.jpg")
+    Image.fromarray(_grey()).save(d1 / "scan.png")
+    Image.fromarray(_grey()).save(d2 / "other.jpg")
+    Image.fromarray(_grey()).save(d2 / "scan.jpg")
+    out = tmp_path / "out"
+    assert main(_segment_args(smoke_model, out, d1, d2)) == 1
+    err = capsys.readouterr().err
+    assert "both would be written to scan.png" in err and str(d1 / "scan.jpg") in err
+    assert not out.exists(), "refused before any work"
+    # distinct names are fine: every input gets its own mask, and the count says so
+    assert main(_segment_args(smoke_model, out, d2)) == 0
+    assert "segmented 2 of 2 image(s)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["other.png", "scan.png", "tumor_report.csv"]
+
+
+def test_a_file_name_with_a_newline_stays_on_one_failed_line(smoke_model, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    bad = images / "evil\nFAILED fake.png: injected.png"
+    bad.write_bytes(b"not an image")
+    assert main(_segment_args(smoke_model, tmp_path / "out", bad)) == 1
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and repr(str(bad)) in failed[0]
