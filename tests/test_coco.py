@@ -706,7 +706,7 @@ def test_rle_annotation_in_a_split(sample_split, compressed):
         ([3, 2, 1, 2, 4], "RLE counts sum to 12, not 640*640=409600 pixels"),
         ([409600.0], "RLE counts must be non-negative integers"),
         ([-1, 409601], "RLE counts must be non-negative integers"),
-        ("zz!!", "RLE counts cannot be decoded"),
+        ("zz!!", "RLE counts: not a valid compressed RLE string"),
         (5, "RLE counts must be a list of run lengths or a compressed string, not int"),
     ],
     ids=["short", "float", "negative", "garbage-string", "int"],

@@ -481,3 +481,79 @@ def test_numeric_options_are_checked_before_anything_runs(argv, tmp_path, capsys
     option = argv[-2]
     assert f"argument {option}" in capsys.readouterr().err
     assert not out.exists(), "nothing is written for a refused option"
+
+
+# --------------------------------------------------------------------------- bounded reads, detached headers, bombs
+
+
+def test_annotation_file_that_never_ends_is_refused_by_name(sample_split, capsys):
+    ann = sample_split / "_annotations.coco.json"
+    ann.unlink()
+    ann.symlink_to("/dev/zero")
+    assert main(["check-data", str(sample_split)]) == 1
+    captured = capsys.readouterr()
+    assert f"{ann}" in captured.out + captured.err and "not a regular file" in captured.out + captured.err
+    from scripts.coco import CocoDataError, load_coco_json
+
+    with pytest.raises(CocoDataError, match="not a regular file"):
+        load_coco_json(ann)
+    ann.unlink()
+    os.mkfifo(ann)  # a FIFO with no writer: must not hang
+    with pytest.raises(CocoDataError, match="not a regular file"):
+        load_coco_json(ann)
+
+
+def test_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    from PIL import Image
+
+    from scripts.io import MAX_PIXELS, read_grey
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (30000, 30000)).save(bomb, optimize=True)  # about 100 kB on disk, 900 M pixels
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(ValueError, match=f"{bomb}: over the limit of {MAX_PIXELS} pixels"):
+        read_grey(bomb)
+    big = tmp_path / "big.png"
+    Image.new("L", (12000, 9000)).save(big)  # under PIL's own bomb error, over the limit
+    with pytest.raises(ValueError, match=f"{big}: 12000x9000 = 108000000 pixels, over the limit"):
+        read_grey(big)
+
+
+@pytest.mark.parametrize(
+    "name, header",
+    [
+        (
+            "abs.mhd",
+            "ObjectType = Image\nNDims = 2\nDimSize = 4 4\nElementType = MET_UCHAR\nElementDataFile = {secret}\n",
+        ),
+        ("up.nhdr", "NRRD0004\ntype: uint8\ndimension: 2\nsizes: 4 4\nencoding: raw\ndata file: ../secret.raw\n"),
+        ("dev.nhdr", "NRRD0004\ntype: uint8\ndimension: 2\nsizes: 4 4\nencoding: raw\ndatafile: /dev/zero\n"),
+    ],
+)
+def test_detached_headers_may_not_read_files_outside_their_folder(tmp_path, name, header, capsys):
+    from scripts.io import read_medical_image
+
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(bytes(range(16)))
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    path = folder / name
+    path.write_text(header.format(secret=secret))
+    with pytest.raises(ValueError, match="outside the header's folder"):
+        read_medical_image(path)
+    assert main(["segment", str(path), "--output-dir", str(tmp_path / "out"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {path}:" in err and "outside the header's folder" in err
+
+
+def test_a_huge_declared_volume_is_refused_before_reading(tmp_path):
+    from scripts.io import read_medical_image
+
+    header = tmp_path / "zero.mhd"
+    (tmp_path / "zero.raw").write_bytes(b"")
+    header.write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 100000 100000 100\nElementType = MET_FLOAT\n"
+        "ElementDataFile = zero.raw\n"
+    )
+    with pytest.raises(ValueError, match="100000x100000x100 = 1000000000000 pixels, over the limit"):
+        read_medical_image(header)

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 ANNOTATION_FILE = "_annotations.coco.json"
+#: Annotation files larger than this are refused unread (the full dataset's train file is 1.5 MB).
+MAX_ANNOTATION_BYTES = 256 * 2**20
 TUMOR = "tumor"
 # Coordinates may touch the image border; allow float rounding, nothing more.
 _EDGE_TOLERANCE = 1e-3
@@ -91,8 +94,16 @@ def load_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
     """Load a COCO annotation file, raising :class:`CocoDataError` when it cannot be parsed."""
     path = os.fspath(json_path)
     try:
-        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Windows tools) is not an error
-            data = json.load(f)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it changes nothing for a regular file
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # /dev/zero, a FIFO...: would never end
+                raise CocoDataError([DataProblem("error", path, "", "", "not a regular file")])
+            raw = f.read(MAX_ANNOTATION_BYTES + 1)  # bounded, whatever the file claims
+        if len(raw) > MAX_ANNOTATION_BYTES:
+            raise CocoDataError(
+                [DataProblem("error", path, "", "", f"larger than {MAX_ANNOTATION_BYTES // 2**20} MiB: refused")]
+            )
+        data = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark (Windows tools) is not an error
     except FileNotFoundError:
         raise CocoDataError([DataProblem("error", path, "", "", "annotation file not found")]) from None
     except UnicodeDecodeError as e:

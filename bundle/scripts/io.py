@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "MAX_PIXELS",
     "MEDICAL_SUFFIXES",
     "PLAIN_IMAGE_SUFFIXES",
     "PILImageReader",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 PLAIN_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+#: The one size limit of every reader, checked from the header before any pixel is decoded:
+#: pixels of a 2D image or voxels of a volume (a 4000x4000 slice is 16 M, 512x512x300 is 79 M).
+MAX_PIXELS = 100_000_000
 MEDICAL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
@@ -137,6 +141,8 @@ def read_medical_image(path: str | os.PathLike):
     import itk
 
     p = os.fspath(path)
+    if not os.path.isdir(p):
+        _check_medical_header(p)  # before ITK reads a pixel
     try:
         if os.path.isdir(p):
             names = itk.GDCMSeriesFileNames.New(Directory=p)
@@ -164,6 +170,66 @@ def read_medical_image(path: str | os.PathLike):
     if bad:
         raise ValueError(f"{p}: image contains {bad} NaN or infinite value(s)")
     return array.astype(np.float32, copy=False), image
+
+
+def _size_problem(name: str, dims) -> str | None:
+    """Why an image of these dimensions is refused (over :data:`MAX_PIXELS`), or None."""
+    count = int(np.prod([int(d) for d in dims], dtype=np.float64))
+    if count > MAX_PIXELS:
+        return f"{name}: {'x'.join(str(int(d)) for d in dims)} = {count} pixels, over the limit of {MAX_PIXELS}"
+    return None
+
+
+# keys of a detached header that name the file holding the voxels
+_DATA_FILE_KEYS = {".mhd": ("elementdatafile",), ".nhdr": ("data file", "datafile")}
+
+
+def _check_medical_header(path: str) -> None:
+    """Refuse, from the header alone, a file too large to read or whose voxels live outside its folder.
+
+    A MetaImage ``.mhd`` (``ElementDataFile``) or NRRD ``.nhdr`` (``data file``) header may name
+    any file on the machine (``/etc/...``, ``/dev/zero``): the data file must be a regular file in
+    the header's own folder (or below it).
+
+    Raises:
+        ValueError: naming the file and the problem.
+    """
+    import itk
+
+    suffix = next((s for s in _DATA_FILE_KEYS if path.lower().endswith(s)), None)
+    if suffix is not None:
+        folder = os.path.dirname(os.path.realpath(path))
+        try:
+            with open(path, encoding="latin-1") as f:
+                header = f.read(65536)
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+        for line in header.splitlines():
+            key, sep, value = line.partition(":" if suffix == ".nhdr" else "=")
+            if not sep or key.strip().lower() not in _DATA_FILE_KEYS[suffix]:
+                continue
+            value = value.strip()
+            if suffix == ".mhd" and value.upper() == "LOCAL":
+                continue
+            if value.upper().startswith("LIST") or "%" in value:
+                raise ValueError(f"{path}: data file {value!r}: lists and patterns of data files are not supported")
+            target = os.path.realpath(os.path.join(folder, value))
+            if os.path.commonpath([folder, target]) != folder:
+                raise ValueError(f"{path}: data file {value!r} lies outside the header's folder: refused")
+            if not os.path.isfile(target):
+                raise ValueError(f"{path}: data file {value!r} is not a regular file in the header's folder")
+    try:
+        io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+        if io is None:
+            return  # ITK cannot read it: imread below says so
+        io.SetFileName(path)
+        io.ReadImageInformation()
+        dims = [io.GetDimensions(i) for i in range(io.GetNumberOfDimensions())]
+    except (RuntimeError, AttributeError):
+        return  # an unreadable header: imread below names the problem
+    problem = _size_problem(path, dims)
+    if problem:
+        raise ValueError(problem)
 
 
 def _nifti_shape(path: str) -> tuple[int, ...]:
@@ -250,13 +316,21 @@ class PILImageReader(_pil_reader_base()):
                 if os.path.getsize(name) == 0:
                     images.append(_Unreadable(f"{name}: image file is empty (0 bytes)"))
                     continue
-                im = Image.open(name, **{**self.kwargs, **kwargs})
+                im = Image.open(name, **{**self.kwargs, **kwargs})  # the header only: nothing decoded yet
+            except Image.DecompressionBombError:
+                images.append(_Unreadable(f"{name}: over the limit of {MAX_PIXELS} pixels (a decompression bomb?)"))
+                continue
             except UnidentifiedImageError:
                 images.append(_Unreadable(f"{name}: not an image file PIL can read (corrupt or another format)"))
                 continue
             except OSError as e:  # no such file, no permission; or a damaged header ("Truncated File Read")
                 why = f"cannot read ({e.strerror})" if e.errno else f"image file is unreadable or truncated ({e})"
                 images.append(_Unreadable(f"{name}: {why}"))
+                continue
+            too_big = _size_problem(name, im.size)
+            if too_big:
+                im.close()
+                images.append(_Unreadable(too_big))
                 continue
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
