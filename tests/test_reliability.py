@@ -945,3 +945,31 @@ def test_a_file_name_with_a_newline_stays_on_one_failed_line(smoke_model, tmp_pa
     assert main(_segment_args(smoke_model, tmp_path / "out", bad)) == 1
     failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 1 and repr(str(bad)) in failed[0]
+
+
+def test_resume_with_more_epochs_continues_the_learning_rate_schedule(tmp_path):
+    """--resume with more epochs: the cosine schedule goes on down to its minimum, never back up."""
+    from brainseg_monai.report import read_scalars
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(
+        [*_train_cmd(out), "--train#trainer#max_epochs", "2"], cwd=BUNDLE, env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    more = subprocess.run(
+        [*_train_cmd(out), "--train#trainer#max_epochs", "5", "--resume", "true"],
+        cwd=BUNDLE,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "schedule now ends at epoch 5 (was 2)" in more.stdout + more.stderr
+    scalars = read_scalars(out / "eval")
+    tag = next(t for t in scalars if t.split("/")[0].lower() in ("lr", "learning_rate"))
+    lrs = [value for _, _, value in sorted(scalars[tag], key=lambda point: point[0])]
+    assert len(lrs) >= 4
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(lrs, lrs[1:])), lrs
+    state = torch.load(out / "models" / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
+    assert state["lr_scheduler"]["T_max"] == 5

@@ -7,6 +7,7 @@ that is a plain CPU state dict, and writes that are atomic.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -181,6 +182,22 @@ class TrainingStateLoader:
                     self.evaluator.state_dict_user_keys.append(key)
             load_dict["validator"] = self.evaluator
         SafeCheckpointLoader(self.load_path, load_dict, map_location=self.map_location).attach(engine)
+        engine.add_event_handler(Events.STARTED, self._stretch_schedules)  # runs after the loading above
+
+    def _stretch_schedules(self, engine: Engine) -> None:
+        """A run resumed with more (or fewer) epochs: its epoch-based schedule ends at the new last epoch.
+
+        The checkpoint restores the scheduler as saved, ``T_max`` included, so a cosine schedule
+        resumed with more epochs would climb back up after its old end. Setting ``T_max`` to the
+        run's ``max_epochs`` continues the curve from the current learning rate down to
+        ``eta_min`` at the new end (PyTorch's recursive cosine form), without a jump.
+        """
+        for obj in self.load_dict.values():
+            if hasattr(obj, "T_max") and hasattr(obj, "last_epoch") and obj.T_max != engine.state.max_epochs:
+                logging.getLogger(__name__).info(
+                    "resume: learning-rate schedule now ends at epoch %d (was %d)", engine.state.max_epochs, obj.T_max
+                )
+                obj.T_max = engine.state.max_epochs
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
