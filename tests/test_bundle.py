@@ -263,3 +263,28 @@ def test_flip_averaging_inferer_averages_the_mirrored_pass():
     assert torch.equal(FlipAveragingInferer([[2], [3]])(x, symmetric), x)
     with pytest.raises(ValueError, match="spatial dims"):
         FlipAveragingInferer([[1]])
+
+
+@pytest.mark.parametrize("save_last, expected_epoch", [(False, 2), (True, 4)])
+def test_best_model_saver_keeps_the_best_epoch_not_the_last(tmp_path, save_last, expected_epoch):
+    """Validation metrics 0.5, 0.8, 0.6, 0.7: model.pt must hold epoch 2's weights (or epoch 4's with save_last)."""
+    from ignite.engine import Engine, Events
+
+    from scripts.handlers import BestModelSaver
+
+    network = torch.nn.Linear(1, 1, bias=False)
+    metrics = {1: 0.5, 2: 0.8, 3: 0.6, 4: 0.7}
+    evaluator = Engine(lambda engine, batch: None)
+    evaluator.state.best_metric, evaluator.state.best_metric_epoch = -1.0, -1
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _validate(engine):  # what MONAI's evaluator does with its key metric, before the saver runs
+        with torch.no_grad():
+            network.weight.fill_(float(engine.state.epoch))  # the weights say which epoch they are from
+        if metrics[engine.state.epoch] > engine.state.best_metric:
+            engine.state.best_metric, engine.state.best_metric_epoch = metrics[engine.state.epoch], engine.state.epoch
+
+    BestModelSaver(tmp_path, network, save_last=save_last).attach(evaluator)
+    evaluator.run([0], max_epochs=4)
+    saved = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert saved["weight"].item() == expected_epoch

@@ -127,6 +127,11 @@ def test_box_iou_hand_computed():
     assert box_iou([0, 0, 10, 10], [5, 0, 10, 10]) == pytest.approx(50 / 150)
     assert box_iou([0, 0, 10, 10], [10, 0, 5, 5]) == 0.0  # touching edges only
     assert box_iou([0, 0, 10, 10], [0, 0, 10, 5]) == 0.5
+    # asymmetric in x and y, so swapping the axes gives another answer
+    assert box_iou([0, 0, 20, 10], [10, 0, 20, 10]) == pytest.approx(100 / 300)  # shifted along x by half
+    assert box_iou([0, 0, 20, 10], [0, 5, 20, 10]) == pytest.approx(100 / 300)  # shifted along y by half
+    assert box_iou([0, 0, 20, 10], [0, 0, 10, 20]) == pytest.approx(100 / 300)  # the same box, transposed
+    assert box_iou([2, 3, 4, 6], [4, 6, 10, 1]) == pytest.approx(2 / 32)  # overlap 2 wide, 1 high
 
 
 def test_detection_iou_exactly_at_threshold_is_a_match():

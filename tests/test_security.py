@@ -557,3 +557,19 @@ def test_a_huge_declared_volume_is_refused_before_reading(tmp_path):
     )
     with pytest.raises(ValueError, match="100000x100000x100 = 1000000000000 pixels, over the limit"):
         read_medical_image(header)
+
+
+def test_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path, monkeypatch, capsys):
+    """A zip declaring more than MAX_UNPACKED_BYTES is refused from its directory, and the streaming
+    extraction stops at the limit even when the directory lies about the sizes."""
+    from brainseg_monai import bundle_zip
+
+    monkeypatch.setattr(bundle_zip, "MAX_UNPACKED_BYTES", 1_000_000)  # the same code path, a small limit
+    bomb = _bundle_zip(tmp_path / "bomb.zip", extra={"bundle/models/zeros.bin": b"\0" * 2_000_000})
+    dest = tmp_path / "dest"
+    with pytest.raises(bundle_zip.BundleZipError, match="would unpack to .* GiB: refused, nothing unpacked"):
+        bundle_zip.unpack_bundle(bomb, dest, _sha(bomb))
+    assert not dest.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with zipfile.ZipFile(bomb) as zf:
+        with pytest.raises(bundle_zip.BundleZipError, match="unpacks to more than"):
+            bundle_zip._extract(zf, tmp_path / "stream")  # the check that does not trust the directory

@@ -407,3 +407,54 @@ def test_overlays_read_the_grey_the_model_sees(tmp_path):
         np.testing.assert_allclose(_load_gray(tmp_path / name), seen, err_msg=name)
     np.testing.assert_allclose(read_grey(tmp_path / "rgb.png"), rgb.astype(np.float32).mean(axis=-1), rtol=1e-6)
     np.testing.assert_allclose(_load_gray(rgb), rgb.astype(np.float32).mean(axis=-1), rtol=1e-6)
+
+
+def _scores(prob: np.ndarray) -> np.ndarray:
+    return np.stack([1.0 - prob, prob]).astype(np.float32)
+
+
+def test_post_processing_threshold_is_inclusive_and_holes_are_filled_hand_computed():
+    from scripts.transforms import TumorProbabilityToMaskd
+
+    prob = np.zeros((9, 9), np.float32)
+    prob[2:7, 2:7] = 0.9
+    prob[4, 4] = 0.0  # a hole in the middle of the tumor
+    prob[0, 0] = 0.3  # exactly at the threshold: tumor, but a separate speck
+    filled = TumorProbabilityToMaskd(threshold=0.3, keep_largest_component=False, fill_holes=True)
+    out = np.asarray(filled({"pred": _scores(prob)})["pred"][0])
+    assert out[4, 4] == 1, "the hole is filled"
+    assert out[0, 0] == 1, "a pixel exactly at the threshold is tumor"
+    assert out.sum() == 25 + 1
+    unfilled = TumorProbabilityToMaskd(threshold=0.3, keep_largest_component=False, fill_holes=False)
+    out = np.asarray(unfilled({"pred": _scores(prob)})["pred"][0])
+    assert out[4, 4] == 0 and out.sum() == 24 + 1
+    largest = TumorProbabilityToMaskd(threshold=0.3, keep_largest_component=True, fill_holes=True)
+    out = np.asarray(largest({"pred": _scores(prob)})["pred"][0])
+    assert out[0, 0] == 0 and out.sum() == 25
+    just_below = prob.copy()
+    just_below[0, 0] = np.nextafter(np.float32(0.3), np.float32(0))
+    out = np.asarray(unfilled({"pred": _scores(just_below)})["pred"][0])
+    assert out[0, 0] == 0
+
+
+def test_the_shipped_post_processing_fills_holes_and_keeps_one_component():
+    """What inference.json ships (not a transform built here): filled, one component, inclusive threshold."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    shipped = Compose(parser.get_parsed_content("mask_transforms"))
+    threshold = float(parser.get_parsed_content("threshold"))
+    prob = np.zeros((40, 40), np.float32)
+    prob[5:30, 5:30] = 0.95
+    prob[12:20, 12:20] = 0.0  # a ring
+    prob[35:38, 35:38] = 0.95  # a second, smaller component
+    out = np.asarray(shipped({"pred": _scores(prob)})["pred"][0])
+    assert out[15, 15] == 1 and out[36, 36] == 0 and out.sum() == 25 * 25
+    # a region exactly at the threshold is a component, but its confidence (0.3) is under the
+    # shipped operating point: found as a candidate, reported as no tumor
+    min_confidence = float(parser.get_parsed_content("min_confidence"))
+    assert threshold < min_confidence
+    edge = np.zeros((40, 40), np.float32)
+    edge[5:30, 5:30] = threshold
+    result = shipped({"pred": _scores(edge)})
+    assert np.asarray(result["pred"][0]).sum() == 0
+    assert result["pred_tumor_score"] == pytest.approx(threshold) and result["pred_components"] == []
