@@ -46,7 +46,6 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.losses import BoxSupervisedLoss  # noqa: E402
 from brainseg_monai.metrics import (  # noqa: E402
     components_to_boxes,
     containment_counts,
@@ -54,6 +53,7 @@ from brainseg_monai.metrics import (  # noqa: E402
     fill_ratios,
     outside_fraction,
 )
+from scripts.losses import BoxSupervisedLoss  # noqa: E402
 
 METHODS = ("box_dice", "box_sup", "tight_full", "boxinst", "oracle")
 

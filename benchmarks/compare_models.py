@@ -19,10 +19,10 @@ import os
 
 import numpy as np
 
-from scripts.coco import coco_to_datalist
-from scripts.io import mask_output_path
 from brainseg_monai.metrics import MASKS_DIR, PER_IMAGE_FILE, SUMMARY_FILE, annotation_box
 from brainseg_monai.report import comparison_gallery
+from scripts.coco import coco_to_datalist
+from scripts.io import mask_output_path
 
 FIGURES = (
     ("outline_dice_mean", "Dice vs true outlines (mean)"),

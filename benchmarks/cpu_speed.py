@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
+
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundle"
 

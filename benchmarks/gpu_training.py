@@ -71,6 +71,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
+
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundle"
 TRAIN_JSON = BUNDLE / "configs" / "train.json"

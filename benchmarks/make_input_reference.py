@@ -17,6 +17,7 @@ import os
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
+import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
 from scripts.coco import coco_to_datalist
 from scripts.input_check import build_input_reference
 

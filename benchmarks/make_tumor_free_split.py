@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
 from scripts.tumor_free import write_tumor_free_split
 
 

@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from brainseg_monai.metrics import evaluate_predictions
 from scripts.coco import coco_to_datalist
 from scripts.predictor import BundlePredictor
-from brainseg_monai.metrics import evaluate_predictions
 
 
 def _bias_field(grey: np.ndarray) -> np.ndarray:

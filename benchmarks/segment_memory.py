@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
+
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundle"
 SMOKE_NETWORK = REPO / "configs" / "smoke_network.json"

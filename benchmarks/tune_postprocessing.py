@@ -21,9 +21,9 @@ import json
 import numpy as np
 from monai.transforms import Compose
 
+from brainseg_monai.metrics import evaluate_predictions
 from scripts.coco import coco_to_datalist
 from scripts.predictor import BundlePredictor
-from brainseg_monai.metrics import evaluate_predictions
 
 KEYS = (
     "dice_mean",

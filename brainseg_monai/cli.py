@@ -117,6 +117,7 @@ def _bundle_dir(args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from monai.bundle import ConfigWorkflow
+
     from scripts.coco import split_dir, validate_split
 
     bundle = _bundle_dir(args)
@@ -173,10 +174,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from brainseg_monai.metrics import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
     from scripts.coco import validate_split
     from scripts.predictor import BundlePredictor
-
-    from brainseg_monai.metrics import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
 
     # Check the split before anything is written: a bad split leaves no output folder behind.
     problems = validate_split(args.split_dir, _category_map(args.category_map))
@@ -335,6 +335,7 @@ def _unpack_bundle_zip(args: argparse.Namespace) -> None:
 def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, dict]:
     """Segment one input and write its mask; returns the mask's path and the input's tumor report row."""
     import numpy as np
+
     from scripts.io import is_medical_image, mask_output_path, read_medical_image, write_mask, write_medical_mask
     from scripts.tumor_report import tumor_count_summary, tumor_row
 
@@ -363,9 +364,8 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
     prediction = predictor.predict_file(path, details=True)
     write_mask(prediction.mask, target)
     if args.overlays:
-        from scripts.io import read_grey
-
         from brainseg_monai.report import single_overlay
+        from scripts.io import read_grey
 
         grey = read_grey(path)  # the grey the model saw
         single_overlay(grey, prediction.mask, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
@@ -373,6 +373,8 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from scripts.predictor import BundlePredictor
     from scripts.tumor_report import (
         TUMOR_REPORT_FILE,
@@ -381,7 +383,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
         tumor_summary,
         write_tumor_report,
     )
-    from tqdm import tqdm
 
     files = _expand_inputs(args.inputs)
     _check_distinct_outputs(files, args.format)

@@ -46,7 +46,7 @@ BUNDLE_FILES = (
 )
 WEIGHTS = "models/model.pt"
 # Alternative weights shipped beside the default when present (each with its own large_files.yml entry).
-EXTRA_WEIGHTS = ("models/model_box.pt",)
+EXTRA_WEIGHTS = ("models/model_outline.pt", "models/model_box.pt")
 LARGE_FILES = "large_files.yml"
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints"}
 
@@ -166,9 +166,8 @@ def package_bundle(
         PackagingError: weights missing (without ``allow_no_weights``), a bundle file missing, a
             file over 25 MB, or metadata without a version listed in its changelog.
     """
-    from scripts.io import atomic_output
-
     from brainseg_monai.bundle_code import default_bundle_dir
+    from scripts.io import atomic_output
 
     bundle = Path(bundle_dir or default_bundle_dir()).resolve()
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):

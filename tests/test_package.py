@@ -116,6 +116,7 @@ def test_package_layout(smoke_model, tmp_path, capsys):
         # and the input check's reference (1 kB of intensity statistics)
         assert {r for r in rel if r.startswith("models/")} == {
             "models/model.pt",
+            "models/model_outline.pt",
             "models/model_box.pt",
             "models/input_reference.json",
         }
@@ -137,9 +138,10 @@ def test_update_large_files_hash(smoke_model, tmp_path):
     digest = update_large_files_hash(bundle)
     after = (bundle / "large_files.yml").read_text()
     assert digest == sha256_file(smoke_model)
-    default, box = _large_files(after)
+    default, outline, box = _large_files(after)
     assert default["hash_val"] == digest and default["url"] == _large_files(before)[0]["url"]
-    assert box["path"] == "models/model_box.pt" and box["hash_val"] == sha256_file(bundle / "models" / "model_box.pt")
+    for entry, name in ((outline, "model_outline.pt"), (box, "model_box.pt")):
+        assert entry["path"] == f"models/{name}" and entry["hash_val"] == sha256_file(bundle / "models" / name)
     # comments and layout survive; only hash lines change (the default's, as its weights were replaced)
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
     assert changed and all("hash_val" in b for _, b in changed)

@@ -303,7 +303,8 @@ def test_inference_inversion_restores_the_original_size(tmp_path):
     h, w = 300, 500
     image = np.tile(np.linspace(0, 255, w, dtype=np.uint8), (h, 1))
     path = save_png(tmp_path / "wide_scan.png", image)
-    config = parse_config("inference.json", output_dir=str(tmp_path / "out"))
+    # the first stage's geometry on fake logits (the outline stage has its own tests, test_tumor_crops.py)
+    config = parse_config("inference.json", output_dir=str(tmp_path / "out"), cascade=False)
     data = config.get_parsed_content("preprocessing")({"image": str(path)})
     assert tuple(data["image"].shape) == (1, *SIZE)
 
@@ -438,10 +439,11 @@ def test_post_processing_threshold_is_inclusive_and_holes_are_filled_hand_comput
 
 
 def test_the_shipped_post_processing_fills_holes_and_keeps_one_component():
-    """What inference.json ships (not a transform built here): filled, one component, inclusive threshold."""
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    """What inference.json ships for its first stage (not a transform built here): filled, one component,
+    inclusive threshold. The outline stage, off here, keeps the first stage's decisions (test_tumor_crops.py)."""
+    parser = parse_config("inference.json", cascade=False)
     shipped = Compose(parser.get_parsed_content("mask_transforms"))
+    assert [type(t).__name__ for t in shipped.transforms] == ["TumorProbabilityToMaskd"]
     threshold = float(parser.get_parsed_content("threshold"))
     prob = np.zeros((40, 40), np.float32)
     prob[5:30, 5:30] = 0.95

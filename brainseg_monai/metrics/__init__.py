@@ -23,8 +23,6 @@ the evaluation run and its files). The names below are re-exported from them.
 
 from __future__ import annotations
 
-from scripts.components import Component, components_to_boxes
-
 from brainseg_monai.metrics.coco_ap import TUMOR_CATEGORY_ID, coco_ap, records_to_coco, to_coco_results
 from brainseg_monai.metrics.detection import (
     CONTAINMENT_MIN_INSIDE,
@@ -58,6 +56,7 @@ from brainseg_monai.metrics.evaluation import (
     summarize,
 )
 from brainseg_monai.metrics.pixel import dice_iou, load_outline, outline_dice
+from scripts.components import Component, components_to_boxes
 
 __all__ = [
     "CONTAINMENT_MIN_INSIDE",

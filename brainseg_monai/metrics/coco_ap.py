@@ -10,10 +10,10 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scripts.coco import build_coco, load_coco_json
-from scripts.components import _as_binary, components_to_boxes
 
 from brainseg_monai.metrics.detection import annotation_box
+from scripts.coco import build_coco, load_coco_json
+from scripts.components import _as_binary, components_to_boxes
 
 #: The single category of exported results and of the ground truth that AP is computed on.
 TUMOR_CATEGORY_ID = 1

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scripts.coco import rasterize_annotations
-from scripts.components import Component, _as_binary
 
 from brainseg_monai.metrics.pixel import dice_iou
+from scripts.coco import rasterize_annotations
+from scripts.components import Component, _as_binary
 
 #: A predicted component box detects a COCO box when their IoU is at least this.
 DETECTION_IOU = 0.5

@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scripts.coco import coco_to_datalist, rasterize_annotations
-from scripts.components import _as_binary, components_to_boxes
-from scripts.io import atomic_output, image_stem, mask_output_path, write_mask
 
 from brainseg_monai.metrics.coco_ap import coco_ap, records_to_coco, to_coco_results
 from brainseg_monai.metrics.detection import (
@@ -31,6 +28,9 @@ from brainseg_monai.metrics.detection import (
     union_box_iou,
 )
 from brainseg_monai.metrics.pixel import dice_iou, outline_dice
+from scripts.coco import coco_to_datalist, rasterize_annotations
+from scripts.components import _as_binary, components_to_boxes
+from scripts.io import atomic_output, image_stem, mask_output_path, write_mask
 
 PER_IMAGE_FILE = "metrics_per_image.csv"
 SUMMARY_FILE = "metrics_summary.json"

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_iou
+
 from scripts.components import _as_binary, _check_same_shape
 
 

@@ -98,13 +98,18 @@ class BundlePredictor:
         if device is not None:
             parser["device"] = torch.device(device)  # an object: text never becomes a $ expression
         self.parser = parser
+        if "bundle_scripts" in parser:
+            parser.get_parsed_content("bundle_scripts")  # the bundle's root on sys.path before any _target_
         self.device = parser.get_parsed_content("device")
         self.network = parser.get_parsed_content("network")
         self.ckpt_path = os.fspath(ckpt_path) if ckpt_path else parser.get_parsed_content("ckpt_path")
         load_weights(self.network, self.ckpt_path, self.device)
         self.network.eval()
         self.preprocessing = parser.get_parsed_content("preprocessing")
-        self.image_transforms = Compose(parser.get_parsed_content("image_transforms"))
+        # slice_transforms: image_transforms plus what inference keeps beside them (the full-size grey slice
+        # for the cascade); bundles made before the cascade have image_transforms only
+        slice_id = "slice_transforms" if "slice_transforms" in parser else "image_transforms"
+        self.image_transforms = Compose(parser.get_parsed_content(slice_id))
         self.probability_transforms = Compose(parser.get_parsed_content("probability_transforms"))
         self.mask_transforms = Compose(parser.get_parsed_content("mask_transforms"))
         # bundles made before the input check have no input_checks id

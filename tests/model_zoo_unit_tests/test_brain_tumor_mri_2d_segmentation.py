@@ -27,6 +27,7 @@ SMALL_NETWORK = {
     "network_def#num_res_units": 1,
     "device": "$torch.device('cpu')",
     "use_amp": False,
+    "cascade": False,  # the shipped outline stage belongs to the shipped network, not to this small one
 }
 
 
