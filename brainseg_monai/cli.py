@@ -188,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _unpack_bundle_zip(args)
     _check_output_dir(args.output_dir, [args.split_dir, args.outlines, args.model, args.train_log, *args.config])
     device = _device("--device", args.device)
-    predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
+    predictor = _load_predictor(BundlePredictor, args, device)
     evaluation = evaluate_split(
         predictor,
         args.split_dir,
@@ -292,6 +292,58 @@ def _check_output_dir(output_dir: str, inputs: Sequence[str | None]) -> None:
         raise CommandError(f"--output-dir {output_dir}: not writable ({e.strerror})") from None
 
 
+def _load_predictor(predictor_class, args: argparse.Namespace, device):
+    """The bundle's predictor; weights that do not fit get a one-line error naming a config that fits them."""
+    try:
+        return predictor_class(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
+    except ValueError as e:
+        if "do not fit" not in str(e):
+            raise
+        fits = _configs_that_fit(args)
+        if fits and fits[0] is None:
+            hint = " (the bundle's own network fits them: leave out --config)"
+        else:
+            hint = f" (--config {fits[0]} fits them)" if fits else ""
+        raise CommandError(f"{e}{hint}") from None
+
+
+def _configs_that_fit(args: argparse.Namespace) -> list[str | None]:
+    """The override files beside the bundle and in the repository whose network the weights fit.
+
+    None first when the bundle's own network (no override) fits them.
+    """
+    import torch
+    from monai.bundle import ConfigParser
+    from scripts.handlers import safe_load, weights_mismatch
+
+    from brainseg_monai.bundle_code import default_bundle_dir
+
+    bundle = Path(args.bundle_dir or default_bundle_dir())
+    weights = Path(args.model) if args.model else bundle / "models" / "model.pt"
+    try:
+        state = safe_load(weights, map_location="cpu")
+    except Exception:  # noqa: BLE001 - unreadable weights: no hint, the first error stands
+        return []
+    state = state.get("model", state) if isinstance(state, dict) else state
+    workflows = {"inference.json", "train.json", "evaluate.json", "metadata.json"}
+    candidates = sorted({*bundle.glob("configs/*.json"), *(bundle.parent / "configs").glob("*.json")})
+    candidates = [None] + [c for c in candidates if c.name not in workflows]
+    fits: list[str | None] = []
+    for candidate in candidates:
+        try:
+            overrides = json.loads(candidate.read_text()) if candidate else {"network_def": None}
+            if not any(str(k).startswith("network_def") for k in overrides):
+                continue
+            parser = ConfigParser()
+            parser.read_config([str(bundle / "configs" / "inference.json"), *([str(candidate)] if candidate else [])])
+            parser["device"] = torch.device("cpu")
+            if weights_mismatch(parser.get_parsed_content("network_def"), state) is None:
+                fits.append(str(candidate) if candidate else None)
+        except Exception:  # noqa: BLE001 - a config that cannot build a network simply does not fit
+            continue
+    return fits
+
+
 def _check_distinct_outputs(files: Sequence[str], plain_ext: str) -> None:
     """Refuse inputs whose masks would share a name (``a/scan.jpg`` and ``b/scan.png``): one would be lost."""
     from scripts.io import is_medical_image, mask_output_path
@@ -389,7 +441,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
     _check_output_dir(args.output_dir, [*args.inputs, args.model, *args.config])
     device = _device("--device", args.device)
-    predictor = BundlePredictor(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
+    predictor = _load_predictor(BundlePredictor, args, device)
     failures: list[str] = []
     rows: list[dict] = []
     skipped = 0

@@ -573,3 +573,19 @@ def test_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path, monkeypatch, 
     with zipfile.ZipFile(bomb) as zf:
         with pytest.raises(bundle_zip.BundleZipError, match="unpacks to more than"):
             bundle_zip._extract(zf, tmp_path / "stream")  # the check that does not trust the directory
+
+
+def test_weights_of_another_network_are_named_with_the_config_that_fits(smoke_model, tmp_path, capsys):
+    """Not just 'Error(s) in loading state_dict': which tensors differ, with their shapes, and a config that fits."""
+    image = next(SAMPLE_SPLIT.glob("*.jpg"))
+    out = tmp_path / "out"
+    assert main(["segment", str(image), "--output-dir", str(out), "--model", str(smoke_model), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(smoke_model) in err
+    assert "tensor(s) differ in shape" in err and "file [8, 1, 3, 3], network [16, 1, 3, 3]" in err
+    assert f"--config {SMOKE_NETWORK} fits them" in err
+    shipped = BUNDLE / "models" / "model.pt"
+    if shipped.is_file():
+        args = ["segment", str(image), "--output-dir", str(out), "--config", str(SMOKE_NETWORK), "--device", "cpu"]
+        assert main(args) == 1
+        assert "the bundle's own network fits them: leave out --config" in capsys.readouterr().err

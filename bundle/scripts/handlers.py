@@ -32,6 +32,7 @@ __all__ = [
     "TrainingStateSaver",
     "cpu_state_dict",
     "load_weights",
+    "weights_mismatch",
     "safe_load",
     "save_atomic",
 ]
@@ -355,8 +356,37 @@ def load_weights(
     state = safe_load(path, map_location=device)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
+    problem = weights_mismatch(network, state)
+    if problem:
+        raise ValueError(f"{path}: weights do not fit the bundle's network: {problem}")
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: weights do not fit the bundle's network ({str(e).splitlines()[0][:200]})") from None
     return network.eval()
+
+
+def weights_mismatch(network: torch.nn.Module, state: Any) -> str | None:
+    """How a state dict differs from a network's, in one line (None when it fits).
+
+    Names the first tensors whose shapes differ, with both shapes (the channel counts), and
+    how many tensors are missing or unexpected: a network built with another ``network_def``.
+    """
+    if not isinstance(state, Mapping):
+        return f"not a state dict ({type(state).__name__})"
+    own = network.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    differ = [k for k in own if k in shapes and tuple(own[k].shape) != shapes[k]]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if not (differ or missing or unexpected):
+        return None
+    parts = []
+    if differ:
+        shown = "; ".join(f"{k}: file {list(shapes[k])}, network {list(own[k].shape)}" for k in differ[:2])
+        parts.append(f"{len(differ)} tensor(s) differ in shape ({shown})")
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    return ", ".join(parts) + "; they were made with another network config: pass that config (--config)"
