@@ -148,18 +148,19 @@ def _legend_handles(with_outline: bool) -> list[Line2D]:
 # --------------------------------------------------------------------------- gallery and overlays
 
 
-def pick_gallery(rows: Sequence[Mapping[str, Any]], n_each: int = 3) -> list[tuple[str, list[int]]]:
-    """Indices of the best, median and worst rows by ``dice``, each image shown once.
+def pick_gallery(rows: Sequence[Mapping[str, Any]], n_each: int = 3, key: str = "dice") -> list[tuple[str, list[int]]]:
+    """Indices of the best, median and worst rows by ``key`` (``dice``), each image shown once.
 
     Args:
-        rows: per-image rows with a ``dice`` (rows whose dice is None are skipped).
+        rows: per-image rows with a ``key`` (rows where it is None are skipped).
         n_each: images per group.
+        key: the figure that ranks, e.g. ``outline_dice`` when true outlines exist.
 
     Returns:
         ``[("best", [...]), ("median", [...]), ("worst", [...])]`` with row indices, best first
         within "best", worst first within "worst"; groups left empty (few images) are dropped.
     """
-    order = sorted((i for i, r in enumerate(rows) if r.get("dice") is not None), key=lambda i: (-rows[i]["dice"], i))
+    order = sorted((i for i, r in enumerate(rows) if r.get(key) is not None), key=lambda i: (-rows[i][key], i))
     start = max(0, (len(order) - n_each) // 2)
     candidates = {"best": order[:n_each], "worst": order[::-1][:n_each], "median": order[start : start + n_each]}
     taken: set[int] = set()
@@ -170,10 +171,14 @@ def pick_gallery(rows: Sequence[Mapping[str, Any]], n_each: int = 3) -> list[tup
     return [(name, picked[name]) for name in ("best", "median", "worst") if picked[name]]
 
 
-def _caption(file_name: str, dice: float) -> str:
+def _caption(file_name: str, row: Mapping[str, Any]) -> str:
+    """The stem and the figures: outline Dice first when there is one, then Dice against the COCO boxes."""
     stem = image_stem(file_name)
     short = stem if len(stem) <= 28 else stem[:27] + "…"
-    return f"{short}\nDice {dice:.3f}"
+    figures = [f"box Dice {row['dice']:.3f}"] if row.get("dice") is not None else []
+    if row.get("outline_dice") is not None:
+        figures.insert(0, f"outline Dice {row['outline_dice']:.3f}")
+    return f"{short}\n{', '.join(figures)}"
 
 
 def overlay_gallery(
@@ -185,7 +190,10 @@ def overlay_gallery(
     outlines: Sequence[ImageLike | None] | None = None,
     n_each: int = 3,
 ) -> str:
-    """One PNG with the best, median and worst images by Dice, one row of panels per group.
+    """One PNG with the best, median and worst images, one row of panels per group.
+
+    Ranked by Dice against the true outlines when ``outlines`` are given and the rows carry
+    ``outline_dice``, else by Dice against the COCO masks; captions show both figures.
 
     Each panel shows the greyscale image, the COCO boxes (yellow rectangles), the predicted
     mask's contour (red) and, when given, the true outline's contour (green), captioned with
@@ -211,7 +219,9 @@ def overlay_gallery(
     lengths = {len(rows), len(image_paths), len(pred_masks), len(gt_boxes)} | ({len(outlines)} if outlines else set())
     if len(lengths) != 1:
         raise ValueError(f"rows, images, masks, boxes and outlines must align, got lengths {sorted(lengths)}")
-    groups = pick_gallery(rows, n_each)
+    # with true outlines, rank by them: Dice against the loose boxes rewards box-shaped masks
+    ranked_by_outline = bool(outlines) and any(r.get("outline_dice") is not None for r in rows)
+    groups = pick_gallery(rows, n_each, "outline_dice" if ranked_by_outline else "dice")
     if not groups:
         raise ValueError("no image with a Dice to show")
     fig = _new_figure(n_each * PANEL_INCHES, _LEGEND_INCHES + len(groups) * (PANEL_INCHES + _CAPTION_INCHES))
@@ -231,7 +241,7 @@ def overlay_gallery(
                 gt_boxes[i],
                 None if outline is None else _load_mask(outline),
             )
-            ax.set_title(_caption(str(rows[i]["file_name"]), float(rows[i]["dice"])), fontsize=8)
+            ax.set_title(_caption(str(rows[i]["file_name"]), rows[i]), fontsize=8)
             if c == 0:
                 ax.set_ylabel(group, fontsize=10)
     return _save_gallery(fig, _legend_handles(outlines is not None), output_path, left=0.04)

@@ -200,3 +200,20 @@ def test_single_overlay_draws_the_prediction_the_outline_and_the_boxes_where_the
     assert not red[120:180, 240:300].any(), "a contour, not a filled mask"
     with pytest.raises(ValueError, match="outline"):
         single_overlay(grey, pred, tmp_path / "bad.png", outline=np.zeros((10, 10), np.uint8))
+
+
+def test_gallery_ranks_by_outline_dice_when_there_are_outlines():
+    from brainseg_monai.report import _caption, pick_gallery
+
+    # box Dice and outline Dice disagree: the box-shaped mask (row 0) wins on boxes, loses on outlines
+    rows = [
+        {"file_name": f"{i}.jpg", "dice": d, "outline_dice": o}
+        for i, (d, o) in enumerate([(0.9, 0.2), (0.5, 0.9), (0.7, 0.6), (0.3, 0.4), (0.6, None)])
+    ]
+    by_box = dict(pick_gallery(rows, n_each=1))
+    by_outline = dict(pick_gallery(rows, n_each=1, key="outline_dice"))
+    assert by_box["best"] == [0] and by_box["worst"] == [3]
+    assert by_outline["best"] == [1] and by_outline["worst"] == [0]
+    assert 4 not in sum(by_outline.values(), []), "an image without an outline is not ranked by it"
+    assert _caption("a.jpg", rows[1]).endswith("outline Dice 0.900, box Dice 0.500")
+    assert _caption("a.jpg", rows[4]).endswith("box Dice 0.600")
