@@ -204,6 +204,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         training_curves(args.train_log, out / "training_curves.png")
     _print_table(evaluation.rows)
     summary = evaluation.summary
+    if args.outlines:
+        matched = summary.get("n_outlines") or 0
+        if matched == 0:
+            print(
+                f"WARNING --outlines {args.outlines}: no outline matches an image of the split "
+                "(expected <image stem>.png): no outline Dice reported",
+                file=sys.stderr,
+            )
+        elif matched < summary["n_images"]:
+            print(f"--outlines: outlines for {matched} of {summary['n_images']} images", file=sys.stderr)
     keys = (
         "dice_mean",
         "iou_mean",

@@ -973,3 +973,13 @@ def test_resume_with_more_epochs_continues_the_learning_rate_schedule(tmp_path):
     assert all(later <= earlier + 1e-12 for earlier, later in zip(lrs, lrs[1:])), lrs
     state = torch.load(out / "models" / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
     assert state["lr_scheduler"]["T_max"] == 5
+
+
+def test_evaluate_warns_when_no_outline_matches_the_split(smoke_model, tmp_path, capsys):
+    outlines = tmp_path / "outlines"
+    outlines.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(outlines / "unrelated.png")
+    args = ["evaluate", str(SAMPLE_SPLIT), "--output-dir", str(tmp_path / "out"), "--outlines", str(outlines)]
+    assert main([*args, "--model", str(smoke_model), "--config", str(SMOKE_NETWORK), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING --outlines {outlines}: no outline matches an image of the split" in err
