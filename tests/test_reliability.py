@@ -17,12 +17,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK
+
 import PIL
 from PIL import Image
 
@@ -983,3 +985,53 @@ def test_evaluate_warns_when_no_outline_matches_the_split(smoke_model, tmp_path,
     assert main([*args, "--model", str(smoke_model), "--config", str(SMOKE_NETWORK), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert f"WARNING --outlines {outlines}: no outline matches an image of the split" in err
+
+
+def test_two_training_runs_into_one_folder_the_second_stops_before_writing(tmp_path):
+    from scripts.handlers import RunFolderLock
+
+    folder = tmp_path / "models"
+    first = RunFolderLock(folder)
+    first.acquire()
+    try:
+        # another process tries the same folder: refused, naming the folder and the owner
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[2]); from scripts.handlers import RunFolderLock\n"
+            "try:\n    RunFolderLock(sys.argv[1]).acquire()\nexcept RuntimeError as e:\n    print(e); sys.exit(3)\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code, str(folder), str(BUNDLE)], capture_output=True, text=True)
+        assert proc.returncode == 3 and f"process {os.getpid()}" in proc.stdout and str(folder) in proc.stdout
+    finally:
+        first.release()
+    # released (or the first process gone): the next run takes it and cleans a killed run's temp files
+    (folder / ".checkpoint_latest.pt.abc123.pt").write_bytes(b"half")
+    (folder / ".model.pt.xyz.pt").write_bytes(b"half")
+    (folder / "model.pt").write_bytes(b"kept")
+    second = RunFolderLock(folder)
+    second.acquire()
+    second.release()
+    assert sorted(p.name for p in folder.iterdir()) == [".training.lock", "model.pt"]
+
+
+def test_a_training_run_holds_the_lock_while_it_runs(tmp_path):
+    """Through monai.bundle: a second run started into the folder of a running one fails at once."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(
+        [*_train_cmd(out), "--train#trainer#max_epochs", "1000"],  # runs until killed below
+        cwd=BUNDLE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / "models").glob("checkpoint_latest.pt")) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first run holds the lock from its start; one epoch done proves it runs
+        assert first.poll() is None
+        second = subprocess.run([*_train_cmd(out)], cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0
+        assert f"another training run (process {first.pid})" in second.stdout + second.stderr
+    finally:
+        first.kill()
+        first.wait(60)

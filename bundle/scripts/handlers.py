@@ -27,6 +27,7 @@ __all__ = [
     "BEST_METRIC_KEYS",
     "BestModelSaver",
     "EpochSeeder",
+    "RunFolderLock",
     "SafeCheckpointLoader",
     "TrainingStateLoader",
     "TrainingStateSaver",
@@ -390,3 +391,70 @@ def weights_mismatch(network: torch.nn.Module, state: Any) -> str | None:
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
     return ", ".join(parts) + "; they were made with another network config: pass that config (--config)"
+
+
+class RunFolderLock:
+    """One training run at a time per checkpoint folder, and no temporary files left from a killed one.
+
+    At ``STARTED`` the process takes an exclusive lock on ``<folder>/.training.lock`` (``flock``:
+    the operating system releases it when the process ends, however it ends, so a crash leaves
+    no stale lock). A second run into the same folder stops at once with a message naming the
+    folder and the other run's process id, before it writes anything. Holding the lock, it
+    removes the hidden temporary files that a run killed in the middle of an atomic write left
+    behind (``.checkpoint_latest.*.pt``, ``.model.*.pt``). Only rank 0 locks under
+    torch.distributed (the other ranks write nothing there). Without ``fcntl`` (Windows) there
+    is no lock.
+
+    Args:
+        folder: the run's checkpoint folder (``ckpt_dir``).
+        temp_prefixes: names whose hidden temporary copies are cleaned up.
+    """
+
+    LOCK_NAME = ".training.lock"
+
+    def __init__(
+        self, folder: str | os.PathLike, temp_prefixes: tuple[str, ...] = ("checkpoint_latest.pt", "model.pt")
+    ) -> None:
+        self.folder = Path(folder)
+        self.temp_prefixes = temp_prefixes
+        self._file = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.acquire)
+        engine.add_event_handler(Events.COMPLETED, self.release)
+
+    def acquire(self, engine: Engine | None = None) -> None:
+        """Take the lock and clean up, or raise ``RuntimeError`` naming the run that holds it."""
+        if not _is_rank0():
+            return
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / self.LOCK_NAME
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise RuntimeError(
+                f"{self.folder}: another training run (process {owner}) is writing to this folder; "
+                "wait for it to finish or choose another output folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        for prefix in self.temp_prefixes:  # atomic_output names its temporary files .<name[:24]>.<random><suffix>
+            for stale in self.folder.glob(f".{prefix[:24]}.*"):
+                if stale.is_file():
+                    stale.unlink()
+
+    def release(self, engine: Engine | None = None) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the flock
+            self._file = None
