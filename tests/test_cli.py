@@ -183,3 +183,21 @@ def test_segment_refuses_output_inside_input_folder(tmp_path, capsys):
     assert main(["segment", str(images), "--output-dir", str(images / "masks")]) == 1
     assert "inside the input folder" in capsys.readouterr().err
     assert not (images / "masks").exists()
+
+
+def test_help_and_check_data_import_neither_torch_nor_monai():
+    """Start-up stays light (importing MONAI takes seconds): only commands that run a model load it."""
+    code = (
+        "import sys\n"
+        "from brainseg_monai.cli import main\n"
+        "for argv in (['--help'], ['check-data', '--help'], ['check-data', sys.argv[1]]):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'monai', 'ignite') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(SAMPLE_SPLIT)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert "OK (0 warning(s))" in proc.stdout

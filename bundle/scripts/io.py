@@ -7,14 +7,16 @@ files so that a crash never leaves a truncated one behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = [
+__all__ = [  # noqa: F822 - PILImageReader is built on first use (__getattr__)
     "MAX_PIXELS",
     "MEDICAL_SUFFIXES",
     "PLAIN_IMAGE_SUFFIXES",
@@ -276,94 +278,104 @@ def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = PLAIN_IMA
     )
 
 
-def _pil_reader_base():
-    from monai.data import PILReader
-
-    return PILReader
-
-
 # PIL modes with several channels that are not red, green and blue.
 _NOT_INTENSITY_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
 
 
-class PILImageReader(_pil_reader_base()):
-    """MONAI's ``PILReader`` that refuses what it would otherwise get silently wrong.
+@functools.lru_cache(maxsize=None)
+def _reader_class() -> type:
+    """:class:`PILImageReader`, built on first use: importing MONAI takes seconds, and the
+    CLI's ``check-data`` and ``--help`` use this module without reading an image."""
+    from monai.data import PILReader
 
-    The bundle's ``load_image`` uses it (``"reader": "scripts.io.PILImageReader"``), so
-    training, ``monai.bundle run`` inference and the CLI read images alike:
+    class PILImageReader(PILReader):
+        """MONAI's ``PILReader`` that refuses what it would otherwise get silently wrong.
 
-    * an empty file, or one PIL cannot identify: ``ValueError`` naming the file;
-    * a truncated file (PIL opens lazily, so plain ``PILReader`` fails later with a bare
-      ``struct.error``): decoded here, ``ValueError`` naming the file;
-    * a multi-frame file (a TIFF stack is a 3D volume): refused, a 2D image is expected;
-    * a palette (``P``/``PA``) image: converted to RGB(A) so the network sees intensities,
-      not palette indices; a CMYK, YCbCr, LAB or HSV image: converted to RGB, whose channels
-      the grey conversion averages.
+        The bundle's ``load_image`` uses it (``"reader": "scripts.io.PILImageReader"``), so
+        training, ``monai.bundle run`` inference and the CLI read images alike:
 
-    16-bit, RGBA, grey + alpha, non-square and very large images are read as usual.
-    """
+        * an empty file, or one PIL cannot identify: ``ValueError`` naming the file;
+        * a truncated file (PIL opens lazily, so plain ``PILReader`` fails later with a bare
+          ``struct.error``): decoded here, ``ValueError`` naming the file;
+        * a multi-frame file (a TIFF stack is a 3D volume): refused, a 2D image is expected;
+        * a palette (``P``/``PA``) image: converted to RGB(A) so the network sees intensities,
+          not palette indices; a CMYK, YCbCr, LAB or HSV image: converted to RGB, whose channels
+          the grey conversion averages.
 
-    # MONAI's LoadImage falls back to its other readers (ITK, ...) when the designated one raises
-    # in read(), and ITK happily reads a TIFF stack as a volume: so read() never raises, it
-    # records the problem, and get_data() (not wrapped by LoadImage) reports it.
+        16-bit, RGBA, grey + alpha, non-square and very large images are read as usual.
+        """
 
-    def read(self, data, **kwargs):
-        from PIL import Image, UnidentifiedImageError
+        # MONAI's LoadImage falls back to its other readers (ITK, ...) when the designated one raises
+        # in read(), and ITK happily reads a TIFF stack as a volume: so read() never raises, it
+        # records the problem, and get_data() (not wrapped by LoadImage) reports it.
 
-        images = []
-        for name in _names(data):
-            try:
-                if os.path.getsize(name) == 0:
-                    images.append(_Unreadable(f"{name}: image file is empty (0 bytes)"))
+        def read(self, data, **kwargs):
+            from PIL import Image, UnidentifiedImageError
+
+            images = []
+            for name in _names(data):
+                try:
+                    if os.path.getsize(name) == 0:
+                        images.append(_Unreadable(f"{name}: image file is empty (0 bytes)"))
+                        continue
+                    im = Image.open(name, **{**self.kwargs, **kwargs})  # the header only: nothing decoded yet
+                except Image.DecompressionBombError:
+                    images.append(_Unreadable(f"{name}: over the limit of {MAX_PIXELS} pixels (a decompression bomb?)"))
                     continue
-                im = Image.open(name, **{**self.kwargs, **kwargs})  # the header only: nothing decoded yet
-            except Image.DecompressionBombError:
-                images.append(_Unreadable(f"{name}: over the limit of {MAX_PIXELS} pixels (a decompression bomb?)"))
-                continue
-            except UnidentifiedImageError:
-                images.append(_Unreadable(f"{name}: not an image file PIL can read (corrupt or another format)"))
-                continue
-            except OSError as e:  # no such file, no permission; or a damaged header ("Truncated File Read")
-                why = f"cannot read ({e.strerror})" if e.errno else f"image file is unreadable or truncated ({e})"
-                images.append(_Unreadable(f"{name}: {why}"))
-                continue
-            too_big = _size_problem(name, im.size)
-            if too_big:
-                im.close()
-                images.append(_Unreadable(too_big))
-                continue
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                im.close()
-                images.append(_Unreadable(f"{name}: has {frames} frames (a 3D stack); a 2D image is expected"))
-                continue
-            try:
-                im.load()  # PIL opens lazily: decode now so a truncated file is named
-                if im.mode in ("P", "PA"):
-                    im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
-                elif im.mode in _NOT_INTENSITY_MODES:
-                    im = im.convert("RGB")
-            except Exception as e:  # noqa: BLE001 - damaged files make PIL's decoders raise struct.error & co.
-                images.append(_Unreadable(f"{name}: image file is unreadable or truncated ({e})"))
-                continue
-            if callable(self.converter):
-                im = self.converter(im)
-            images.append(im)
-        return images if len(images) > 1 else images[0]
+                except UnidentifiedImageError:
+                    images.append(_Unreadable(f"{name}: not an image file PIL can read (corrupt or another format)"))
+                    continue
+                except OSError as e:  # no such file, no permission; or a damaged header ("Truncated File Read")
+                    why = f"cannot read ({e.strerror})" if e.errno else f"image file is unreadable or truncated ({e})"
+                    images.append(_Unreadable(f"{name}: {why}"))
+                    continue
+                too_big = _size_problem(name, im.size)
+                if too_big:
+                    im.close()
+                    images.append(_Unreadable(too_big))
+                    continue
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:
+                    im.close()
+                    images.append(_Unreadable(f"{name}: has {frames} frames (a 3D stack); a 2D image is expected"))
+                    continue
+                try:
+                    im.load()  # PIL opens lazily: decode now so a truncated file is named
+                    if im.mode in ("P", "PA"):
+                        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+                    elif im.mode in _NOT_INTENSITY_MODES:
+                        im = im.convert("RGB")
+                except Exception as e:  # noqa: BLE001 - damaged files make PIL's decoders raise struct.error & co.
+                    images.append(_Unreadable(f"{name}: image file is unreadable or truncated ({e})"))
+                    continue
+                if callable(self.converter):
+                    im = self.converter(im)
+                images.append(im)
+            return images if len(images) > 1 else images[0]
 
-    def get_data(self, img):
-        images = img if isinstance(img, (list, tuple)) else [img]
-        for im in images:
-            if isinstance(im, _Unreadable):
-                raise ValueError(im.message)
-        data, meta = super().get_data(img)
-        arr = np.asarray(data)
-        if arr.dtype.kind == "f":  # a float TIFF can hold NaN or inf: it would give an empty mask, silently
-            bad = int(arr.size - np.isfinite(arr).sum())
-            if bad:
-                name = getattr(images[0], "filename", None) or meta.get("filename_or_obj", "image")
-                raise ValueError(f"{name}: image contains {bad} NaN or infinite value(s)")
-        return data, meta
+        def get_data(self, img):
+            images = img if isinstance(img, (list, tuple)) else [img]
+            for im in images:
+                if isinstance(im, _Unreadable):
+                    raise ValueError(im.message)
+            data, meta = super().get_data(img)
+            arr = np.asarray(data)
+            if arr.dtype.kind == "f":  # a float TIFF can hold NaN or inf: it would give an empty mask, silently
+                bad = int(arr.size - np.isfinite(arr).sum())
+                if bad:
+                    name = getattr(images[0], "filename", None) or meta.get("filename_or_obj", "image")
+                    raise ValueError(f"{name}: image contains {bad} NaN or infinite value(s)")
+            return data, meta
+
+    PILImageReader.__qualname__ = "PILImageReader"
+    PILImageReader.__module__ = __name__
+    return PILImageReader
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PILImageReader":  # "reader": "scripts.io.PILImageReader" in the configs, imports alike
+        return _reader_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def to_grey(image, name: str = "image"):
@@ -407,7 +419,7 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
     Raises:
         ValueError: a file :class:`PILImageReader` refuses (naming it).
     """
-    reader = PILImageReader(reverse_indexing=False)
+    reader = _reader_class()(reverse_indexing=False)
     data, _ = reader.get_data(reader.read(os.fspath(path)))
     arr = np.asarray(data)
     arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)  # (H, W, C) -> (C, H, W)
