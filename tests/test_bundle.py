@@ -288,3 +288,18 @@ def test_best_model_saver_keeps_the_best_epoch_not_the_last(tmp_path, save_last,
     evaluator.run([0], max_epochs=4)
     saved = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
     assert saved["weight"].item() == expected_epoch
+
+
+def test_a_read_only_array_is_segmented_without_a_warning(smoke_model):
+    import warnings
+
+    from scripts.predictor import BundlePredictor
+
+    predictor = BundlePredictor(BUNDLE, ckpt_path=smoke_model, config_files=[SMOKE_NETWORK], device="cpu")
+    with Image.open(next(SAMPLE_SPLIT.glob("*.jpg"))) as im:
+        image = np.asarray(im.convert("L"))
+    image.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # torch warns about non-writable arrays
+        mask = predictor.predict_array(image)
+    assert mask.shape == image.shape

@@ -198,4 +198,4 @@ def _as_channel_first(image: np.ndarray) -> MetaTensor:
         raise ValueError(f"expected a 2D image (H, W) or (H, W, C), got array of shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError("image contains NaN or infinite values")
-    return MetaTensor(torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float32))
+    return MetaTensor(torch.from_numpy(np.array(arr, dtype=np.float32)))  # a writable copy: read-only input is fine
