@@ -81,6 +81,15 @@ def _config_literal(option: str, value: str) -> str:
     return value
 
 
+def _max_label(args: argparse.Namespace) -> int | None:
+    """The largest label the bundle's network learns: check-data refuses a map the model could not use."""
+    from scripts.coco import bundle_max_label
+
+    from brainseg_monai.bundle_code import default_bundle_dir
+
+    return bundle_max_label(getattr(args, "bundle_dir", None) or default_bundle_dir())
+
+
 def _print_problems(problems: Sequence[Any]) -> None:
     for p in problems:
         print(p, file=sys.stderr)
@@ -92,7 +101,7 @@ def _print_problems(problems: Sequence[Any]) -> None:
 def cmd_check_data(args: argparse.Namespace) -> int:
     from scripts.coco import validate_split
 
-    problems = validate_split(args.split_dir, _category_map(args.category_map))
+    problems = validate_split(args.split_dir, _category_map(args.category_map), max_label=_max_label(args))
     errors = [p for p in problems if p.severity == "error"]
     _print_problems(problems)
     warnings = len(problems) - len(errors)
@@ -128,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Validate both splits before anything is built: training never starts on bad data.
     failed = False
     for split in (args.train_split, args.val_split):
-        problems = validate_split(split_dir(args.dataset_dir, split), category_map)
+        problems = validate_split(split_dir(args.dataset_dir, split), category_map, max_label=_max_label(args))
         _print_problems(problems)
         failed |= any(p.severity == "error" for p in problems)
     if failed:
@@ -179,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from scripts.predictor import BundlePredictor
 
     # Check the split before anything is written: a bad split leaves no output folder behind.
-    problems = validate_split(args.split_dir, _category_map(args.category_map))
+    problems = validate_split(args.split_dir, _category_map(args.category_map), max_label=_max_label(args))
     _print_problems(problems)
     if any(p.severity == "error" for p in problems):
         raise CommandError(f"{args.split_dir}: the split has errors (listed above); nothing evaluated")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_SPLIT
+from conftest import BUNDLE, SAMPLE_SPLIT
 from PIL import Image
 
 from scripts.coco import (
@@ -31,6 +31,8 @@ from scripts.coco import (
     validate_split,
 )
 from scripts.transforms import CocoAnnotationsToMaskd
+
+from brainseg_monai.cli import main
 
 # --------------------------------------------------------------------------- hand-computed masks
 
@@ -790,3 +792,64 @@ def test_every_error_is_reported_at_once(sample_split):
     assert any("images[id=63].file_name" in s for s in lines)
     # the image whose file_name was refused is now unlisted: a warning, not in the error message
     assert [p.severity for p in info.value.problems].count("warning") == 1
+
+
+# -- check-data refuses what train cannot use --------------------------------------------------
+
+
+def test_image_and_annotation_ids_must_fit_in_64_bits(sample_split):
+    data = read_json(sample_split)
+    data["images"][0]["id"] = 2**70
+    write_json(sample_split, data)
+    problems = errors_of(sample_split)
+    assert any(p.field == "id" and "does not fit in 64 bits" in str(p) for p in problems)
+    data = read_json(sample_split)
+    data["images"][0]["id"] = 0
+    data["annotations"][0]["id"] = -(2**64)
+    write_json(sample_split, data)
+    assert any("does not fit in 64 bits" in str(p) for p in errors_of(sample_split))
+
+
+@pytest.mark.parametrize("label", [2, 300])
+def test_a_binary_bundle_takes_labels_0_and_1_only(sample_split, label, capsys):
+    from scripts.coco import bundle_max_label
+
+    assert bundle_max_label(BUNDLE) == 1  # the shipped network: background and tumor
+    assert not [p for p in validate_split(sample_split, {"1": label}) if p.severity == "error"]  # no model given
+    errors = [p for p in validate_split(sample_split, {"1": label}, max_label=1) if p.severity == "error"]
+    assert (
+        len(errors) == 1
+        and f"gives label(s) [{label}]" in str(errors[0])
+        and "background and tumor only" in str(errors[0])
+    )
+    # check-data knows the bundle; coco_to_datalist (what train.json calls) refuses it as well
+    assert main(["check-data", str(sample_split), "--category-map", json.dumps({"1": label})]) == 1
+    assert "background and tumor only" in capsys.readouterr().err
+    with pytest.raises(CocoDataError, match="background and tumor only"):
+        coco_to_datalist(sample_split, {1: label}, max_label=1)
+
+
+def test_a_partial_category_map_is_warned_about_with_counts(sample_split):
+    # the sample's annotations: 6 of category id 1 (named "0"), 6 of id 2 (named "1")
+    problems = validate_split(sample_split, {2: 1})
+    assert not [p for p in problems if p.severity == "error"]
+    [warning] = [p for p in problems if p.severity == "warning"]
+    assert "6 of 12 annotations have a category that maps to no tumor label and become background" in str(warning)
+    assert "'0' (6)" in str(warning)
+    assert not validate_split(sample_split, {1: 1, 2: 1})
+
+
+def test_the_suggested_category_map_is_one_that_works(sample_split):
+    [error] = [p for p in validate_split(sample_split, {"Tumor": 1}) if p.severity == "error"]
+    suggested = json.loads(str(error).rsplit("e.g. ", 1)[1])
+    assert suggested == {"1": 1, "2": 1}
+    assert not validate_split(sample_split, {int(k): v for k, v in suggested.items()})
+
+
+def test_a_split_without_images_is_refused(sample_split):
+    data = read_json(sample_split)
+    data["images"], data["annotations"] = [], []
+    write_json(sample_split, data)
+    for image in sample_split.glob("*.jpg"):
+        image.unlink()
+    assert any(p.field == "images" and "no images" in str(p) for p in errors_of(sample_split))

@@ -36,6 +36,7 @@ __all__ = [
     "coco_to_datalist",
     "load_coco_json",
     "rasterize_annotations",
+    "bundle_max_label",
     "resolve_category_map",
     "split_dir",
     "validate_split",
@@ -174,6 +175,35 @@ def resolve_category_map(
         else:
             raise ValueError(f"category_map: no category named or numbered {key!r}")
     return {k: v for k, v in resolved.items() if v > 0}
+
+
+def _suggested_map(data: Mapping[str, Any], annotated: set[int]) -> str:
+    """A category map giving the annotated categories label 1: by name, or by id where names would not do.
+
+    Keys made of digits are read as category ids, so a category named "0" can only be named by its id.
+    """
+    names = {c.get("id"): c.get("name") for c in data["categories"] if isinstance(c, dict)}
+    chosen = [names.get(i) for i in sorted(annotated, key=str)]
+    by_name = all(isinstance(n, str) and n and not n.isdigit() for n in chosen)  # a name maps every category so named
+    keys = chosen if by_name else [str(i) for i in sorted(annotated, key=str)]
+    return json.dumps(dict.fromkeys(keys, 1))
+
+
+def bundle_max_label(bundle_dir: str | os.PathLike) -> int | None:
+    """The largest label a bundle's network can output (``out_channels - 1`` of its ``network_def``).
+
+    Read from ``configs/inference.json`` as JSON (no MONAI import): None when it is not a plain number.
+    """
+    try:
+        with open(os.path.join(os.fspath(bundle_dir), "configs", "inference.json"), encoding="utf-8") as f:
+            channels = json.load(f)["network_def"]["out_channels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return channels - 1 if isinstance(channels, int) and not isinstance(channels, bool) and channels > 0 else None
+
+
+def _fits_int64(value: int) -> bool:
+    return -(2**63) <= value < 2**63
 
 
 def _is_number(v: Any) -> bool:
@@ -317,7 +347,10 @@ def _check_bbox(bbox: Any, height: int, width: int) -> str | None:
 
 
 def validate_split(
-    split_path: str | os.PathLike, category_map: Mapping[str | int, int] | None = None, check_files: bool = True
+    split_path: str | os.PathLike,
+    category_map: Mapping[str | int, int] | None = None,
+    check_files: bool = True,
+    max_label: int | None = None,
 ) -> list[DataProblem]:
     """Every problem of a COCO split, errors and warnings, one entry each.
 
@@ -326,6 +359,8 @@ def validate_split(
         category_map: as in :func:`resolve_category_map`; a bad map is reported as an error.
         check_files: also open every image (missing, empty, unreadable, size mismatch) and
             warn about image files the JSON does not list.
+        max_label: the largest label the model can learn (its output channels minus one, see
+            :func:`bundle_max_label`); a map to a larger label is an error.
 
     Returns:
         The problems; the split is usable when none has severity ``"error"``.
@@ -368,6 +403,16 @@ def validate_split(
         )
     except (ValueError, TypeError) as e:
         err("", "categories", str(e))
+    if labels and max_label is not None:
+        too_big = {k: v for k, v in labels.items() if v > max_label}
+        if too_big:
+            classes = "background and tumor" if max_label == 1 else f"labels 0..{max_label}"
+            err(
+                "",
+                "categories",
+                f"the category map gives label(s) {sorted(set(too_big.values()))} (category ids "
+                f"{sorted(too_big)}), but the model learns {classes} only: use labels up to {max_label}",
+            )
 
     # images
     images: dict[int, dict] = {}
@@ -380,6 +425,9 @@ def validate_split(
         iid = im.get("id")
         if not isinstance(iid, int) or isinstance(iid, bool):
             err(f"images[{k}]", "id", f"must be an integer, got {iid!r}")
+            continue
+        if not _fits_int64(iid):
+            err(f"images[{k}]", "id", f"{iid} does not fit in 64 bits (pycocotools and the datalist need it to)")
             continue
         where = f"images[id={iid}]"
         if iid in images:
@@ -418,6 +466,7 @@ def validate_split(
     # annotations
     annotation_ids: set[int] = set()
     annotated_categories: set[int] = set()
+    category_counts: dict[int, int] = {}
     for k, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             err(f"annotations[{k}]", "", f"must be an object, not {type(ann).__name__}")
@@ -425,6 +474,9 @@ def validate_split(
         aid = ann.get("id")
         if not isinstance(aid, int) or isinstance(aid, bool):
             err(f"annotations[{k}]", "id", f"must be an integer, got {aid!r}")
+            continue
+        if not _fits_int64(aid):
+            err(f"annotations[{k}]", "id", f"{aid} does not fit in 64 bits (pycocotools and the datalist need it to)")
             continue
         where = f"annotations[id={aid}]"
         if aid in annotation_ids:
@@ -438,6 +490,7 @@ def validate_split(
             err(where, "category_id", f"no category with id {ann.get('category_id')!r}")
         else:
             annotated_categories.add(ann["category_id"])
+            category_counts[ann["category_id"]] = category_counts.get(ann["category_id"], 0) + 1
         im = images[iid]
         if not im:
             continue  # the image itself is broken and already reported
@@ -461,8 +514,25 @@ def validate_split(
             "",
             "categories",
             f"no annotation's category maps to a tumor label (the annotations use {', '.join(map(repr, names))}; "
-            f"{hint} gave none of them one): give a category map, e.g. {{{json.dumps(names[0])}: 1}}",
+            f"{hint} gave none of them one): give a category map, e.g. {_suggested_map(data, annotated_categories)}",
         )
+
+    if labels is not None and annotated_categories & set(labels):
+        dropped = {c: n for c, n in category_counts.items() if c not in labels}
+        if dropped:
+            names = {c.get("id"): str(c.get("name")) for c in data["categories"] if isinstance(c, dict)}
+            listed = ", ".join(
+                f"{names.get(c, c)!r} ({n})" for c, n in sorted(dropped.items(), key=lambda x: str(x[0]))
+            )
+            err(
+                "",
+                "categories",
+                f"{sum(dropped.values())} of {sum(category_counts.values())} annotations have a category that maps to "
+                f"no tumor label and become background: {listed}",
+                severity="warning",
+            )
+    if not images:
+        err("", "images", "the split has no images: nothing to train, validate or evaluate on")
 
     if check_files:
         for path in sorted(root.iterdir()):
@@ -507,7 +577,10 @@ def rasterize_annotations(annotations: Sequence[Mapping[str, Any]], height: int,
 
 
 def coco_to_datalist(
-    split_path: str | os.PathLike, category_map: Mapping[str | int, int] | None = None, validate: bool = True
+    split_path: str | os.PathLike,
+    category_map: Mapping[str | int, int] | None = None,
+    validate: bool = True,
+    max_label: int | None = None,
 ) -> list[dict[str, Any]]:
     """MONAI datalist records of a COCO split, one per image, images without annotation kept.
 
@@ -519,13 +592,14 @@ def coco_to_datalist(
         split_path: the split folder holding images and ``_annotations.coco.json``.
         category_map: as in :func:`resolve_category_map`.
         validate: run :func:`validate_split` first and refuse a split with errors.
+        max_label: as in :func:`validate_split` (the training config passes its network's).
 
     Raises:
         CocoDataError: the split has errors; one line per problem.
     """
     root = Path(split_path)
     if validate:
-        problems = validate_split(root, category_map)
+        problems = validate_split(root, category_map, max_label=max_label)
         if any(p.severity == "error" for p in problems):
             raise CocoDataError(problems)
     data = load_coco_json(root / ANNOTATION_FILE)
