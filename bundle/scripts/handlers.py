@@ -403,7 +403,8 @@ class RunFolderLock:
     removes the hidden temporary files that a run killed in the middle of an atomic write left
     behind (``.checkpoint_latest.*.pt``, ``.model.*.pt``). Only rank 0 locks under
     torch.distributed (the other ranks write nothing there). Without ``fcntl`` (Windows) there
-    is no lock.
+    is no lock. The lock file stays in the folder after the run: deleting it would let two
+    later runs lock two different files of the same name.
 
     Args:
         folder: the run's checkpoint folder (``ckpt_dir``).
