@@ -853,3 +853,27 @@ def test_a_split_without_images_is_refused(sample_split):
     for image in sample_split.glob("*.jpg"):
         image.unlink()
     assert any(p.field == "images" and "no images" in str(p) for p in errors_of(sample_split))
+
+
+@pytest.mark.parametrize("field", ["bbox", "segmentation"])
+def test_numbers_too_large_for_a_float_are_named_not_a_traceback(sample_split, field):
+    text = (sample_split / ANNOTATION_FILE).read_text()
+    data = json.loads(text)
+    huge = 10**400
+    if field == "bbox":
+        data["annotations"][0]["bbox"] = [1, 2, huge, 3]
+    else:
+        data["annotations"][0]["segmentation"] = [[1, 1, huge, 1, 5, 5]]
+    (sample_split / ANNOTATION_FILE).write_text(json.dumps(data))  # json writes the big integer as digits
+    problems = errors_of(sample_split)
+    assert len(problems) == 1 and problems[0].field == field and "finite numbers" in str(problems[0])
+    assert "annotations[id=56]" in str(problems[0])
+
+
+@pytest.mark.parametrize("name", ["a\x00b.jpg", "evil\nerror: fake.jpg", "tab\there.jpg"])
+def test_a_file_name_with_a_control_character_is_named_and_refused(sample_split, name):
+    data = read_json(sample_split)
+    data["images"][0]["file_name"] = name
+    write_json(sample_split, data)
+    line = expect_one_error(sample_split, f"images[id={data['images'][0]['id']}]", "file_name", "control character")
+    assert repr(name) in line and "\n" not in line

@@ -207,7 +207,13 @@ def _fits_int64(value: int) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite int or float that a float can hold (JSON allows integers like 10**400, which it cannot)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _has_id(ids: Any, value: Any) -> bool:
@@ -441,6 +447,10 @@ def validate_split(
         file_name = im.get("file_name")
         if not isinstance(file_name, str) or not file_name:
             err(where, "file_name", f"must be a non-empty string, got {file_name!r}")
+            images[iid] = {}
+            continue
+        if not file_name.isprintable():  # a NUL byte, a newline...: no file is named so, and it would break lines
+            err(where, "file_name", f"{file_name!r} holds a control character: refused")
             images[iid] = {}
             continue
         path = _safe_image_path(root, file_name)
