@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUNDLE, SAMPLE_OUTLINES, SAMPLE_SPLIT, SMOKE_OVERRIDES
+from conftest import BUNDLE, SAMPLE_OUTLINES, SAMPLE_SPLIT, SMOKE_NETWORK, SMOKE_OVERRIDES
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -439,3 +439,34 @@ def test_evaluate_split_writes_every_output(smoke_model: Path, tmp_path: Path):
     with Image.open(out / GALLERY_FILE) as im:
         assert im.size == (900, 40 + 3 * 340)
     assert not [p for p in out.rglob(".*")]  # no temporary files left behind
+
+
+def test_a_failed_evaluation_leaves_no_half_filled_masks_folder(smoke_model, tmp_path):
+    from scripts.predictor import BundlePredictor
+
+    real = BundlePredictor(ckpt_path=smoke_model, config_files=[SMOKE_NETWORK], device="cpu")
+
+    class FailsOnTheFifth:
+        name = "flaky"
+
+        def __init__(self):
+            self.calls = 0
+
+        def predict_file(self, path, details=False):
+            self.calls += 1
+            if self.calls == 5:
+                raise OSError(28, "No space left on device")
+            return real.predict_file(path, details=details)
+
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left"):
+        evaluate_split(FailsOnTheFifth(), SAMPLE_SPLIT, out, gallery=False, overlays=True)
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == [], "no masks, no temporary folders"
+    # a finished run publishes its masks; a later failed run leaves them as they were
+    evaluate_split(real, SAMPLE_SPLIT, out, gallery=False)
+    before = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
+    assert len(before) == 12
+    with pytest.raises(OSError):
+        evaluate_split(FailsOnTheFifth(), SAMPLE_SPLIT, out, gallery=False)
+    assert {p.name: p.read_bytes() for p in (out / "masks").iterdir()} == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -30,7 +31,7 @@ from brainseg_monai.metrics.detection import (
 from brainseg_monai.metrics.pixel import dice_iou, outline_dice
 from scripts.coco import coco_to_datalist, rasterize_annotations
 from scripts.components import _as_binary, components_to_boxes
-from scripts.io import atomic_output, image_stem, mask_output_path, write_mask
+from scripts.io import atomic_folder, atomic_output, image_stem, mask_output_path, write_mask
 
 PER_IMAGE_FILE = "metrics_per_image.csv"
 SUMMARY_FILE = "metrics_summary.json"
@@ -379,9 +380,13 @@ def evaluate_split(
     records = coco_to_datalist(split_dir, category_map)
     out = Path(output_dir)
     masks_dir = str(out / MASKS_DIR)
-    overlays_dir = str(out / OVERLAYS_DIR) if overlays else None
-    predictions = _predict_and_save(predictor, records, masks_dir, overlays_dir, outlines_dir)
-    evaluation = evaluate_predictions(records, predictions, outlines_dir)
+    # masks and overlays go to temporary folders that replace OUT/masks and OUT/overlays only when
+    # every image is done: a failed run leaves no half-filled folder
+    with contextlib.ExitStack() as stack:
+        staged_masks = stack.enter_context(atomic_folder(masks_dir))
+        staged_overlays = stack.enter_context(atomic_folder(out / OVERLAYS_DIR)) if overlays else None
+        predictions = _predict_and_save(predictor, records, staged_masks, staged_overlays, outlines_dir)
+        evaluation = evaluate_predictions(records, predictions, outlines_dir)
     evaluation.summary.update(
         split_dir=os.path.abspath(os.fspath(split_dir)), model=getattr(predictor, "name", type(predictor).__name__)
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [  # noqa: F822 - PILImageReader is built on first use (__getattr__)
     "MEDICAL_SUFFIXES",
     "PLAIN_IMAGE_SUFFIXES",
     "PILImageReader",
+    "atomic_folder",
     "atomic_output",
     "image_stem",
     "is_medical_image",
@@ -89,6 +91,37 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    A failed block leaves ``path`` as it was (absent, or the earlier run's folder) and no
+    temporary folder: a run that fails half-way leaves no half-filled folder of results.
+
+    Raises:
+        OSError: the parent folder is missing or not writable (with the folder named).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{target.name[:24]}.", dir=target.parent)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write in {target.parent}: {e.strerror}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        if target.exists():
+            old = tempfile.mkdtemp(prefix=f".{target.name[:24]}.old.", dir=target.parent)
+            os.replace(target, os.path.join(old, target.name))
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:
