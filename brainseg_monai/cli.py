@@ -420,6 +420,8 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
         predictions = predictor.predict_arrays(slices, batch_size=args.batch_size, details=True)
         mask = predictions[0].mask if array.ndim == 2 else np.stack([p.mask for p in predictions])
         written = write_medical_mask(mask, image, target)
+        if args.overlays:
+            _volume_overlays(path, slices, [p.mask for p in predictions], Path(args.output_dir) / "overlays")
         components = [c for p in predictions for c in p.components]
         unusual = sum(p.input_unusual for p in predictions)  # for a volume: how many slices
         row = tumor_row(name, max(p.tumor_score for p in predictions), components, unusual)
@@ -441,6 +443,23 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
         grey = read_grey(path)  # the grey the model saw
         single_overlay(grey, prediction.mask, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
     return target, tumor_row(name, prediction.tumor_score, prediction.components, prediction.input_unusual)
+
+
+def _volume_overlays(path: str, slices: Sequence[Any], masks: Sequence[Any], folder: Path) -> list[str]:
+    """Overlays of a NIfTI/NRRD/DICOM input: ``<stem>.png`` for a 2D one; for a volume, one
+    ``<stem>_slice<k>.png`` per slice with a tumor (the middle slice when there is none)."""
+    from scripts.io import mask_output_path, to_grey
+
+    from brainseg_monai.report import single_overlay
+
+    def grey(s):
+        return to_grey(s[None])[0]
+
+    if len(slices) == 1:
+        return [single_overlay(grey(slices[0]), masks[0], mask_output_path(path, folder, ".png"))]
+    picked = [k for k, m in enumerate(masks) if m.any()] or [len(slices) // 2]
+    stem = Path(mask_output_path(path, folder, ".png")).stem
+    return [single_overlay(grey(slices[k]), masks[k], folder / f"{stem}_slice{k:03d}.png") for k in picked]
 
 
 def cmd_segment(args: argparse.Namespace) -> int:

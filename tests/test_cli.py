@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from brainseg_monai.cli import main
-from conftest import CONFIGS, SAMPLE_ROOT, SAMPLE_SPLIT, SMOKE_NETWORK
+from conftest import BUNDLE, CONFIGS, SAMPLE_ROOT, SAMPLE_SPLIT, SMOKE_NETWORK
 
 
 def _brainseg(*args: str):
@@ -201,3 +201,23 @@ def test_help_and_check_data_import_neither_torch_nor_monai():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert "OK (0 warning(s))" in proc.stdout
+
+
+def test_segment_overlays_for_a_volume_show_the_slices_with_a_tumor(tmp_path):
+    """--overlays on a NIfTI volume: one picture per slice with a tumor (shipped model), the middle one if none."""
+    itk = pytest.importorskip("itk")
+    if not (BUNDLE / "models" / "model.pt").is_file():
+        pytest.skip("needs the shipped model")
+    tumor = np.asarray(Image.open(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]).convert("L"), dtype=np.float32)
+    volume = np.stack([np.zeros_like(tumor), tumor, np.zeros_like(tumor)])  # a tumor slice between two blank ones
+    src = tmp_path / "input" / "case2.nii.gz"
+    src.parent.mkdir()
+    itk.imwrite(itk.image_from_array(volume), str(src))
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--output-dir", str(out), "--overlays", "--device", "cpu"]) == 0
+    mask = itk.array_from_image(itk.imread(str(out / "case2.nii.gz")))
+    with_tumor = [k for k in range(3) if mask[k].any()]
+    expected = [f"case2_slice{k:03d}.png" for k in (with_tumor or [1])]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == expected
+    with Image.open(out / "overlays" / expected[0]) as im:
+        assert im.size == (tumor.shape[1], tumor.shape[0])
