@@ -55,9 +55,7 @@ class CocoAnnotationsToMaskd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            entry = d[key]
-            if not isinstance(entry, Mapping) or "annotations" not in entry:
-                raise ValueError(f"{key}: expected COCO annotations from coco_to_datalist, got {type(entry).__name__}")
+            entry = _coco_entry(key, d[key])
             mask = rasterize_annotations(entry["annotations"], int(entry["height"]), int(entry["width"]))
             d[key] = MetaTensor(torch.from_numpy(mask[None]))
         return d
@@ -89,9 +87,7 @@ class CocoAnnotationsToBoxMapd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            entry = d[key]
-            if not isinstance(entry, Mapping) or "annotations" not in entry:
-                raise ValueError(f"{key}: expected COCO annotations from coco_to_datalist, got {type(entry).__name__}")
+            entry = _coco_entry(key, d[key])
             height, width = int(entry["height"]), int(entry["width"])
             boxes = [_annotation_box_mask(ann, height, width) for ann in entry["annotations"]]
             boxes = sorted((b for b in boxes if b.any()), key=lambda b: -int(b.sum()))
@@ -100,6 +96,13 @@ class CocoAnnotationsToBoxMapd(MapTransform):
                 instance_map[box] = k
             d[key] = MetaTensor(torch.from_numpy(instance_map[None]))
         return d
+
+
+def _coco_entry(key: Hashable, entry: Any) -> Mapping[str, Any]:
+    """A record's COCO annotation entry (``coco_to_datalist``'s ``label``), or a ValueError naming the key."""
+    if not isinstance(entry, Mapping) or "annotations" not in entry:
+        raise ValueError(f"{key}: expected COCO annotations from coco_to_datalist, got {type(entry).__name__}")
+    return entry
 
 
 def _annotation_box_mask(annotation: Mapping[str, Any], height: int, width: int) -> np.ndarray:
