@@ -1036,3 +1036,22 @@ def test_a_training_run_holds_the_lock_while_it_runs(tmp_path):
     finally:
         first.kill()
         first.wait(60)
+
+
+def test_a_large_photo_is_segmented_like_its_training_size_version(tmp_path):
+    """ShrinkLarged: a 2560 px copy of a valid slice gives the mask of the 640 px original, at 2560 px."""
+    from scripts.predictor import BundlePredictor
+
+    if not (BUNDLE / "models" / "model.pt").is_file():
+        pytest.skip("needs the shipped model")
+    predictor = BundlePredictor(device="cpu")
+    source = sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]
+    with Image.open(source) as im:
+        big = im.convert("RGB").resize((2560, 2560), Image.BICUBIC)
+    big.save(tmp_path / "big.png")
+    small_mask = predictor.predict_file(source)
+    big_mask = predictor.predict_file(tmp_path / "big.png")
+    assert big_mask.shape == (2560, 2560)
+    shrunk = np.asarray(Image.fromarray(big_mask * 255).resize(small_mask.shape[::-1], Image.NEAREST)) > 0
+    inter, union = (shrunk & (small_mask > 0)).sum(), (shrunk | (small_mask > 0)).sum()
+    assert union == 0 or inter / union > 0.8

@@ -63,6 +63,7 @@ def test_config_builds_the_expected_chains(train_config):
     assert isinstance(image_transforms[0], ToGrayscaled)
     assert [type(t).__name__ for t in image_transforms] == [
         "ToGrayscaled",
+        "ShrinkLarged",
         "Resized",
         "ScaleIntensityRangePercentilesd",
         "EnsureTyped",

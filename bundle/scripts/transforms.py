@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import FillHoles, MapTransform, RandomizableTransform
+from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform, Resize
+from monai.utils import TraceKeys
 from monai.utils import TransformBackends
 
 from .coco import rasterize_annotations
@@ -27,6 +28,7 @@ __all__ = [
     "CocoAnnotationsToBoxMapd",
     "CocoAnnotationsToMaskd",
     "RandTumorCropd",
+    "ShrinkLarged",
     "RandTumorFreed",
     "RefineTumorOutlined",
     "SaveMaskd",
@@ -201,6 +203,42 @@ class ToGrayscaled(MapTransform):
         return d
 
 
+class ShrinkLarged(MapTransform, InvertibleTransform):
+    """Shrink an image whose longer side exceeds ``max_size`` to that size (area averaging), invertibly.
+
+    The network sees 256 px; the anti-aliased resize that gets it there smooths with a kernel
+    that grows with the shrink factor, which on a 4000x4000 photo takes about a gigabyte. An
+    area average to ``max_size`` first keeps memory flat at any input size; images of the
+    training size (640 px) are left exactly as they were. ``Invertd`` undoes it with the
+    other spatial transforms, so masks come back at the input's own size.
+
+    Args:
+        keys: channel-first image keys.
+        max_size: the longest side kept as it is.
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", max_size: int = 1024, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.max_size = int(max_size)
+        self.resizer = Resize(spatial_size=self.max_size, size_mode="longest", mode="area")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if max(d[key].shape[1:]) > self.max_size:
+                d[key] = self.resizer(d[key])
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            ops = getattr(d[key], "applied_operations", None)
+            if ops and ops[-1].get(TraceKeys.ID) == id(self.resizer):  # this image was shrunk
+                d[key] = self.resizer.inverse(d[key])
+        return d
+
+
 class TumorProbabilityToMaskd(MapTransform):
     """The shipped post-processing: 2-channel softmax scores ``(2, H, W)`` to a 0/1 tumor mask ``(1, H, W)``.
 
@@ -250,7 +288,7 @@ class TumorProbabilityToMaskd(MapTransform):
         self.min_area_fraction = float(min_area_fraction)
         self.keep_largest_component = bool(keep_largest_component)
         self.min_confidence = float(min_confidence)
-        self.fill = FillHoles(applied_labels=[1]) if fill_holes else None
+        self.fill_holes = bool(fill_holes)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -270,12 +308,15 @@ class TumorProbabilityToMaskd(MapTransform):
         return d
 
     def _as_output(self, scores: Any, kept: list, shape: tuple[int, int]) -> Any:
-        mask = np.zeros(shape, dtype=bool)
+        mask = np.zeros((1, *shape), dtype=np.float32)
         for comp in kept:
-            mask |= comp.full_mask(*shape)
-        out = torch.from_numpy(mask[None].astype(np.float32))
-        out = MetaTensor(out, meta=dict(getattr(scores, "meta", {}) or {})) if isinstance(scores, torch.Tensor) else out
-        return self.fill(out) if self.fill is not None else out
+            comp = comp.with_holes_filled() if self.fill_holes else comp  # within its box: cheap at any size
+            x, y, w, h = (int(v) for v in comp.bbox)
+            mask[0, y : y + h, x : x + w][comp.pixels] = 1.0
+        out = torch.from_numpy(mask)
+        return (
+            MetaTensor(out, meta=dict(getattr(scores, "meta", {}) or {})) if isinstance(scores, torch.Tensor) else out
+        )
 
 
 class RandTumorCropd(RandomizableTransform, MapTransform):
