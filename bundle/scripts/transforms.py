@@ -15,8 +15,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform, Resize
-from monai.utils import TraceKeys
-from monai.utils import TransformBackends
+from monai.utils import TraceKeys, TransformBackends
 
 from .coco import rasterize_annotations
 from .components import components_to_boxes
