@@ -303,3 +303,29 @@ def test_a_read_only_array_is_segmented_without_a_warning(smoke_model):
         warnings.simplefilter("error", UserWarning)  # torch warns about non-writable arrays
         mask = predictor.predict_array(image)
     assert mask.shape == image.shape
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_clear_error_and_the_old_file_stays(tmp_path, monkeypatch):
+    """torch reports a full disk as '[enforce fail at inline_container.cc:672]'; the user gets the file and why."""
+    import errno
+    from collections import namedtuple
+
+    from scripts import handlers
+
+    target = tmp_path / "checkpoint_latest.pt"
+    handlers.save_atomic({"w": torch.ones(2)}, target)
+    before = target.read_bytes()
+
+    def full_disk(obj, f):
+        with open(f, "wb") as out:
+            out.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(handlers.torch, "save", full_disk)
+    monkeypatch.setattr(handlers.shutil, "disk_usage", lambda folder: usage(10**9, 10**9, 1024))
+    with pytest.raises(OSError) as info:
+        handlers.save_atomic({"w": torch.zeros(2)}, target)
+    assert info.value.errno == errno.ENOSPC
+    assert f"cannot write {target}: the disk is full" in str(info.value) and "unchanged" in str(info.value)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [target.name]

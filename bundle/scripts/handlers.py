@@ -7,6 +7,7 @@ that is a plain CPU state dict, and writes that are atomic.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -55,9 +56,25 @@ def cpu_state_dict(obj: Any) -> Any:
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename onto it."""
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to a temporary file beside ``path``, then rename onto it.
+
+    Raises:
+        OSError: the file could not be written, naming it and, when the disk is full, saying so
+            (torch reports a full disk as ``[enforce fail at inline_container.cc...]``).
+    """
+    try:
+        with atomic_output(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as e:
+        if not any(s in str(e) for s in ("enforce fail", "write failed", "PytorchStreamWriter")):
+            raise
+        folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+        free = shutil.disk_usage(folder).free if os.path.isdir(folder) else 0
+        why = "the disk is full" if free < 64 * 2**20 else "the write failed"
+        raise OSError(
+            errno.ENOSPC if free < 64 * 2**20 else errno.EIO,
+            f"cannot write {path}: {why} " f"({free / 2**20:.0f} MiB free in {folder}); the previous file is unchanged",
+        ) from None
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
