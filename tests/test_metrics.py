@@ -470,3 +470,22 @@ def test_a_failed_evaluation_leaves_no_half_filled_masks_folder(smoke_model, tmp
         evaluate_split(FailsOnTheFifth(), SAMPLE_SPLIT, out, gallery=False)
     assert {p.name: p.read_bytes() for p in (out / "masks").iterdir()} == before
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_truncated_outline_png_is_named(tmp_path, capsys, smoke_model):
+    import shutil
+
+    from brainseg_monai.cli import main
+    from brainseg_monai.metrics import load_outline
+
+    outlines = tmp_path / "outlines"
+    shutil.copytree(SAMPLE_OUTLINES, outlines)
+    victim = sorted(outlines.glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 3])
+    with pytest.raises(ValueError, match=f"{victim}: outline mask is unreadable or truncated"):
+        load_outline(victim)
+    args = ["evaluate", str(SAMPLE_SPLIT), "--output-dir", str(tmp_path / "out"), "--outlines", str(outlines)]
+    assert main([*args, "--model", str(smoke_model), "--config", str(SMOKE_NETWORK), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert str(victim) in err and "truncated" in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "masks").exists()

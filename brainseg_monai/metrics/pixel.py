@@ -46,14 +46,18 @@ def load_outline(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a readable image (naming it).
     """
     from PIL import Image
 
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"{p}: outline mask not found")
-    with Image.open(p) as im:
-        return np.asarray(im.convert("L")) > 0
+    try:
+        with Image.open(p) as im:
+            return np.asarray(im.convert("L")) > 0
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's damaged-file errors name no file
+        raise ValueError(f"{p}: outline mask is unreadable or truncated ({e})") from None
 
 
 def outline_dice(pred: np.ndarray, outline: np.ndarray | str | os.PathLike) -> float:
