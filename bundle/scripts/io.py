@@ -393,6 +393,8 @@ def _reader_class() -> type:
                     raise ValueError(im.message)
             data, meta = super().get_data(img)
             arr = np.asarray(data)
+            if not arr.flags.writeable:  # PIL hands out read-only buffers; torch warns about them
+                data = arr = np.array(arr)
             if arr.dtype.kind == "f":  # a float TIFF can hold NaN or inf: it would give an empty mask, silently
                 bad = int(arr.size - np.isfinite(arr).sum())
                 if bad:
