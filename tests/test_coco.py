@@ -877,3 +877,15 @@ def test_a_file_name_with_a_control_character_is_named_and_refused(sample_split,
     write_json(sample_split, data)
     line = expect_one_error(sample_split, f"images[id={data['images'][0]['id']}]", "file_name", "control character")
     assert repr(name) in line and "\n" not in line
+
+
+def test_check_data_names_an_image_over_the_pixel_limit(sample_split):
+    """The pixel limit holds in check-data too, from the header, with the file and field named."""
+    data = read_json(sample_split)
+    image = data["images"][0]
+    (sample_split / image["file_name"]).unlink()
+    image["file_name"] = "bomb.png"
+    Image.new("1", (30000, 30000)).save(sample_split / "bomb.png", optimize=True)
+    write_json(sample_split, data)
+    line = expect_one_error(sample_split, f"images[id={image['id']}]", "file_name", "bomb.png", "over the limit")
+    assert "\n" not in line

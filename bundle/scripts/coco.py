@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .io import PLAIN_IMAGE_SUFFIXES
+from .io import MAX_PIXELS, PLAIN_IMAGE_SUFFIXES
 
 __all__ = [
     "ANNOTATION_FILE",
@@ -249,12 +249,16 @@ def _check_image_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
     if path.stat().st_size == 0:
         return "image file is empty (0 bytes)", None
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # the header only: the size is checked before any decoding
+            if im.width * im.height > MAX_PIXELS:
+                return f"{im.width}x{im.height} = {im.width * im.height} pixels, over the limit of {MAX_PIXELS}", None
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 return f"image file has {frames} frames (a 3D stack); a 2D image is expected", None
             im.load()
             return None, (im.height, im.width)
+    except Image.DecompressionBombError:
+        return f"over the limit of {MAX_PIXELS} pixels (a decompression bomb?)", None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return f"image file is unreadable ({e})", None
 
