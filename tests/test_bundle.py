@@ -193,6 +193,19 @@ def test_inference_writes_one_mask_per_image_at_input_size(smoke_model, tmp_path
     # the masks and the tumor report, nothing else (no temporary files left)
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(ext)) == ["tumor_report.csv"]
     assert len(list(out.iterdir())) == 5
+    # the written masks are the predictor's, not just any 0/255 image (an all-black one would pass above)
+    from scripts.predictor import BundlePredictor
+
+    predictor = BundlePredictor(BUNDLE, ckpt_path=smoke_model, config_files=[SMOKE_NETWORK], device="cpu")
+    for src in sorted(images.iterdir()):
+        target = out / (src.name.rsplit(".", 1)[0] + ext)
+        if ext == ".png":
+            written = np.asarray(Image.open(target)) > 0
+        else:
+            import nibabel as nib
+
+            written = np.asarray(nib.load(target).dataobj)[..., 0].T > 0
+        assert np.array_equal(written, predictor.predict_file(src) > 0), src.name
 
 
 def test_box_model_override_selects_the_box_trained_weights_and_post_processing():
