@@ -202,8 +202,13 @@ def bundle_max_label(bundle_dir: str | os.PathLike) -> int | None:
     return channels - 1 if isinstance(channels, int) and not isinstance(channels, bool) and channels > 0 else None
 
 
-def _fits_int64(value: int) -> bool:
-    return -(2**63) <= value < 2**63
+def _id_problem(value: Any) -> str | None:
+    """Why an image or annotation id cannot be used, or None: an integer that fits in 64 bits."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"must be an integer, got {value!r}"
+    if not -(2**63) <= value < 2**63:
+        return f"{value} does not fit in 64 bits (pycocotools and the datalist need it to)"
+    return None
 
 
 def _is_number(v: Any) -> bool:
@@ -433,11 +438,9 @@ def validate_split(
             err(f"images[{k}]", "", f"must be an object, not {type(im).__name__}")
             continue
         iid = im.get("id")
-        if not isinstance(iid, int) or isinstance(iid, bool):
-            err(f"images[{k}]", "id", f"must be an integer, got {iid!r}")
-            continue
-        if not _fits_int64(iid):
-            err(f"images[{k}]", "id", f"{iid} does not fit in 64 bits (pycocotools and the datalist need it to)")
+        problem = _id_problem(iid)
+        if problem:
+            err(f"images[{k}]", "id", problem)
             continue
         where = f"images[id={iid}]"
         if iid in images:
@@ -486,11 +489,9 @@ def validate_split(
             err(f"annotations[{k}]", "", f"must be an object, not {type(ann).__name__}")
             continue
         aid = ann.get("id")
-        if not isinstance(aid, int) or isinstance(aid, bool):
-            err(f"annotations[{k}]", "id", f"must be an integer, got {aid!r}")
-            continue
-        if not _fits_int64(aid):
-            err(f"annotations[{k}]", "id", f"{aid} does not fit in 64 bits (pycocotools and the datalist need it to)")
+        problem = _id_problem(aid)
+        if problem:
+            err(f"annotations[{k}]", "id", problem)
             continue
         where = f"annotations[id={aid}]"
         if aid in annotation_ids:
