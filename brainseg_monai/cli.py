@@ -83,9 +83,8 @@ def _config_literal(option: str, value: str) -> str:
 
 def _max_label(args: argparse.Namespace) -> int | None:
     """The largest label the bundle's network learns: check-data refuses a map the model could not use."""
-    from scripts.coco import bundle_max_label
-
     from brainseg_monai.bundle_code import default_bundle_dir
+    from scripts.coco import bundle_max_label
 
     return bundle_max_label(getattr(args, "bundle_dir", None) or default_bundle_dir())
 
@@ -256,22 +255,12 @@ def _print_table(rows: Sequence[dict]) -> None:
 
 
 def _expand_inputs(inputs: Sequence[str]) -> list[str]:
-    from scripts.io import MEDICAL_SUFFIXES, PLAIN_IMAGE_SUFFIXES
+    from scripts.io import MEDICAL_SUFFIXES, PLAIN_IMAGE_SUFFIXES, list_images
 
     files: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            names = sorted(os.listdir(item))
-            if any(n.lower().endswith(".dcm") for n in names) and not any(
-                n.lower().endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES[:-1]) for n in names
-            ):
-                files.append(item)  # a DICOM series folder is one volume
-                continue
-            files.extend(
-                os.path.join(item, n)
-                for n in names
-                if n.lower().endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES) and not n.startswith(".")
-            )
+            files.extend(list_images(item, PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES, series=True))
         elif os.path.exists(item):
             files.append(item)
         else:
@@ -333,9 +322,9 @@ def _configs_that_fit(args: argparse.Namespace) -> list[str | None]:
     """
     import torch
     from monai.bundle import ConfigParser
-    from scripts.handlers import safe_load, weights_mismatch
 
     from brainseg_monai.bundle_code import default_bundle_dir
+    from scripts.handlers import safe_load, weights_mismatch
 
     bundle = Path(args.bundle_dir or default_bundle_dir())
     weights = Path(args.model) if args.model else bundle / "models" / "model.pt"
@@ -364,18 +353,12 @@ def _configs_that_fit(args: argparse.Namespace) -> list[str | None]:
 
 
 def _check_distinct_outputs(files: Sequence[str], plain_ext: str) -> None:
-    """Refuse inputs whose masks would share a name (``a/scan.jpg`` and ``b/scan.png``): one would be lost."""
-    from scripts.io import is_medical_image, mask_output_path
+    from scripts.io import check_distinct_masks
 
-    seen: dict[str, str] = {}
-    for path in files:
-        target = mask_output_path(path, ".", ".nii.gz" if is_medical_image(path) else plain_ext)
-        if target in seen:
-            raise CommandError(
-                f"{_shown(seen[target])} and {_shown(path)}: both would be written to {os.path.basename(target)}; "
-                "segment them into different --output-dir folders"
-            )
-        seen[target] = path
+    try:
+        check_distinct_masks(files, plain_ext)
+    except ValueError as e:
+        raise CommandError(str(e).replace("different output folders", "different --output-dir folders")) from None
 
 
 def _shown(path: str) -> str:
@@ -405,32 +388,21 @@ def _unpack_bundle_zip(args: argparse.Namespace) -> None:
 
 def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, dict]:
     """Segment one input and write its mask; returns the mask's path and the input's tumor report row."""
-    import numpy as np
-
-    from scripts.io import is_medical_image, mask_output_path, read_medical_image, write_mask, write_medical_mask
-    from scripts.tumor_report import tumor_count_summary, tumor_row
+    from scripts.io import is_medical_image, mask_output_path, write_mask
+    from scripts.tumor_report import tumor_row
+    from scripts.volumes import segment_medical_file
 
     name = os.path.basename(os.path.normpath(path))
     if is_medical_image(path):
         target = mask_output_path(path, args.output_dir, ".nii.gz")
         if args.skip_existing and os.path.exists(target):
             raise _AlreadyDone(target)
-        array, image = read_medical_image(path)
-        slices = [array] if array.ndim == 2 else list(array)  # (z, y, x): segment each axial slice
-        predictions = predictor.predict_arrays(slices, batch_size=args.batch_size, details=True)
-        mask = predictions[0].mask if array.ndim == 2 else np.stack([p.mask for p in predictions])
-        written = write_medical_mask(mask, image, target)
+        result = segment_medical_file(predictor, path, target, batch_size=args.batch_size)
         if args.overlays:
-            _volume_overlays(path, slices, [p.mask for p in predictions], Path(args.output_dir) / "overlays")
-        components = [c for p in predictions for c in p.components]
-        unusual = sum(p.input_unusual for p in predictions)  # for a volume: how many slices
-        row = tumor_row(name, max(p.tumor_score for p in predictions), components, unusual)
-        if array.ndim == 3:
-            found = sum(p.tumor_found for p in predictions)
-            row["slices_with_tumor"] = tumor_count_summary(found, len(predictions), "slices")
-        else:
-            row["input_unusual"] = bool(unusual)
-        return written, row
+            slices = [result.array] if result.array.ndim == 2 else list(result.array)
+            masks = [result.mask] if result.mask.ndim == 2 else list(result.mask)
+            _volume_overlays(path, slices, masks, Path(args.output_dir) / "overlays")
+        return result.mask_path, result.row
     target = mask_output_path(path, args.output_dir, args.format)
     if args.skip_existing and os.path.exists(target):
         raise _AlreadyDone(target)
@@ -448,9 +420,8 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
 def _volume_overlays(path: str, slices: Sequence[Any], masks: Sequence[Any], folder: Path) -> list[str]:
     """Overlays of a NIfTI/NRRD/DICOM input: ``<stem>.png`` for a 2D one; for a volume, one
     ``<stem>_slice<k>.png`` per slice with a tumor (the middle slice when there is none)."""
-    from scripts.io import mask_output_path, to_grey
-
     from brainseg_monai.report import single_overlay
+    from scripts.io import mask_output_path, to_grey
 
     def grey(s):
         return to_grey(s[None])[0]

@@ -342,3 +342,128 @@ def test_a_full_disk_during_a_checkpoint_is_one_clear_error_and_the_old_file_sta
     assert info.value.errno == errno.ENOSPC
     assert f"cannot write {target}: the disk is full" in str(info.value) and "unchanged" in str(info.value)
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def _write_volume(path: Path, slices: np.ndarray, spacing, origin, direction) -> None:
+    import itk
+
+    image = itk.image_from_array(np.ascontiguousarray(slices, dtype=np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(itk.matrix_from_array(np.asarray(direction, dtype=float)))
+    itk.imwrite(image, str(path))
+
+
+def _write_dicom_series(folder: Path, slices: np.ndarray) -> None:
+    import itk
+
+    folder.mkdir()
+    image = itk.image_from_array(np.ascontiguousarray(slices, dtype=np.int16))
+    writer = itk.ImageSeriesWriter[type(image), itk.Image[itk.SS, 2]].New(
+        Input=image,
+        FileNames=[str(folder / f"slice{k:03d}.dcm") for k in range(len(slices))],
+        ImageIO=itk.GDCMImageIO.New(),
+    )
+    writer.Update()
+
+
+def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
+    """``monai.bundle run inference.json`` over a folder of JPEG, NIfTI, MetaImage, NRRD and a DICOM series.
+
+    Run as a user would, from another folder with the shipped model: each volume's mask carries its
+    input's spacing, origin and direction, slice k of it is the predictor's mask of slice k, and the
+    tumor report has one row per input.
+    """
+    import itk
+
+    from scripts.predictor import BundlePredictor
+
+    grey = np.stack(
+        [np.asarray(Image.open(f).convert("L"), np.float32) for f in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:3]]
+    )
+    data = tmp_path / "cases"
+    data.mkdir()
+    shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], data / "photo.jpg")
+    permuted = [[0, 1, 0], [1, 0, 0], [0, 0, 1]]  # a direction ITK must keep, not reset to identity
+    _write_volume(data / "case1.nii.gz", grey, [0.5, 0.6, 3.0], [10.0, -20.0, 5.0], permuted)
+    _write_volume(data / "case2.mha", grey[::-1], [0.9, 0.9, 1.5], [-3.0, 4.0, 0.0], np.eye(3))
+    _write_volume(data / "single.nrrd", grey[1], [0.7, 0.8], [1.0, 2.0], np.eye(2))
+    _write_dicom_series(data / "series", grey)
+    out = tmp_path / "masks"
+    proc = run_bundle(
+        "--config_file",
+        str(CONFIG_DIR / "inference.json"),
+        "--bundle_root",
+        str(BUNDLE),
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "case1.nii.gz",
+        "case2.nii.gz",
+        "photo.png",
+        "series.nii.gz",
+        "single.nii.gz",
+        "tumor_report.csv",
+    ]
+    predictor = BundlePredictor(BUNDLE, device="cpu")
+    for name, source, n_slices in (
+        ("case1", "case1.nii.gz", 3),
+        ("case2", "case2.mha", 3),
+        ("single", "single.nrrd", 1),
+        ("series", "series", 3),
+    ):
+        src = data / source
+        reference = itk.imread(sorted(str(p) for p in src.iterdir()) if src.is_dir() else str(src), itk.F)
+        mask = itk.imread(str(out / f"{name}.nii.gz"))
+        assert np.allclose(mask.GetSpacing(), reference.GetSpacing()), name
+        assert np.allclose(mask.GetOrigin(), reference.GetOrigin()), name
+        assert np.allclose(itk.array_from_matrix(mask.GetDirection()), itk.array_from_matrix(reference.GetDirection()))
+        voxels = itk.array_from_image(mask)
+        slices = itk.array_from_image(reference)
+        assert voxels.shape == slices.shape and set(np.unique(voxels)) <= {0, 1}, name
+        expected = predictor.predict_arrays([slices] if n_slices == 1 else list(slices))
+        assert np.array_equal(voxels, expected[0] if n_slices == 1 else np.stack(expected)), name
+    rows = {r["file_name"]: r for r in csv.DictReader(open(out / "tumor_report.csv"))}
+    assert set(rows) == {"photo.jpg", "case1.nii.gz", "case2.mha", "single.nrrd", "series"}
+    assert rows["case1.nii.gz"]["slices_with_tumor"].endswith("of 3 slices")
+    assert rows["single.nrrd"]["slices_with_tumor"] == ""
+    # the same pixels as the 2D path: the NRRD holds the grey of the second JPEG
+    assert rows["single.nrrd"]["tumor_found"] == str(bool(predictor.predict_array(grey[1]).any()))
+
+
+@pytest.mark.parametrize("problem", ["output_in_input", "two_inputs_one_mask", "nothing_to_segment"])
+def test_inference_refuses_a_run_that_would_lose_something_before_any_work(tmp_path, problem):
+    data = tmp_path / "cases"
+    data.mkdir()
+    if problem != "nothing_to_segment":
+        shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], data / "scan.jpg")
+    if problem == "two_inputs_one_mask":
+        shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[1], data / "scan.png")
+    out = data if problem == "output_in_input" else tmp_path / "masks"
+    before = sorted(p.name for p in data.iterdir())
+    proc = run_bundle(
+        "--config_file",
+        str(CONFIG_DIR / "inference.json"),
+        "--bundle_root",
+        str(BUNDLE),
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    message = proc.stderr.strip().splitlines()[-1]
+    assert str(data) in message and "Traceback" not in proc.stderr
+    assert {
+        "output_in_input": "inside dataset_dir",
+        "two_inputs_one_mask": "both would be written to scan.png",
+        "nothing_to_segment": "no images to segment",
+    }[problem] in message
+    assert sorted(p.name for p in data.iterdir()) == before
+    assert not (tmp_path / "masks").exists()

@@ -11,7 +11,7 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,10 @@ __all__ = [  # noqa: F822 - PILImageReader is built on first use (__getattr__)
     "PILImageReader",
     "atomic_folder",
     "atomic_output",
+    "check_distinct_masks",
+    "check_inference_inputs",
     "image_stem",
+    "is_dicom_series",
     "is_medical_image",
     "list_images",
     "mask_output_path",
@@ -297,8 +300,27 @@ def write_medical_mask(mask: np.ndarray, reference, path: str | os.PathLike) -> 
     return p
 
 
-def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = PLAIN_IMAGE_SUFFIXES) -> list[str]:
+def is_dicom_series(folder: str | os.PathLike) -> bool:
+    """True for a folder of ``.dcm`` files and no other images: one DICOM series, read as one volume."""
+    p = os.fspath(folder)
+    if not os.path.isdir(p):
+        return False
+    names = [n.lower() for n in os.listdir(p) if not n.startswith(".")]
+    return any(n.endswith(".dcm") for n in names) and not any(
+        n.endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES[:-1]) for n in names
+    )
+
+
+def list_images(
+    folder: str | os.PathLike, suffixes: tuple[str, ...] = PLAIN_IMAGE_SUFFIXES, series: bool = False
+) -> list[str]:
     """Sorted paths of the image files directly inside ``folder`` (JPEG/PNG/... by suffix).
+
+    Args:
+        folder: the folder.
+        suffixes: which files count.
+        series: DICOM series count as one input each (:func:`is_dicom_series`): ``folder``
+            itself when it is one, else its sub-folders that are.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist or is not a folder.
@@ -306,9 +328,59 @@ def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = PLAIN_IMA
     p = os.fspath(folder)
     if not os.path.isdir(p):
         raise FileNotFoundError(f"{p}: image folder not found")
-    return sorted(
-        os.path.join(p, name) for name in os.listdir(p) if name.lower().endswith(suffixes) and not name.startswith(".")
-    )
+    if series and is_dicom_series(p):
+        return [p]
+    names = sorted(n for n in os.listdir(p) if not n.startswith("."))
+    return [
+        os.path.join(p, n)
+        for n in names
+        if (n.lower().endswith(suffixes) and not (series and os.path.isdir(os.path.join(p, n))))
+        or (series and is_dicom_series(os.path.join(p, n)))
+    ]
+
+
+def check_distinct_masks(inputs: Sequence[str], output_ext: str = ".png", volume_ext: str = ".nii.gz") -> None:
+    """Refuse inputs whose masks would share a name (``a/scan.jpg`` and ``b/scan.png``): one would be lost.
+
+    Raises:
+        ValueError: naming both inputs and the mask.
+    """
+    seen: dict[str, str] = {}
+    for path in inputs:
+        target = mask_output_path(path, ".", volume_ext if is_medical_image(path) else output_ext)
+        if target in seen:
+            first, second = (p if p.isprintable() else repr(p) for p in (seen[target], path))
+            raise ValueError(
+                f"{first} and {second}: both would be written to {os.path.basename(target)}; "
+                "segment them into different output folders"
+            )
+        seen[target] = path
+
+
+def check_inference_inputs(
+    folder: str | os.PathLike,
+    inputs: Sequence[str],
+    output_dir: str | os.PathLike,
+    output_ext: str = ".png",
+    volume_ext: str = ".nii.gz",
+) -> None:
+    """Refuse, before any work, an inference run over ``folder`` that would lose something.
+
+    Raises:
+        FileNotFoundError: nothing to segment in ``folder``.
+        ValueError: ``output_dir`` is ``folder`` or lies inside it (masks would overwrite inputs, or be
+            read as inputs next time), or two inputs would get one mask.
+    """
+    if not inputs:
+        kinds = ", ".join(s.lstrip(".") for s in PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES)
+        raise FileNotFoundError(f"{os.fspath(folder)}: no images to segment ({kinds} files or DICOM series folders)")
+    out, src = Path(output_dir).resolve(), Path(folder).resolve()
+    if out == src or src in out.parents:
+        raise ValueError(
+            f"output_dir {os.fspath(output_dir)}: inside dataset_dir {os.fspath(folder)}; the masks would overwrite "
+            "or mix with the inputs: choose another folder"
+        )
+    check_distinct_masks(inputs, output_ext, volume_ext)
 
 
 # PIL modes with several channels that are not red, green and blue.

@@ -1,7 +1,9 @@
 """The bundle's in-process inference: load the bundle once, turn images (files, arrays, slices) into masks.
 
-:class:`BundlePredictor` reads the bundle's ``configs/inference.json`` (network, image
-transforms, probability and mask transforms) instead of restating sizes or normalisation,
+:class:`SlicePredictor` runs the network and the config's transforms on 2D images;
+:class:`BundlePredictor` builds one from a bundle folder. It reads the bundle's
+``configs/inference.json`` (network, image transforms, probability and mask transforms)
+instead of restating sizes or normalisation,
 so ``brainseg segment``, the 3D Slicer module and ``python -m monai.bundle run`` give the
 same pixels. It needs nothing but the bundle and the packages its metadata declares.
 """
@@ -23,7 +25,7 @@ from monai.transforms import Compose
 
 from .handlers import load_weights
 
-__all__ = ["BundlePredictor", "TumorPrediction"]
+__all__ = ["BundlePredictor", "SlicePredictor", "TumorPrediction"]
 
 INFERENCE_CONFIG = os.path.join("configs", "inference.json")
 METADATA = os.path.join("configs", "metadata.json")
@@ -58,75 +60,54 @@ class TumorPrediction:
         return bool(self.components)
 
 
-class BundlePredictor:
-    """Segment 2D images with a bundle's inference configuration.
+class SlicePredictor:
+    """Segment 2D images (files, arrays, the slices of a volume) with a network and the bundle's transforms.
+
+    Built from the inference config's ids, so the in-process front ends and ``monai.bundle run``
+    share them: ``inference.json``'s ``slice_predictor`` gives it to
+    :class:`~scripts.volumes.VolumeSegmentation`, and :class:`BundlePredictor` builds one from
+    a bundle folder.
 
     Args:
-        bundle_dir: the bundle folder (default: the bundle this code belongs to).
-        ckpt_path: weights to load (default: the config's ``ckpt_path``, ``models/model.pt``).
-        device: ``"cpu"``, ``"cuda"``... (default: the config's ``device``).
-        config_files: override JSON files layered on ``inference.json`` (as ``monai.bundle run``
-            layers ``--config_file`` lists), e.g. the network of a non-default training run.
-        overrides: config ids to override last, e.g. ``{"spatial_size": [128, 128]}``.
-
-    Raises:
-        FileNotFoundError: the bundle or its weights are missing.
-        ValueError: the weights are unsafe or do not fit.
+        network: the loaded network (eval mode).
+        image_transforms: the per-slice transforms (``slice_transforms``: grey, resize, scale).
+        probability_transforms: softmax and the inverse of the resize.
+        mask_transforms: probability to mask (and the cascade's outline network).
+        inferer: calls the network (default: MONAI's ``SimpleInferer``).
+        device: where the network runs.
+        amp: autocast on CUDA.
+        input_checks: the input likeness check (:class:`~scripts.input_check.InputLikenessd`).
+        preprocessing: the file loader plus ``image_transforms``, for :meth:`predict_file`.
     """
 
     def __init__(
         self,
-        bundle_dir: str | os.PathLike | None = None,
-        ckpt_path: str | os.PathLike | None = None,
-        device: str | torch.device | None = None,
-        config_files: Sequence[str | os.PathLike] | None = None,
-        overrides: Mapping[str, Any] | None = None,
+        network: torch.nn.Module,
+        image_transforms: Sequence[Any] | Compose,
+        probability_transforms: Sequence[Any] | Compose,
+        mask_transforms: Sequence[Any] | Compose,
+        inferer: Any = None,
+        device: str | torch.device = "cpu",
+        amp: bool = False,
+        input_checks: Sequence[Any] | Compose = (),
+        preprocessing: Sequence[Any] | Compose | None = None,
     ) -> None:
-        config_files = list(config_files or ())
-        self.bundle_dir = os.path.abspath(os.fspath(bundle_dir or BUNDLE_ROOT))
-        config_file = os.path.join(self.bundle_dir, INFERENCE_CONFIG)
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"{config_file}: not a bundle (no configs/inference.json)")
-        for extra in config_files:
-            if not os.path.isfile(extra):
-                raise FileNotFoundError(f"{extra}: config file not found")
-        parser = ConfigParser()
-        parser.read_config([config_file, *map(os.fspath, config_files)])
-        parser["bundle_root"] = self.bundle_dir
-        for key, value in (overrides or {}).items():
-            parser[key] = value
-        if device is not None:
-            parser["device"] = torch.device(device)  # an object: text never becomes a $ expression
-        self.parser = parser
-        if "bundle_scripts" in parser:
-            parser.get_parsed_content("bundle_scripts")  # the bundle's root on sys.path before any _target_
-        self.device = parser.get_parsed_content("device")
-        self.network = parser.get_parsed_content("network")
-        self.ckpt_path = os.fspath(ckpt_path) if ckpt_path else parser.get_parsed_content("ckpt_path")
-        load_weights(self.network, self.ckpt_path, self.device)
-        self.network.eval()
-        self.preprocessing = parser.get_parsed_content("preprocessing")
-        # slice_transforms: image_transforms plus what inference keeps beside them (the full-size grey slice
-        # for the cascade); bundles made before the cascade have image_transforms only
-        slice_id = "slice_transforms" if "slice_transforms" in parser else "image_transforms"
-        self.image_transforms = Compose(parser.get_parsed_content(slice_id))
-        self.probability_transforms = Compose(parser.get_parsed_content("probability_transforms"))
-        self.mask_transforms = Compose(parser.get_parsed_content("mask_transforms"))
-        # bundles made before the input check have no input_checks id
-        self.input_checks = Compose(parser.get_parsed_content("input_checks") if "input_checks" in parser else [])
-        self.inferer = parser.get_parsed_content("inferer")
-        self.amp = bool(parser.get_parsed_content("use_amp"))
-        meta_file = os.path.join(self.bundle_dir, METADATA)
-        self.metadata: dict[str, Any] = (
-            json.load(open(meta_file, encoding="utf-8")) if os.path.isfile(meta_file) else {}
-        )
+        from monai.inferers import SimpleInferer
+
+        self.network = network.eval()
+        self.image_transforms = _compose(image_transforms)
+        self.probability_transforms = _compose(probability_transforms)
+        self.mask_transforms = _compose(mask_transforms)
+        self.input_checks = _compose(input_checks)
+        self.preprocessing = None if preprocessing is None else _compose(preprocessing)
+        self.inferer = inferer if inferer is not None else SimpleInferer()
+        self.device = torch.device(device)
+        self.amp = bool(amp)
 
     @property
     def name(self) -> str:
-        """The bundle's name and version from its metadata."""
-        return (
-            f"{self.metadata.get('name', os.path.basename(self.bundle_dir))} {self.metadata.get('version', '')}".strip()
-        )
+        """What a report names as the model."""
+        return type(self.network).__name__
 
     def predict_file(self, path: str | os.PathLike, with_probability: bool = False, details: bool = False):
         """Segment a JPEG/PNG file with the bundle's own loader.
@@ -135,6 +116,8 @@ class BundlePredictor:
             the (H, W) uint8 mask (0/1) at the file's size, and with ``with_probability`` also the
             (H, W) float32 tumor probability; with ``details`` a :class:`TumorPrediction` instead.
         """
+        if self.preprocessing is None:
+            raise ValueError("this predictor has no preprocessing (file loader): give it arrays")
         item = self.preprocessing({"image": os.fspath(path)})
         return self._predict_items([item], with_probability, details)[0]
 
@@ -188,6 +171,87 @@ class BundlePredictor:
             yield path, self.predict_file(path)
 
 
+class BundlePredictor(SlicePredictor):
+    """A :class:`SlicePredictor` from a bundle folder's ``configs/inference.json``.
+
+    It reads the network, image transforms, probability and mask transforms from the config
+    instead of restating sizes or normalisation, so ``brainseg segment``, the 3D Slicer module
+    and ``python -m monai.bundle run`` give the same pixels.
+
+    Args:
+        bundle_dir: the bundle folder (default: the bundle this code belongs to).
+        ckpt_path: weights to load (default: the config's ``ckpt_path``, ``models/model.pt``).
+        device: ``"cpu"``, ``"cuda"``... (default: the config's ``device``).
+        config_files: override JSON files layered on ``inference.json`` (as ``monai.bundle run``
+            layers ``--config_file`` lists), e.g. the network of a non-default training run.
+        overrides: config ids to override last, e.g. ``{"spatial_size": [128, 128]}``.
+
+    Raises:
+        FileNotFoundError: the bundle or its weights are missing.
+        ValueError: the weights are unsafe or do not fit.
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike | None = None,
+        ckpt_path: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        config_files: Sequence[str | os.PathLike] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        config_files = list(config_files or ())
+        self.bundle_dir = os.path.abspath(os.fspath(bundle_dir or BUNDLE_ROOT))
+        config_file = os.path.join(self.bundle_dir, INFERENCE_CONFIG)
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"{config_file}: not a bundle (no configs/inference.json)")
+        for extra in config_files:
+            if not os.path.isfile(extra):
+                raise FileNotFoundError(f"{extra}: config file not found")
+        parser = ConfigParser()
+        parser.read_config([config_file, *map(os.fspath, config_files)])
+        parser["bundle_root"] = self.bundle_dir
+        for key, value in (overrides or {}).items():
+            parser[key] = value
+        if device is not None:
+            parser["device"] = torch.device(device)  # an object: text never becomes a $ expression
+        self.parser = parser
+        if "bundle_scripts" in parser:
+            parser.get_parsed_content("bundle_scripts")  # the bundle's root on sys.path before any _target_
+        device = parser.get_parsed_content("device")
+        self.ckpt_path = os.fspath(ckpt_path) if ckpt_path else parser.get_parsed_content("ckpt_path")
+        if "network_def" in parser:  # the bare network: inference.json's "network" loads the config's weights
+            network = parser.get_parsed_content("network_def").to(device)
+        else:
+            network = parser.get_parsed_content("network")
+        load_weights(network, self.ckpt_path, device)
+        # slice_transforms: image_transforms plus what inference keeps beside them (the full-size grey slice
+        # for the cascade); bundles made before the cascade have image_transforms only
+        slice_id = "slice_transforms" if "slice_transforms" in parser else "image_transforms"
+        super().__init__(
+            network,
+            parser.get_parsed_content(slice_id),
+            parser.get_parsed_content("probability_transforms"),
+            parser.get_parsed_content("mask_transforms"),
+            inferer=parser.get_parsed_content("inferer"),
+            device=device,
+            amp=bool(parser.get_parsed_content("use_amp")),
+            # bundles made before the input check have no input_checks id
+            input_checks=parser.get_parsed_content("input_checks") if "input_checks" in parser else (),
+            preprocessing=parser.get_parsed_content("preprocessing"),
+        )
+        meta_file = os.path.join(self.bundle_dir, METADATA)
+        self.metadata: dict[str, Any] = (
+            json.load(open(meta_file, encoding="utf-8")) if os.path.isfile(meta_file) else {}
+        )
+
+    @property
+    def name(self) -> str:
+        """The bundle's name and version from its metadata."""
+        return (
+            f"{self.metadata.get('name', os.path.basename(self.bundle_dir))} {self.metadata.get('version', '')}".strip()
+        )
+
+
 def _as_channel_first(image: np.ndarray) -> MetaTensor:
     arr = np.asarray(image)
     if arr.ndim == 2:
@@ -199,3 +263,7 @@ def _as_channel_first(image: np.ndarray) -> MetaTensor:
     if not np.isfinite(arr).all():
         raise ValueError("image contains NaN or infinite values")
     return MetaTensor(torch.from_numpy(np.array(arr, dtype=np.float32)))  # a writable copy: read-only input is fine
+
+
+def _compose(transforms: Sequence[Any] | Compose) -> Compose:
+    return transforms if isinstance(transforms, Compose) else Compose(list(transforms))

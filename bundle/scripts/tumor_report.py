@@ -163,6 +163,11 @@ class TumorReportWriter:
                 self.logger.warning(f"{name} {UNUSUAL_INPUT_WARNING}")
             self.rows.append(tumor_row(name, float(score), item.get(f"{self.key}_components") or [], unusual))
 
+    def add_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Add rows made outside the evaluator (the run's volumes, :mod:`scripts.volumes`); write the report again."""
+        self.rows.extend(dict(r) for r in rows)
+        self._write(None)
+
     def _write(self, engine: Any) -> None:
         write_tumor_report(self.rows, self.path)
         unusual = sum(bool(r["input_unusual"]) for r in self.rows)

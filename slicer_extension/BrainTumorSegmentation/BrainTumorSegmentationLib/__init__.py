@@ -16,7 +16,7 @@ Modules:
     background process and :mod:`.background` its runner (start, progress, cancel of the whole
     process group, result; the process launcher injected); :mod:`.testing` checks shared by the pytest suite and the in-Slicer self-test.
 
-Names from :mod:`.segmentation` are loaded on first access, so importing this package (and
+Names from :mod:`.segmentation` and the bundle's slice loop are loaded on first access, so importing this package (and
 its ``inference``/``dependencies`` modules) does not need ``slicer``, torch or MONAI.
 """
 
@@ -25,16 +25,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .inference import (
-    AXIS_NAMES,
-    SegmentationCancelled,
-    bundle_info,
-    find_bundle_dir,
-    is_cancelled,
-    load_predictor,
-    predict_volume,
-    resolve_axis,
-)
+from .inference import VOLUME_NAMES, bundle_info, find_bundle_dir, load_predictor
 
 _SEGMENTATION_NAMES = (
     "PROBABILITY_REFERENCE_ROLE",
@@ -70,6 +61,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in VOLUME_NAMES:  # the bundle's slice loop (scripts/volumes.py)
+        from . import inference
+
+        return getattr(inference, name)
     if name in _SEGMENTATION_NAMES:
         module = importlib.import_module(".segmentation", __name__)
         return getattr(module, name)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import slicer
 import vtk
 import vtk.util.numpy_support as vtk_np
 
-from .inference import CancelSpec, ProgressCallback, bundle_module, load_predictor, predict_volume, resolve_axis
+from .inference import bundle_module, load_predictor
 
 __all__ = [
     "PROBABILITY_REFERENCE_ROLE",
@@ -181,8 +182,8 @@ def segment_volume(
     batch_size: int = 8,
     output_probability: bool = False,
     probability_node: Any = None,
-    progress: ProgressCallback = None,
-    cancel: CancelSpec = None,
+    progress: Callable[[float], Any] | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
     predictor: Any = None,
 ) -> Any:
     """Segment the brain tumor in a volume node into a "Brain tumor" segment.
@@ -224,16 +225,17 @@ def segment_volume(
     check_volume_node(volume_node)
     _check_output_nodes(volume_node, segmentation_node, probability_node)
     array = volume_array(volume_node)
-    ijk_axis = resolve_axis(array.shape, axis)
+    if predictor is not None and (bundle_dir or ckpt_path or config_files or device or force_cpu):
+        raise ValueError("pass either predictor or the options to load one (bundle_dir, ckpt_path, ...), not both")
+    volumes = bundle_module("volumes", bundle_dir)  # the bundle's slice loop
+    ijk_axis = volumes.resolve_axis(array.shape, axis)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if predictor is None:
         predictor = load_predictor(bundle_dir, ckpt_path, config_files, device, force_cpu)
-    elif bundle_dir or ckpt_path or config_files or device or force_cpu:
-        raise ValueError("pass either predictor or the options to load one (bundle_dir, ckpt_path, ...), not both")
     # a BundlePredictor also says which slices look unlike its training data; a stand-in may not
     reports: list | None = [] if "details" in inspect.signature(predictor.predict_arrays).parameters else None
-    mask, probability = predict_volume(
+    mask, probability = volumes.predict_volume(
         array,
         predictor,
         axis=ijk_axis,
@@ -271,7 +273,7 @@ def tumor_slice_summary(mask: np.ndarray, axis: int | str | None = None) -> str:
     arr = np.asarray(mask)
     if arr.ndim != 3 or arr.size == 0:
         raise ValueError(f"expected a non-empty (k, j, i) mask, got shape {arr.shape}")
-    np_axis = 2 - resolve_axis(arr.shape, axis)
+    np_axis = 2 - bundle_module("volumes").resolve_axis(arr.shape, axis)
     per_slice = np.moveaxis(arr != 0, np_axis, 0).reshape(arr.shape[np_axis], -1).any(axis=1)
     found, total = int(per_slice.sum()), int(per_slice.size)
     if total == 1:

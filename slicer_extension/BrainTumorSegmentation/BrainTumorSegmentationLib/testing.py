@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .inference import SegmentationCancelled
+from .inference import bundle_module
 from .segmentation import (
     PROBABILITY_REFERENCE_ROLE,
     SEGMENT_COLOR,
@@ -367,7 +367,7 @@ def check_cancel(scene: Any, predictor: Any, greys: Sequence[np.ndarray]) -> Non
         progress = lambda f: event.set() if f > 0 else None  # noqa: E731
         try:
             segment_volume(volume, predictor=predictor, batch_size=1, progress=progress, cancel=cancel)
-        except SegmentationCancelled:
+        except bundle_module("volumes").SegmentationCancelled:
             pass
         else:
             raise AssertionError(f"cancel ({style}) did not stop segment_volume")
@@ -379,7 +379,7 @@ def check_cancel(scene: Any, predictor: Any, greys: Sequence[np.ndarray]) -> Non
     before = scene.GetNumberOfNodes()
     try:
         segment_volume(volume, segmentation, predictor=predictor, cancel=lambda: True, output_probability=True)
-    except SegmentationCancelled:
+    except bundle_module("volumes").SegmentationCancelled:
         pass
     else:
         raise AssertionError("cancel=lambda: True did not stop segment_volume")

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         _say("BUNDLE", getattr(predictor, "name", ""))
         reports: list = []
-        mask, probability = inference.predict_volume(
+        mask, probability = inference.bundle_module("volumes", args.bundle_dir).predict_volume(
             array,
             predictor,
             axis=axis,

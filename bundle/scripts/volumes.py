@@ -1,0 +1,322 @@
+"""Volumes segmented slice by slice: the one slice loop of every front end.
+
+``python -m monai.bundle run`` inference (:class:`VolumeSegmentation`, for the NIfTI, NRRD,
+MetaImage and DICOM files of ``dataset_dir``), ``brainseg segment`` and the 3D Slicer module
+(its Lib and background worker) all cut a volume into 2D slices here, hand them to a
+predictor (:class:`~scripts.predictor.SlicePredictor`) a batch at a time, checking for
+cancellation between batches, and put each slice's mask back in its place.
+
+Arrays are in ITK's and ``slicer.util.arrayFromVolume``'s numpy order: ``(k, j, i)`` for
+scalar volumes and ``(k, j, i, c)`` for vector (RGB/RGBA) ones. Each 2D slice is given to the
+predictor in ``(row, column)`` order exactly as it lies in the array, so slice ``k`` of a
+volume gets the same pixels as ``predict_array(array[k])``.
+
+Only numpy is imported here: the Slicer module's main process uses this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, Union
+
+import numpy as np
+
+__all__ = [
+    "AXIS_NAMES",
+    "Predictor",
+    "SegmentationCancelled",
+    "VolumeResult",
+    "VolumeSegmentation",
+    "is_cancelled",
+    "predict_volume",
+    "resolve_axis",
+    "segment_medical_file",
+]
+
+#: IJK axis index -> name. ``axis=2`` (K) slices a volume the way it was acquired.
+AXIS_NAMES = {0: "I", 1: "J", 2: "K"}
+
+# typing.Union, not X | Y: the Slicer Lib imports this module, and Slicer 5.8 runs Python 3.9
+CancelSpec = Optional[Union[Callable[[], bool], threading.Event]]
+ProgressCallback = Optional[Callable[[float], Any]]
+
+
+class SegmentationCancelled(RuntimeError):
+    """Raised when the ``cancel`` callable/event fires; nothing was written to the scene."""
+
+
+class Predictor(Protocol):
+    """What :func:`predict_volume` needs from a predictor (``BundlePredictor`` provides it).
+
+    ``predict_arrays`` takes 2D images as ``(H, W)`` or ``(H, W, C)`` arrays (C = 3 or 4: RGB(A),
+    turned to grey by the predictor's own transforms) and returns, per image, an ``(H, W)`` 0/1
+    mask, or ``(mask, probability)`` with ``with_probability=True``.
+    """
+
+    def predict_arrays(
+        self, images: Sequence[np.ndarray], with_probability: bool = False, batch_size: int = 8
+    ) -> list[Any]: ...
+
+
+def is_cancelled(cancel: CancelSpec) -> bool:
+    """True if ``cancel`` (a ``threading.Event``-like object or a callable returning bool) says stop."""
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    if callable(cancel):
+        return bool(cancel())
+    raise TypeError(f"cancel must be a callable or a threading.Event, got {type(cancel).__name__}")
+
+
+def _check_cancel(cancel: CancelSpec) -> None:
+    if is_cancelled(cancel):
+        raise SegmentationCancelled("segmentation cancelled; nothing was changed")
+
+
+def resolve_axis(shape_kji: Sequence[int], axis: int | str | None = None) -> int:
+    """The IJK axis to slice along: 0 (I), 1 (J) or 2 (K).
+
+    ``None`` picks the axis of size 1 for a single-slice image (a 2D image is one slice,
+    whichever axis is flat) and K otherwise. Names ``"I"``, ``"J"``, ``"K"`` are accepted.
+
+    Raises:
+        ValueError: ``axis`` is not one of those.
+    """
+    if axis is None:
+        k, j, i = (int(s) for s in shape_kji[:3])
+        for ijk_axis, size in ((2, k), (1, j), (0, i)):
+            if size == 1:
+                return ijk_axis
+        return 2
+    if isinstance(axis, str):
+        names = {v: k for k, v in AXIS_NAMES.items()}
+        if axis.upper() not in names:
+            raise ValueError(f"axis must be 0, 1, 2 or 'I', 'J', 'K', got {axis!r}")
+        return names[axis.upper()]
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or int(axis) not in AXIS_NAMES:
+        raise ValueError(f"axis must be 0 (I), 1 (J) or 2 (K, slices), got {axis!r}")
+    return int(axis)
+
+
+def predict_volume(
+    array: np.ndarray,
+    predictor: Predictor,
+    axis: int | str | None = None,
+    batch_size: int = 8,
+    with_probability: bool = False,
+    progress: ProgressCallback = None,
+    cancel: CancelSpec = None,
+    slice_reports: list | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Segment a volume array slice by slice.
+
+    Args:
+        array: ``(k, j, i)`` scalar or ``(k, j, i, c)`` vector voxels (c = 1, 3 or 4).
+        predictor: a ``BundlePredictor`` or any object with its ``predict_arrays``.
+        axis: IJK axis to slice along (see :func:`resolve_axis`).
+        batch_size: slices per predictor call; ``cancel`` is checked between calls.
+        with_probability: also return the tumor probability.
+        progress: called with the fraction done (0.0 first, 1.0 last).
+        cancel: callable or ``threading.Event``; when it fires :class:`SegmentationCancelled` is raised.
+        slice_reports: a list to fill with one ``{"index", "tumor_found", "tumor_score",
+            "input_unusual", "components"}`` per slice; the predictor must take ``details=True`` (a
+            ``BundlePredictor`` does).
+
+    Returns:
+        ``(mask, probability)``: ``(k, j, i)`` uint8 0/1 and float32 (``None`` without
+        ``with_probability``).
+
+    Raises:
+        ValueError: bad array shape, axis or batch size, or the predictor's answer does not fit.
+        SegmentationCancelled: ``cancel`` fired.
+    """
+    arr = np.asarray(array)
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (3, 4)):
+        raise ValueError(f"expected a (k, j, i) or (k, j, i, 3|4) volume array, got shape {arr.shape}")
+    if min(arr.shape[:3]) < 1:
+        raise ValueError(f"the volume is empty (shape {arr.shape})")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    ijk_axis = resolve_axis(arr.shape, axis)
+    np_axis = 2 - ijk_axis  # numpy order is (k, j, i)
+    n = arr.shape[np_axis]
+    mask = np.zeros(arr.shape[:3], dtype=np.uint8)
+    prob = np.zeros(arr.shape[:3], dtype=np.float32) if with_probability else None
+    _report(progress, 0.0)
+    for start in range(0, n, int(batch_size)):
+        _check_cancel(cancel)
+        indices = range(start, min(n, start + int(batch_size)))
+        images = [np.take(arr, index, axis=np_axis) for index in indices]
+        if slice_reports is None:
+            results = predictor.predict_arrays(images, with_probability=with_probability, batch_size=int(batch_size))
+        else:
+            results = predictor.predict_arrays(images, batch_size=int(batch_size), details=True)
+        if len(results) != len(images):
+            raise ValueError(f"the predictor returned {len(results)} results for {len(images)} slices")
+        for index, image, result in zip(indices, images, results):
+            if slice_reports is not None:
+                slice_reports.append(
+                    {
+                        "index": index,
+                        "tumor_found": bool(result.tumor_found),
+                        "tumor_score": float(result.tumor_score),
+                        "input_unusual": bool(result.input_unusual),
+                        "components": list(result.components),
+                    }
+                )
+                result = (result.mask, result.probability) if with_probability else result.mask
+            slice_mask, slice_prob = result if with_probability else (result, None)
+            where = _slice_index(np_axis, index)
+            mask[where] = _fit(slice_mask, image.shape[:2], "mask", index) != 0
+            if prob is not None:
+                prob[where] = _fit(slice_prob, image.shape[:2], "probability", index)
+        _report(progress, (indices[-1] + 1) / n)
+    _check_cancel(cancel)
+    return mask, prob
+
+
+def _slice_index(np_axis: int, index: int) -> tuple:
+    where: list[Any] = [slice(None)] * 3
+    where[np_axis] = index
+    return tuple(where)
+
+
+def _fit(result: Any, shape: tuple[int, ...], what: str, index: int) -> np.ndarray:
+    out = np.asarray(result)
+    if out.shape != tuple(shape):
+        raise ValueError(f"the predictor's {what} for slice {index} has shape {out.shape}, expected {tuple(shape)}")
+    return out
+
+
+def _report(progress: ProgressCallback, fraction: float) -> None:
+    if progress is not None:
+        progress(float(fraction))
+
+
+@dataclass
+class VolumeResult:
+    """What :func:`segment_medical_file` read and wrote.
+
+    Attributes:
+        source: the input file (or DICOM series folder).
+        mask_path: the mask written, with the input's geometry.
+        array: the input's voxels, ``(y, x)`` for a 2D image or ``(k, j, i)`` for a volume.
+        mask: the mask, the shape of ``array``.
+        slice_reports: one per slice, as :func:`predict_volume` fills them.
+        row: the input's tumor report row (:func:`~scripts.tumor_report.tumor_row`); for a
+            volume with ``slices_with_tumor`` ("tumor found on N of M slices").
+    """
+
+    source: str
+    mask_path: str
+    array: np.ndarray
+    mask: np.ndarray
+    slice_reports: list[dict[str, Any]] = field(default_factory=list)
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def segment_medical_file(
+    predictor: Predictor,
+    path: str | os.PathLike,
+    mask_path: str | os.PathLike,
+    batch_size: int = 8,
+    progress: ProgressCallback = None,
+    cancel: CancelSpec = None,
+) -> VolumeResult:
+    """Segment a NIfTI/NRRD/MetaImage/DICOM file (or DICOM series folder) and write its mask.
+
+    A 2D image is one slice; a volume is cut along its acquisition axis (K). The mask is
+    written atomically with the input's spacing, origin and direction (ITK).
+
+    Args:
+        predictor: a :class:`~scripts.predictor.SlicePredictor` (it must take ``details=True``).
+        path: the input.
+        mask_path: where the mask goes (``.nii.gz``, ``.nrrd``...: ITK picks the writer by suffix).
+        batch_size: slices per network call.
+        progress: called with the fraction done.
+        cancel: checked between batches.
+
+    Raises:
+        ValueError: the input cannot be read or is not a 2D/3D scalar image (the message names it).
+    """
+    from .io import read_medical_image, write_medical_mask
+    from .tumor_report import tumor_count_summary, tumor_row
+
+    array, image = read_medical_image(path)
+    reports: list[dict[str, Any]] = []
+    volume = array[None] if array.ndim == 2 else array
+    mask, _ = predict_volume(
+        volume, predictor, axis=2, batch_size=batch_size, progress=progress, cancel=cancel, slice_reports=reports
+    )
+    mask = mask[0] if array.ndim == 2 else mask
+    written = write_medical_mask(mask, image, mask_path)
+    components = [c for r in reports for c in r["components"]]
+    unusual = sum(r["input_unusual"] for r in reports)  # for a volume: how many slices
+    name = os.path.basename(os.path.normpath(os.fspath(path)))
+    row = tumor_row(name, max(r["tumor_score"] for r in reports), components, unusual)
+    if array.ndim == 3:
+        found = sum(r["tumor_found"] for r in reports)
+        row["slices_with_tumor"] = tumor_count_summary(found, len(reports), "slices")
+    else:
+        row["input_unusual"] = bool(unusual)
+    return VolumeResult(os.fspath(path), written, array, mask, reports, row)
+
+
+class VolumeSegmentation:
+    """The medical files of an inference run, segmented after its 2D images.
+
+    ``inference.json``'s ``run`` calls :meth:`run` after the evaluator: the evaluator segments
+    the JPEG/PNG files of ``dataset_dir`` in batches; this segments its NIfTI, NRRD, MetaImage
+    and DICOM inputs slice by slice with the same network and transforms
+    (:class:`~scripts.predictor.SlicePredictor` built from the config's ids), writes each mask
+    as ``<stem><output_ext>`` with the input's geometry, and adds one row per input to the run's
+    tumor report.
+
+    Args:
+        predictor: the slice predictor.
+        files: the medical inputs (files or DICOM series folders).
+        output_dir: the masks' folder.
+        report: the run's :class:`~scripts.tumor_report.TumorReportWriter`, whose file gets
+            these rows too.
+        output_ext: the masks' suffix.
+        batch_size: slices per network call.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        files: Sequence[str | os.PathLike],
+        output_dir: str | os.PathLike,
+        report: Any = None,
+        output_ext: str = ".nii.gz",
+        batch_size: int = 8,
+    ) -> None:
+        self.predictor = predictor
+        self.files = [os.fspath(f) for f in files]
+        self.output_dir = os.fspath(output_dir)
+        self.report = report
+        self.output_ext = output_ext
+        self.batch_size = batch_size
+        self.logger = logging.getLogger(__name__)
+
+    def run(self) -> list[VolumeResult]:
+        """Segment every file; returns what was written (nothing to do without files)."""
+        from .io import mask_output_path
+
+        results = []
+        for path in self.files:
+            target = mask_output_path(path, self.output_dir, self.output_ext)
+            results.append(segment_medical_file(self.predictor, path, target, self.batch_size))
+            row = results[-1].row
+            said = row.get("slices_with_tumor") or ("tumor found" if row["tumor_found"] else "no tumor found")
+            self.logger.info(f"{os.path.basename(path)}: {said} -> {target}")
+        if results and self.report is not None:
+            self.report.add_rows([r.row for r in results])
+        return results
