@@ -184,7 +184,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from brainseg_monai.metrics import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
     from scripts.coco import validate_split
-    from scripts.predictor import BundlePredictor
 
     # Check the split before anything is written: a bad split leaves no output folder behind.
     problems = validate_split(args.split_dir, _category_map(args.category_map), max_label=_max_label(args))
@@ -196,15 +195,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _unpack_bundle_zip(args)
     _check_output_dir(args.output_dir, [args.split_dir, args.outlines, args.model, args.train_log, *args.config])
     device = _device("--device", args.device)
-    predictor = _load_predictor(BundlePredictor, args, device)
-    evaluation = evaluate_split(
-        predictor,
-        args.split_dir,
-        args.output_dir,
-        outlines_dir=args.outlines,
-        category_map=_category_map(args.category_map),
-        overlays=args.overlays,
-    )
+    try:
+        evaluation = evaluate_split(
+            args.split_dir,
+            args.output_dir,
+            bundle_dir=args.bundle_dir,
+            ckpt_path=args.model,
+            config_files=args.config,
+            device=device,
+            outlines_dir=args.outlines,
+            category_map=_category_map(args.category_map),
+            overlays=args.overlays,
+        )
+    except ValueError as e:
+        raise CommandError(_with_fitting_config(e, args)) from None
     out = Path(args.output_dir)
     if args.train_log:
         from brainseg_monai.report import training_curves
@@ -305,14 +309,18 @@ def _load_predictor(predictor_class, args: argparse.Namespace, device):
     try:
         return predictor_class(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
     except ValueError as e:
-        if "do not fit" not in str(e):
-            raise
-        fits = _configs_that_fit(args)
-        if fits and fits[0] is None:
-            hint = " (the bundle's own network fits them: leave out --config)"
-        else:
-            hint = f" (--config {fits[0]} fits them)" if fits else ""
-        raise CommandError(f"{e}{hint}") from None
+        raise CommandError(_with_fitting_config(e, args)) from None
+
+
+def _with_fitting_config(error: ValueError, args: argparse.Namespace) -> str:
+    """The error's message; for weights that do not fit, with the ``--config`` that fits them."""
+    message = str(error)
+    if "do not fit" not in message:
+        return message
+    fits = _configs_that_fit(args)
+    if fits and fits[0] is None:
+        return f"{message} (the bundle's own network fits them: leave out --config)"
+    return f"{message} (--config {fits[0]} fits them)" if fits else message
 
 
 def _configs_that_fit(args: argparse.Namespace) -> list[str | None]:

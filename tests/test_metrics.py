@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUNDLE, SAMPLE_OUTLINES, SAMPLE_SPLIT, SMOKE_NETWORK, SMOKE_OVERRIDES
+from conftest import SAMPLE_OUTLINES, SAMPLE_SPLIT, SMOKE_NETWORK
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -42,6 +42,19 @@ from brainseg_monai.metrics import (
     to_coco_results,
     union_box_iou,
 )
+
+
+def _output(image: str, mask, prob=None) -> dict:
+    import torch
+    from monai.data import MetaTensor
+
+    item = {
+        "image": MetaTensor(torch.zeros(1, 2, 2), meta={"filename_or_obj": image}),
+        "pred": torch.as_tensor(np.asarray(mask)[None]),
+    }
+    if prob is not None:
+        item["pred_prob"] = torch.as_tensor(np.stack([1 - prob, prob]))
+    return item
 
 
 def box_mask(shape: tuple[int, int], x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -280,10 +293,13 @@ def test_false_positives_on_tumor_free_images_and_summary():
     assert (s["bbox_AP50"], s["bbox_AP75"]) == (pytest.approx(1 / 3), 0.0)
     json.dumps(s)  # JSON-serializable, no NaN
     assert all(not (isinstance(v, float) and math.isnan(v)) for v in s.values())
+    # the summary covers the images evaluated, and an output of another image is refused by name
     with pytest.raises(ValueError, match="2 predictions for 3 records"):
         evaluate_predictions(records, predictions[:2])
     with pytest.raises(ValueError, match="more predictions"):
         evaluate_predictions(records[:2], predictions)
+    with pytest.raises(ValueError, match="stranger.png: not an image of the evaluated datalist"):
+        evaluate_predictions(records[:2], predictions[:2]).update([_output("/nowhere/stranger.png", np.zeros((20, 20)))])
 
 
 # --------------------------------------------------------------------------- COCO results and AP
@@ -382,10 +398,10 @@ def _size(rec: dict) -> dict:
     return {"height": rec["label"]["height"], "width": rec["label"]["width"]}
 
 
-def test_evaluate_predictions_gt_as_prediction_on_sample_split():
+def test_the_ground_truth_as_prediction_scores_one_on_the_sample_split():
     records = coco_to_datalist(SAMPLE_SPLIT)
     preds = [rasterize_annotations(r["label"]["annotations"], **_size(r)) for r in records]
-    s = evaluate_predictions(records, iter(preds), SAMPLE_OUTLINES).summary
+    s = evaluate_predictions(records, preds, SAMPLE_OUTLINES).summary
     for key in ("dice_mean", "box_iou_mean", "fill_ratio_mean", "detection_f1", "containment_f1", "bbox_AP", "segm_AP"):
         assert s[key] == 1.0, key
     assert s["outside_fraction_mean"] == 0.0 and s["n_outlines"] == 12
@@ -398,16 +414,15 @@ def test_evaluate_predictions_gt_as_prediction_on_sample_split():
 
 def test_evaluate_split_refuses_a_missing_outline_folder(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="outline folder not found"):
-        evaluate_split(None, SAMPLE_SPLIT, tmp_path / "out", outlines_dir=tmp_path / "no_outlines")
+        evaluate_split(SAMPLE_SPLIT, tmp_path / "out", outlines_dir=tmp_path / "no_outlines")
     assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_split_writes_every_output(smoke_model: Path, tmp_path: Path):
-    from scripts.predictor import BundlePredictor
-
-    predictor = BundlePredictor(bundle_dir=BUNDLE, ckpt_path=smoke_model, overrides=SMOKE_OVERRIDES)
     out = tmp_path / "eval"
-    summary = evaluate_split(predictor, SAMPLE_SPLIT, out, outlines_dir=SAMPLE_OUTLINES).summary
+    summary = evaluate_split(
+        SAMPLE_SPLIT, out, ckpt_path=smoke_model, config_files=[SMOKE_NETWORK], outlines_dir=SAMPLE_OUTLINES
+    ).summary
 
     assert json.loads((out / SUMMARY_FILE).read_text()) == summary
     assert summary["n_images"] == 12 and summary["n_outlines"] == 12
@@ -442,32 +457,28 @@ def test_evaluate_split_writes_every_output(smoke_model: Path, tmp_path: Path):
 
 
 def test_a_failed_evaluation_leaves_no_half_filled_masks_folder(smoke_model, tmp_path):
-    from scripts.predictor import BundlePredictor
+    """The fifth image of a copy of the split is unreadable: the run fails on it, and neither a first
+    run nor a rerun over finished masks leaves a half-filled or changed masks folder."""
+    import shutil
 
-    real = BundlePredictor(ckpt_path=smoke_model, config_files=[SMOKE_NETWORK], device="cpu")
-
-    class FailsOnTheFifth:
-        name = "flaky"
-
-        def __init__(self):
-            self.calls = 0
-
-        def predict_file(self, path, details=False):
-            self.calls += 1
-            if self.calls == 5:
-                raise OSError(28, "No space left on device")
-            return real.predict_file(path, details=details)
-
+    split = tmp_path / "valid"
+    shutil.copytree(SAMPLE_SPLIT, split)
+    fifth = sorted(split.glob("*.jpg"))[4]
+    good = fifth.read_bytes()
+    fifth.write_bytes(good[: len(good) // 4])  # a truncated JPEG
+    options = {"ckpt_path": smoke_model, "config_files": [SMOKE_NETWORK], "gallery": False}
     out = tmp_path / "out"
-    with pytest.raises(OSError, match="No space left"):
-        evaluate_split(FailsOnTheFifth(), SAMPLE_SPLIT, out, gallery=False, overlays=True)
+    with pytest.raises(Exception, match=fifth.name):
+        evaluate_split(split, out, overlays=True, **options)
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == [], "no masks, no temporary folders"
     # a finished run publishes its masks; a later failed run leaves them as they were
-    evaluate_split(real, SAMPLE_SPLIT, out, gallery=False)
+    fifth.write_bytes(good)
+    evaluate_split(split, out, **options)
     before = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
     assert len(before) == 12
-    with pytest.raises(OSError):
-        evaluate_split(FailsOnTheFifth(), SAMPLE_SPLIT, out, gallery=False)
+    fifth.write_bytes(good[: len(good) // 4])
+    with pytest.raises(Exception, match=fifth.name):
+        evaluate_split(split, out, **options)
     assert {p.name: p.read_bytes() for p in (out / "masks").iterdir()} == before
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 

@@ -1,4 +1,11 @@
-"""Per-image rows and a split's summary of every metric, and the evaluation run that writes them."""
+"""``brainseg evaluate``: run the bundle's evaluation workflow on a COCO split, then draw its pictures.
+
+Every figure comes from the bundle (``configs/evaluate.json`` layered on ``train.json``: MONAI's
+Dice and IoU and :class:`~scripts.metrics.tumor_evaluation.TumorEvaluation`), so ``brainseg
+evaluate`` and ``python -m monai.bundle run`` report the same numbers. This module only points
+the workflow at the split and the output folder, stages the masks so that a failed run leaves
+none half-written, and adds the overlays and the gallery.
+"""
 
 from __future__ import annotations
 
@@ -6,72 +13,34 @@ import contextlib
 import csv
 import json
 import os
-import statistics
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from brainseg_monai.metrics.coco_ap import coco_ap, records_to_coco, to_coco_results
-from brainseg_monai.metrics.detection import (
-    CONTAINMENT_MIN_INSIDE,
-    DETECTION_IOU,
-    DetectionCounts,
-    annotation_box,
-    annotation_masks,
-    best_match_box_iou,
-    containment_counts,
-    detection_counts,
-    fill_ratios,
-    outside_fraction,
-    union_box_iou,
-)
-from brainseg_monai.metrics.pixel import dice_iou, outline_dice
-from scripts.coco import coco_to_datalist, rasterize_annotations
-from scripts.components import _as_binary, components_to_boxes
-from scripts.io import atomic_folder, atomic_output, image_stem, mask_output_path, write_mask
+from scripts.coco import coco_to_datalist
+from scripts.io import atomic_folder, mask_output_path
+from scripts.metrics.detection import annotation_box
+from scripts.metrics.evaluation import PER_IMAGE_FILE, RESULTS_FILE, SUMMARY_FILE, check_outlines_dir, outline_path
 
-PER_IMAGE_FILE = "metrics_per_image.csv"
-SUMMARY_FILE = "metrics_summary.json"
-RESULTS_FILE = "coco_results.json"
+__all__ = ["GALLERY_FILE", "MASKS_DIR", "OVERLAYS_DIR", "Evaluation", "evaluate_split", "read_evaluation"]
+
 GALLERY_FILE = "gallery.png"
 MASKS_DIR = "masks"
 OVERLAYS_DIR = "overlays"
-#: Columns of :data:`PER_IMAGE_FILE`, the keys of a row of :func:`evaluate_image`.
-ROW_FIELDS = (
-    "file_name",
-    "image_id",
-    "dice",
-    "iou",
-    "box_iou",
-    "box_iou_best_match",
-    "n_gt",
-    "n_pred",
-    "tp",
-    "fp",
-    "fn",
-    "containment_tp",
-    "containment_fp",
-    "containment_fn",
-    "fill_ratio",
-    "outside_fraction",
-    "outline_dice",
-    "tumor_found",
-    "tumor_score",
-    "input_unusual",
-)
 
 
 @dataclass
 class Evaluation:
-    """What :func:`evaluate_predictions` returns.
+    """What :func:`evaluate_split` wrote.
 
     Args:
-        rows: one dict per image with the keys :data:`ROW_FIELDS`.
-        summary: the split's figures, see :func:`summarize`.
-        coco_results: every predicted component in COCO results format (:func:`to_coco_results`).
+        rows: one dict per image (:data:`~scripts.metrics.evaluation.ROW_FIELDS`).
+        summary: the split's figures (:func:`~scripts.metrics.evaluation.summarize`) plus
+            ``split_dir`` and ``model``.
+        coco_results: every predicted component in COCO results format.
     """
 
     rows: list[dict[str, Any]]
@@ -79,323 +48,140 @@ class Evaluation:
     coco_results: list[dict[str, Any]]
 
 
-def evaluate_image(
-    record: Mapping[str, Any],
-    mask: np.ndarray,
-    prob: np.ndarray | None = None,
-    outline: np.ndarray | str | os.PathLike | None = None,
-    tumor_score: float | None = None,
-    input_unusual: bool | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """All per-image metrics of one prediction.
-
-    Args:
-        record: a datalist record (:func:`~scripts.coco.coco_to_datalist`).
-        mask: predicted (H, W) mask at the image's size, foreground > 0.
-        prob: optional (H, W) tumor probability, for the result scores.
-        outline: optional true tumor mask (array or PNG path) for ``outline_dice``.
-        tumor_score: the post-processing's tumor score of the image
-            (:class:`~scripts.transforms.TumorProbabilityToMaskd`); default: the highest
-            score of the mask's components (0 for an empty mask).
-        input_unusual: the input check's flag (:mod:`scripts.input_check`), None if not run.
-
-    Returns:
-        ``(row, results)``: the row has the keys :data:`ROW_FIELDS` (see :func:`summarize` for
-        their meaning); the results are the prediction in COCO results format.
-
-    Raises:
-        ValueError: the mask's shape is not the record's (height, width).
-    """
-    label = record["label"]
-    height, width = int(label["height"]), int(label["width"])
-    pred = _as_binary(mask, "prediction")
-    if pred.shape != (height, width):
-        raise ValueError(f"{record['image']}: prediction is {pred.shape}, the image is {(height, width)}")
-    annotations = label["annotations"]
-    gt = rasterize_annotations(annotations, height, width) > 0
-    gt_boxes = [annotation_box(ann, height, width) for ann in annotations]
-    gt_box_masks = annotation_masks(annotations, height, width)
-    components = components_to_boxes(pred, prob)
-    pred_boxes = [c.bbox for c in components]
-    dice, iou = dice_iou(pred, gt)
-    detection = detection_counts(pred_boxes, gt_boxes)
-    containment = containment_counts(components, gt_box_masks)
-    fills = fill_ratios(pred, gt_box_masks)
-    row = {
-        "file_name": os.path.basename(record["image"]),
-        "image_id": int(record["image_id"]),
-        "dice": dice,
-        "iou": iou,
-        "box_iou": union_box_iou(pred_boxes, gt_box_masks, height, width),
-        "box_iou_best_match": best_match_box_iou(pred_boxes, gt_boxes),
-        "n_gt": len(gt_boxes),
-        "n_pred": len(components),
-        "tp": detection.tp,
-        "fp": detection.fp,
-        "fn": detection.fn,
-        "containment_tp": containment.tp,
-        "containment_fp": containment.fp,
-        "containment_fn": containment.fn,
-        "fill_ratio": float(np.mean(fills)) if fills else None,
-        "outside_fraction": outside_fraction(pred, gt_box_masks),
-        "outline_dice": None if outline is None else outline_dice(pred, outline),
-        "tumor_found": bool(components),
-        "tumor_score": round(
-            float(tumor_score) if tumor_score is not None else max((c.score for c in components), default=0.0), 4
-        ),
-        "input_unusual": input_unusual,
-    }
-    return row, to_coco_results(record["image_id"], pred, prob)
-
-
-def _mean(values: Iterable[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(statistics.fmean(kept)) if kept else None
-
-
-def _median(values: Iterable[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(statistics.median(kept)) if kept else None
-
-
-def _counts(rows: Sequence[Mapping[str, Any]], prefix: str) -> DetectionCounts:
-    return sum((DetectionCounts(r[f"{prefix}tp"], r[f"{prefix}fp"], r[f"{prefix}fn"]) for r in rows), DetectionCounts())
-
-
-def summarize(
-    rows: Sequence[Mapping[str, Any]],
-    gt_coco: Mapping[str, Any] | None = None,
-    coco_results: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
-    """The split's figures from per-image rows (and COCO AP when the ground truth is given).
-
-    Keys (``None`` where a figure has no image to average over):
-
-    * ``n_images``, ``n_tumor_images`` (with a COCO box), ``n_tumor_free_images``,
-      ``n_gt_boxes``, ``n_pred_components``;
-    * ``dice_mean``, ``dice_median``, ``iou_mean``, ``iou_median``: pixel overlap with the COCO
-      masks over all images, a tumor-free image with an empty prediction counting 1.0;
-      ``dice_mean_tumor_images``: over images with a box only (MONAI's ``MeanDice`` default,
-      comparable to the training log's ``val_mean_dice``);
-    * ``box_iou_mean``, ``box_iou_median``: the union-of-boxes IoU (:func:`union_box_iou`);
-      ``box_iou_best_match_mean``, ``box_iou_best_match_median``: :func:`best_match_box_iou`;
-    * ``detection_iou_threshold``, ``detection_tp``/``fp``/``fn``/``precision``/``recall``/``f1``:
-      component boxes matched to COCO boxes at IoU >= 0.5 (:func:`detection_counts`), summed
-      over the split;
-    * ``containment_min_inside``, ``containment_tp``/``fp``/``fn``/``precision``/``recall``/``f1``:
-      :func:`containment_counts`, summed over the split;
-    * ``fill_ratio_mean``, ``fill_ratio_median``: over images with a box, of each image's mean
-      box fill ratio; ``outside_fraction_mean``, ``outside_fraction_median``: over images with
-      a non-empty prediction;
-    * ``n_outlines``, ``outline_dice_mean``, ``outline_dice_median``: over images with a true outline;
-    * ``tumor_free_fp_components``: predicted components on images without any COCO box, and
-      ``tumor_free_images_with_fp``: how many such images have one; ``tumor_free_fp_rate``:
-      their fraction of the tumor-free images;
-    * ``n_images_tumor_found``, ``n_images_no_tumor_found``: images whose prediction has a
-      component or none; ``components_per_tumor_image_mean``: predicted components per image
-      with a box; ``n_images_input_unusual``: inputs flagged unlike the training data;
-    * ``bbox_AP``, ``bbox_AP50``, ``bbox_AP75``, ``segm_AP``, ``segm_AP50``, ``segm_AP75``:
-      :func:`coco_ap` (only when ``gt_coco`` is given).
-
-    Args:
-        rows: per-image rows (:func:`evaluate_image`).
-        gt_coco: single-class ground truth (:func:`records_to_coco`) for AP; ``None`` skips AP.
-        coco_results: all images' detections (:func:`to_coco_results`).
-
-    Returns:
-        The summary, JSON-serializable.
-    """
-    tumor = [r for r in rows if r["n_gt"] > 0]
-    tumor_free = [r for r in rows if r["n_gt"] == 0]
-    detection, containment = _counts(rows, ""), _counts(rows, "containment_")
-    summary: dict[str, Any] = {
-        "n_images": len(rows),
-        "n_tumor_images": len(tumor),
-        "n_tumor_free_images": len(tumor_free),
-        "n_gt_boxes": sum(r["n_gt"] for r in rows),
-        "n_pred_components": sum(r["n_pred"] for r in rows),
-    }
-    for key in ("dice", "iou", "box_iou", "box_iou_best_match", "fill_ratio", "outside_fraction", "outline_dice"):
-        summary[f"{key}_mean"] = _mean(r[key] for r in rows)
-        summary[f"{key}_median"] = _median(r[key] for r in rows)
-    summary["dice_mean_tumor_images"] = _mean(r["dice"] for r in tumor)
-    summary["n_outlines"] = sum(r["outline_dice"] is not None for r in rows)
-    for name, counts, rule in (
-        ("detection", detection, ("iou_threshold", DETECTION_IOU)),
-        ("containment", containment, ("min_inside", CONTAINMENT_MIN_INSIDE)),
-    ):
-        summary[f"{name}_{rule[0]}"] = rule[1]
-        summary.update({f"{name}_{k}": getattr(counts, k) for k in ("tp", "fp", "fn", "precision", "recall", "f1")})
-    summary["tumor_free_fp_components"] = sum(r["n_pred"] for r in tumor_free)
-    summary["tumor_free_images_with_fp"] = sum(r["n_pred"] > 0 for r in tumor_free)
-    summary["tumor_free_fp_rate"] = summary["tumor_free_images_with_fp"] / len(tumor_free) if tumor_free else None
-    summary["n_images_tumor_found"] = sum(r["n_pred"] > 0 for r in rows)
-    summary["n_images_no_tumor_found"] = len(rows) - summary["n_images_tumor_found"]
-    summary["components_per_tumor_image_mean"] = _mean(r["n_pred"] for r in tumor)
-    summary["n_images_input_unusual"] = sum(bool(r.get("input_unusual")) for r in rows)
-    if gt_coco is not None:
-        for iou_type in ("bbox", "segm"):
-            ap = coco_ap(gt_coco, coco_results, iou_type)
-            summary.update({f"{iou_type}_{k}": v for k, v in ap.items()})
-    return summary
-
-
-def _outline_path(outlines_dir: str | os.PathLike | None, image: str) -> str | None:
-    """``outlines_dir/<image stem>.png`` when it exists."""
-    if outlines_dir is None:
-        return None
-    path = os.path.join(os.fspath(outlines_dir), image_stem(image) + ".png")
-    return path if os.path.isfile(path) else None
-
-
-def _check_outlines_dir(outlines_dir: str | os.PathLike | None) -> None:
-    if outlines_dir is not None and not os.path.isdir(outlines_dir):
-        raise FileNotFoundError(f"{os.fspath(outlines_dir)}: outline folder not found")
-
-
-def evaluate_predictions(
-    records: Sequence[Mapping[str, Any]],
-    predictions: Iterable[np.ndarray | tuple[np.ndarray, np.ndarray | None]],
-    outlines_dir: str | os.PathLike | None = None,
-) -> Evaluation:
-    """Evaluate predictions of a datalist: per-image rows, the split's summary, COCO results.
-
-    Args:
-        records: datalist records (:func:`~scripts.coco.coco_to_datalist`).
-        predictions: one per record, in the same order: a mask, ``(mask, prob)``, or a
-            :class:`~scripts.predictor.TumorPrediction`. May be a generator, consumed one
-            prediction at a time (constant memory).
-        outlines_dir: folder of true outlines ``<image stem>.png`` (0/255); images without
-            one get ``outline_dice`` None.
-
-    Returns:
-        The :class:`Evaluation`; see :func:`summarize` for the summary's keys.
-
-    Raises:
-        ValueError: there are more or fewer predictions than records, or a shape is wrong.
-        FileNotFoundError: ``outlines_dir`` is given but is not a folder.
-    """
-    _check_outlines_dir(outlines_dir)
-    rows: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    iterator: Iterator = iter(predictions)
-    for record in records:
-        item = next(iterator, None)
-        if item is None:
-            raise ValueError(f"{len(rows)} predictions for {len(records)} records")
-        score = getattr(item, "tumor_score", None)
-        if score is not None:
-            mask, prob = item.mask, item.probability
-        else:
-            mask, prob = item if isinstance(item, tuple) else (item, None)
-        outline = _outline_path(outlines_dir, record["image"])
-        row, found = evaluate_image(record, mask, prob, outline, score, getattr(item, "input_unusual", None))
-        rows.append(row)
-        results.extend(found)
-    if next(iterator, None) is not None:
-        raise ValueError(f"more predictions than the {len(records)} records")
-    return Evaluation(rows=rows, summary=summarize(rows, records_to_coco(records), results), coco_results=results)
-
-
-def _write_json(data: Any, path: str | os.PathLike) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-
-
-def _write_rows(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """CSV with the columns :data:`ROW_FIELDS`; ``None`` becomes an empty cell."""
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-
-
-def _predict_and_save(
-    predictor: Any,
-    records: Sequence[Mapping[str, Any]],
-    masks_dir: str,
-    overlays_dir: str | None = None,
-    outlines_dir: str | os.PathLike | None = None,
-) -> Iterator[Any]:
-    """Predict each record's image, write its mask to ``masks_dir/<stem>.png`` (and overlay), yield the prediction."""
-    from tqdm.auto import tqdm
-
-    for record in tqdm(records, desc="evaluate", unit="image", disable=None):
-        prediction = predictor.predict_file(record["image"], details=True)
-        write_mask(prediction.mask, mask_output_path(record["image"], masks_dir))
-        if overlays_dir is not None:
-            from brainseg_monai.report import single_overlay
-
-            label = record["label"]
-            boxes = [annotation_box(a, label["height"], label["width"]) for a in label["annotations"]]
-            single_overlay(
-                record["image"],
-                prediction.mask,
-                mask_output_path(record["image"], overlays_dir),
-                boxes=boxes,
-                outline=_outline_path(outlines_dir, record["image"]),
-            )
-        yield prediction
-
-
 def evaluate_split(
-    predictor: Any,
     split_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
+    bundle_dir: str | os.PathLike | None = None,
+    ckpt_path: str | os.PathLike | None = None,
+    config_files: Sequence[str | os.PathLike] = (),
+    device: Any = None,
     outlines_dir: str | os.PathLike | None = None,
     category_map: Mapping[str | int, int] | None = None,
     gallery: bool = True,
     overlays: bool = False,
 ) -> Evaluation:
-    """Run a predictor over a COCO split and write its evaluation.
+    """Run the bundle's evaluation on a COCO split and write its files and pictures.
 
-    Writes, each file atomically, into ``output_dir``: :data:`PER_IMAGE_FILE` (one row per
-    image, :data:`ROW_FIELDS`), :data:`SUMMARY_FILE` (the summary), :data:`RESULTS_FILE`
-    (every component in COCO results format, for pycocotools), the masks
-    ``masks/<image stem>.png`` (0/255), with ``overlays`` one picture per image
-    ``overlays/<image stem>.png`` (prediction, COCO boxes, true outline, legend) and, with
-    ``gallery``, :data:`GALLERY_FILE` (best, median and worst images,
-    :func:`brainseg_monai.report.overlay_gallery`).
+    Writes into ``output_dir``: what the workflow writes (:data:`PER_IMAGE_FILE`,
+    :data:`SUMMARY_FILE`, :data:`RESULTS_FILE`, MONAI's ``metrics.csv`` and raw Dice/IoU
+    tables), the masks ``masks/<image stem>.png`` (0/255), with ``overlays`` one picture per
+    image ``overlays/<image stem>.png`` (prediction, COCO boxes, true outline, legend) and, with
+    ``gallery``, :data:`GALLERY_FILE` (best, median and worst images). The mask and overlay
+    folders replace earlier ones only when the run succeeds.
 
     Args:
-        predictor: a :class:`~scripts.predictor.BundlePredictor` (anything with
-            ``predict_file(path, details=True) -> TumorPrediction``).
         split_dir: the split folder holding images and ``_annotations.coco.json``.
         output_dir: where the files go (created if missing).
+        bundle_dir: the bundle (default: the bundle of this code).
+        ckpt_path: weights (default: the bundle's ``models/model.pt``).
+        config_files: override files layered after ``evaluate.json`` (e.g. another network).
+        device: a ``torch.device`` (default: the bundle's choice).
         outlines_dir: folder of true outlines ``<image stem>.png``, for ``outline_dice``.
         category_map: as in :func:`~scripts.coco.resolve_category_map`.
         gallery: also draw the overlay gallery.
         overlays: also draw one overlay per image.
 
-    Returns:
-        The rows, the COCO results and the summary (:func:`summarize`, plus ``split_dir`` and
-        ``model``, the predictor's ``name``), as written.
-
     Raises:
         CocoDataError: the split has errors.
         FileNotFoundError: ``outlines_dir`` is given but is not a folder.
+        ValueError: the weights do not fit the network.
     """
-    _check_outlines_dir(outlines_dir)
-    records = coco_to_datalist(split_dir, category_map)
+    from monai.bundle import ConfigWorkflow
+
+    from brainseg_monai.bundle_code import default_bundle_dir
+
+    check_outlines_dir(outlines_dir)
+    bundle = Path(bundle_dir or default_bundle_dir()).resolve()
+    split = Path(split_dir).resolve()
     out = Path(output_dir)
-    masks_dir = str(out / MASKS_DIR)
-    # masks and overlays go to temporary folders that replace OUT/masks and OUT/overlays only when
-    # every image is done: a failed run leaves no half-filled folder
+    records = coco_to_datalist(split, category_map)  # the split's errors, named, before any work
+    configs = [bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json", *map(Path, config_files)]
     with contextlib.ExitStack() as stack:
-        staged_masks = stack.enter_context(atomic_folder(masks_dir))
-        staged_overlays = stack.enter_context(atomic_folder(out / OVERLAYS_DIR)) if overlays else None
-        predictions = _predict_and_save(predictor, records, staged_masks, staged_overlays, outlines_dir)
-        evaluation = evaluate_predictions(records, predictions, outlines_dir)
-    evaluation.summary.update(
-        split_dir=os.path.abspath(os.fspath(split_dir)), model=getattr(predictor, "name", type(predictor).__name__)
-    )
-    _write_rows(evaluation.rows, out / PER_IMAGE_FILE)
-    _write_json(evaluation.coco_results, out / RESULTS_FILE)
-    _write_json(evaluation.summary, out / SUMMARY_FILE)
+        staged_masks = stack.enter_context(atomic_folder(out / MASKS_DIR))
+        overrides: dict[str, Any] = {
+            "bundle_root": str(bundle),
+            "dataset_dir": str(split.parent),
+            "val_split": split.name,
+            "category_map": dict(category_map) if category_map else None,
+            "output_dir": str(out),
+            "masks_dir": staged_masks,
+            "outlines_dir": None if outlines_dir is None else os.path.abspath(outlines_dir),
+        }
+        if ckpt_path:
+            overrides["ckpt_path"] = os.path.abspath(ckpt_path)
+        workflow = ConfigWorkflow(
+            config_file=[str(c) for c in configs], workflow_type="eval", logging_file=False, **overrides
+        )
+        if device is not None:
+            workflow.parser["device"] = device  # an object: text never becomes a $ expression
+        workflow.parser["evaluation_notes"] = {"split_dir": str(split), "model": _model_name(bundle, ckpt_path)}
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+        if overlays:
+            staged_overlays = stack.enter_context(atomic_folder(out / OVERLAYS_DIR))
+            _write_overlays(records, staged_masks, staged_overlays, outlines_dir)
+    evaluation = read_evaluation(out)
     if gallery and records:
-        _write_gallery(records, evaluation.rows, masks_dir, outlines_dir, out / GALLERY_FILE)
+        _write_gallery(records, evaluation.rows, str(out / MASKS_DIR), outlines_dir, out / GALLERY_FILE)
     return evaluation
+
+
+def read_evaluation(output_dir: str | os.PathLike) -> Evaluation:
+    """The rows, summary and COCO results an evaluation wrote into ``output_dir``."""
+    out = Path(output_dir)
+    summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    with open(out / PER_IMAGE_FILE, newline="", encoding="utf-8") as f:
+        rows = [_typed(row) for row in csv.DictReader(f)]
+    results = json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
+    return Evaluation(rows=rows, summary=summary, coco_results=results)
+
+
+def _typed(row: Mapping[str, str]) -> dict[str, Any]:
+    """A CSV row with its numbers and flags back as numbers and booleans (empty cells as None)."""
+    typed: dict[str, Any] = {}
+    for key, text in row.items():
+        if text == "":
+            typed[key] = None
+        elif text in ("True", "False"):
+            typed[key] = text == "True"
+        elif key == "file_name":
+            typed[key] = text
+        else:
+            number = float(text)
+            typed[key] = int(number) if number.is_integer() and "." not in text else number
+    return typed
+
+
+def _model_name(bundle: Path, ckpt_path: str | os.PathLike | None) -> str:
+    meta_file = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    name = f"{meta.get('name', bundle.name)} {meta.get('version', '')}".strip()
+    return f"{name} ({os.path.basename(ckpt_path)})" if ckpt_path else name
+
+
+def _boxes(record: Mapping[str, Any]) -> list[list[float]]:
+    label = record["label"]
+    return [annotation_box(a, int(label["height"]), int(label["width"])) for a in label["annotations"]]
+
+
+def _write_overlays(
+    records: Sequence[Mapping[str, Any]], masks_dir: str, folder: str, outlines_dir: str | os.PathLike | None
+) -> None:
+    from PIL import Image
+
+    from brainseg_monai.report import single_overlay
+
+    for record in records:
+        with Image.open(mask_output_path(record["image"], masks_dir)) as im:
+            mask = (np.asarray(im) > 0).astype("uint8")
+        single_overlay(
+            record["image"],
+            mask,
+            mask_output_path(record["image"], folder),
+            boxes=_boxes(record),
+            outline=outline_path(outlines_dir, record["image"]),
+        )
 
 
 def _write_gallery(
@@ -407,15 +193,13 @@ def _write_gallery(
 ) -> None:
     from brainseg_monai.report import overlay_gallery
 
-    boxes = []
-    for rec in records:
-        label = rec["label"]
-        boxes.append([annotation_box(a, int(label["height"]), int(label["width"])) for a in label["annotations"]])
+    by_name = {os.path.basename(rec["image"]): rec for rec in records}
+    ordered = [by_name[row["file_name"]] for row in rows]  # the workflow's rows, sorted by file name
     overlay_gallery(
         rows,
-        image_paths=[rec["image"] for rec in records],
-        pred_masks=[mask_output_path(rec["image"], masks_dir) for rec in records],
-        gt_boxes=boxes,
+        image_paths=[rec["image"] for rec in ordered],
+        pred_masks=[mask_output_path(rec["image"], masks_dir) for rec in ordered],
+        gt_boxes=[_boxes(rec) for rec in ordered],
         output_path=path,
-        outlines=None if outlines_dir is None else [_outline_path(outlines_dir, rec["image"]) for rec in records],
+        outlines=None if outlines_dir is None else [outline_path(outlines_dir, rec["image"]) for rec in ordered],
     )

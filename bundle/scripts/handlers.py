@@ -317,7 +317,14 @@ class SafeCheckpointLoader(_checkpoint_loader_base()):
     """
 
     def __call__(self, engine: Engine) -> None:
-        safe_load(self.load_path, map_location="cpu")  # refuse unsafe or unreadable files by name
+        state = safe_load(self.load_path, map_location="cpu")  # refuse unsafe or unreadable files by name
+        network = self.load_dict.get("model")
+        if isinstance(network, torch.nn.Module) and self.strict and self.strict_shape:
+            weights = state.get("model", state) if isinstance(state, Mapping) else state
+            module = network.module if hasattr(network, "module") else network  # DistributedDataParallel
+            problem = weights_mismatch(module, weights)
+            if problem:
+                raise ValueError(f"{self.load_path}: weights do not fit the bundle's network: {problem}")
         super().__call__(engine)
 
 

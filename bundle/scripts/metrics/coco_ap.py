@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from brainseg_monai.metrics.detection import annotation_box
-from scripts.coco import build_coco, load_coco_json
-from scripts.components import _as_binary, components_to_boxes
+from ..coco import build_coco, load_coco_json
+from ..components import _as_binary, components_to_boxes
+from .detection import annotation_box
 
 #: The single category of exported results and of the ground truth that AP is computed on.
 TUMOR_CATEGORY_ID = 1

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_iou
 
-from scripts.components import _as_binary, _check_same_shape
+from ..components import _as_binary, _check_same_shape
 
 
 def _one_hot(mask: np.ndarray) -> torch.Tensor:

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from brainseg_monai.metrics.pixel import dice_iou
-from scripts.coco import rasterize_annotations
-from scripts.components import Component, _as_binary
+from ..coco import rasterize_annotations
+from ..components import Component, _as_binary
+from .pixel import dice_iou
 
 #: A predicted component box detects a COCO box when their IoU is at least this.
 DETECTION_IOU = 0.5
