@@ -348,13 +348,150 @@ def test_dependency_checks():
     assert dependencies.version_tuple("1.5rc1") == (1, 5)
     assert dependencies.version_tuple("10.0") == dependencies.version_tuple("10")
     statuses = {s.requirement.distribution: s for s in dependencies.check()}
-    assert set(statuses) >= {"torch", "monai", "pytorch-ignite", "pycocotools", "itk"}
+    assert set(statuses) >= {"torch", "monai", "pytorch-ignite", "pycocotools"}
+    assert "itk" not in statuses, "Slicer reads the images: the worker gets arrays"
     assert "brainseg-monai" not in statuses, "the bundle carries its own code"
     assert all(s.ok for s in statuses.values()), [s.describe() for s in statuses.values() if not s.ok]
     missing = dependencies.Status(dependencies.Requirement("no-such-dist", "no_such", "1.0"), None)
     assert not missing.ok and "not installed" in missing.describe()
     old = dependencies.Status(dependencies.Requirement("monai", "monai", "99"), "1.6.1")
     assert not old.ok and "too old" in old.describe()
+
+
+def _handmade_wheel(folder, name: str, version: str) -> str:
+    """A minimal pure-Python wheel, built by hand: pip installs it with no index and no build step."""
+    import zipfile
+
+    module, dist = name.replace("-", "_"), f"{name.replace('-', '_')}-{version}"
+    path = folder / f"{dist}-py3-none-any.whl"
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(path, "w") as z:
+        for arcname, text in files.items():
+            z.writestr(arcname, text)
+        z.writestr(f"{dist}.dist-info/RECORD", "".join(f"{a},,\n" for a in files) + f"{dist}.dist-info/RECORD,,\n")
+    return str(path)
+
+
+def test_installer_installs_what_is_missing_with_a_real_pip_and_keeps_torch_and_numpy(tmp_path, monkeypatch):
+    """The Lib's installer with a real ``pip install`` subprocess into a target folder: it asks first, installs
+    only what is missing, passes constraints pinning the installed torch and numpy, and checks again."""
+    import importlib
+
+    from BrainTumorSegmentationLib import installer
+
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    wheels.mkdir()
+    _handmade_wheel(wheels, "brainseg-demo-dep", "1.2.0")
+    pip_calls: list[list[str]] = []
+    real_pip = installer.subprocess_pip(extra_args=["--no-index", "--find-links", str(wheels), "--target", str(site)])
+
+    def pip_install(args):
+        constraints = args[args.index("-c") + 1]
+        pip_calls.append([*args, open(constraints).read()])
+        real_pip(args)
+
+    asked: list[str] = []
+    requirements = (
+        dependencies.Requirement("brainseg-demo-dep", "brainseg_demo_dep", "1.1"),
+        dependencies.Requirement("numpy", "numpy", "1.24"),  # there already: not installed again
+    )
+    install = installer.DependencyInstaller(
+        pip_install, lambda: pytest.fail("torch is there"), lambda text: asked.append(text) or True, requirements
+    )
+    monkeypatch.syspath_prepend(str(site))  # where the installed package is looked for afterwards
+    outcome = install.run()
+    assert outcome.ready and outcome.installed == ["brainseg-demo-dep>=1.1"], outcome
+    assert len(asked) == 1 and "brainseg-demo-dep>=1.1 (not installed)" in asked[0] and "numpy" not in asked[0]
+    ((args, pins),) = [(c[:-1], c[-1]) for c in pip_calls]
+    assert args[0] == "brainseg-demo-dep>=1.1" and args[1] == "-c"
+    assert f"torch=={dependencies.check()[0].installed}" in pins and f"numpy=={np.__version__}" in pins
+    importlib.invalidate_caches()
+    assert importlib.import_module("brainseg_demo_dep").VERSION == "1.2.0"
+    # everything there: nothing asked, nothing run
+    assert (
+        installer.DependencyInstaller(pip_install, lambda: False, lambda text: pytest.fail(text), requirements)
+        .run()
+        .ready
+    )
+    assert len(pip_calls) == 1
+
+
+def test_installer_reports_pip_failures_declines_and_a_torch_too_old(tmp_path):
+    from BrainTumorSegmentationLib import installer
+
+    absent = (dependencies.Requirement("brainseg-no-such-dist", "brainseg_no_such_dist", "1.0"),)
+    failing = installer.subprocess_pip(
+        extra_args=["--no-index", "--find-links", str(tmp_path), "--target", str(tmp_path)]
+    )
+    outcome = installer.DependencyInstaller(failing, lambda: True, requirements=absent, torch=None).run()
+    assert not outcome.ready and "Installing Python packages failed" in outcome.message
+    assert "brainseg-no-such-dist" in outcome.message  # pip's own words say what it could not find
+    declined = installer.DependencyInstaller(lambda a: pytest.fail("asked no"), lambda: True, lambda t: False, absent)
+    assert declined.run() == installer.InstallOutcome(ready=False)
+    too_old = dependencies.Requirement("torch", "torch", "99")
+    outcome = installer.DependencyInstaller(lambda a: None, lambda: True, requirements=(), torch=too_old).run()
+    assert not outcome.ready and "PyTorch Utils" in outcome.message and "torch>=99" in outcome.message
+
+
+_TYPE_NAMES = {
+    "str",
+    "int",
+    "float",
+    "bool",
+    "bytes",
+    "list",
+    "dict",
+    "tuple",
+    "set",
+    "Callable",
+    "Sequence",
+    "Mapping",
+}
+
+
+def _runtime_type_unions(path) -> list[str]:
+    """``X | Y`` of types evaluated at run time (not in an annotation): a TypeError on Python 3.9."""
+    tree = ast.parse(path.read_text())
+    in_annotations = set()
+    for node in ast.walk(tree):
+        annotations = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs + [node.args.vararg, node.args.kwarg]
+            annotations = [a.annotation for a in args if a is not None] + [node.returns]
+        elif isinstance(node, ast.AnnAssign):
+            annotations = [node.annotation]
+        for annotation in filter(None, annotations):
+            in_annotations.update(id(n) for n in ast.walk(annotation))
+
+    def typelike(n):
+        if isinstance(n, ast.Constant) and n.value is None:
+            return True
+        if isinstance(n, ast.Subscript):
+            n = n.value
+        return isinstance(n, ast.Name) and n.id in _TYPE_NAMES
+
+    return [
+        f"{path.name}:{n.lineno}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr) and id(n) not in in_annotations
+        if typelike(n.left) or typelike(n.right)
+    ]
+
+
+def test_code_slicer_imports_runs_on_python_3_9():
+    """Slicer 5.8 ships Python 3.9: the module, its Lib and the bundle code the Lib loads build no ``X | Y``
+    type at run time (annotations are strings there, ``from __future__ import annotations``)."""
+    files = [MODULE_DIR / "BrainTumorSegmentation.py", *LIB_DIR.glob("*.py"), *(BUNDLE / "scripts").glob("*.py")]
+    for path in files:
+        source = path.read_text()
+        ast.parse(source, feature_version=(3, 9))
+        if path.parent != MODULE_DIR and path.name != "__init__.py" or "annotations" in source:
+            assert "from __future__ import annotations" in source, path.name
+    assert [where for path in files for where in _runtime_type_unions(path)] == []
 
 
 def test_module_files_fit_together():

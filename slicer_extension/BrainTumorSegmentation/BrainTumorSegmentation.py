@@ -1,7 +1,8 @@
 """3D Slicer module: segment brain tumors on MRI slices with the brainseg-monai MONAI bundle.
 
-Only Slicer glue lives here (user interface, settings, dialogs, dependency installation,
-the background process, progress and cancel). The processing is in the Qt-free package
+Only Slicer glue lives here (user interface, settings, dialogs, and the hooks the Lib's
+dependency installer and background runner are given: Slicer's pip, PyTorch Utils, the
+launcher, progress and cancel). The processing is in the Qt-free package
 ``BrainTumorSegmentationLib`` next to this file, usable without the application
 (see its ``segment_volume``) and tested with the PyPI package ``slicer-core``.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import qt
 import slicer
 import vtk  # noqa: F401 - keeps Slicer's module template imports
-from BrainTumorSegmentationLib import background, dependencies
+from BrainTumorSegmentationLib import background, dependencies, installer
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -230,54 +231,29 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
     def setupPythonRequirements(self, bundleDir=None, askConfirmation=True):
         """Install what is missing (after confirmation). Returns True when everything is ready.
 
-        The bundle carries its own code (``scripts/``): only torch and the bundle's packages are needed.
+        The plan, the pins that keep Slicer's torch and numpy, and the checks are the Lib's
+        (``installer.DependencyInstaller``); this method only supplies Slicer's pip, PyTorch Utils
+        and the dialogs.
         """
-        statuses = dependencies.check()
-        missing = [s for s in statuses if not s.ok]
-        if not missing:
-            return True
-        torch = next(s for s in statuses if s.requirement == dependencies.TORCH)
-        if torch.installed is not None and not torch.ok:
-            slicer.util.errorDisplay(
-                f"PyTorch {torch.installed} is installed, but {dependencies.TORCH.spec} is needed.\n"
-                "Open the PyTorch Utils module, uninstall PyTorch, restart Slicer, and apply again."
-            )
-            return False
-        text = (
-            "Brain Tumor Segmentation needs Python packages that will now be downloaded and installed "
-            "into Slicer's Python. This can take several minutes (PyTorch alone is 1-3 GB).\n\n"
-            + "\n".join(f"  {s.describe()}" for s in missing)
-        )
-        if askConfirmation and not slicer.app.commandOptions().testingEnabled:
-            if not slicer.util.confirmOkCancelDisplay(text, windowTitle="Install Python packages"):
-                return False
+        ask = askConfirmation and not slicer.app.commandOptions().testingEnabled
+
+        def confirm(text):
+            return not ask or slicer.util.confirmOkCancelDisplay(text, windowTitle="Install Python packages")
+
+        slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
         try:
-            slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
-            if not torch.ok and not self._installTorch():
-                return False
-            specs = [s.requirement.spec for s in missing if s.requirement in dependencies.REQUIREMENTS]
-            if specs:
-                slicer.util.pip_install(specs)
-        except Exception as e:
-            logging.exception("BrainTumorSegmentation: installing Python packages failed")
-            slicer.util.errorDisplay(f"Installing Python packages failed: {e}", detailedText=str(e))
-            return False
+            outcome = installer.DependencyInstaller(slicer.util.pip_install, self._installTorch, confirm).run()
         finally:
             slicer.app.restoreOverrideCursor()
-        still = [s.describe() for s in dependencies.check() if not s.ok]
-        if still:
-            slicer.util.errorDisplay("These packages are still missing:\n" + "\n".join(still))
-            return False
-        restart = dependencies.needs_restart(statuses)
-        if restart:
-            if slicer.util.confirmOkCancelDisplay(
-                f"Updated {', '.join(restart)}, already loaded by Slicer. Slicer must be restarted before "
-                "segmenting. Restart now?",
-                windowTitle="Restart Slicer",
-            ):
-                slicer.util.restart()
-            return False
-        return True
+        if outcome.message:
+            slicer.util.errorDisplay(outcome.message)
+        if outcome.restart and slicer.util.confirmOkCancelDisplay(
+            f"Updated {', '.join(outcome.restart)}, already loaded by Slicer. Slicer must be restarted before "
+            "segmenting. Restart now?",
+            windowTitle="Restart Slicer",
+        ):
+            slicer.util.restart()
+        return outcome.ready
 
     def _installTorch(self):
         try:
@@ -512,7 +488,7 @@ class BrainTumorSegmentationTest(ScriptedLoadableModuleTest):
     def _modelReady():
         """The default bundle has weights and every Python package is installed."""
         bundle = btl.find_bundle_dir()
-        return btl.bundle_info(bundle)["has_weights"] and all(s.ok for s in dependencies.check(bundle_dir=bundle))
+        return btl.bundle_info(bundle)["has_weights"] and all(s.ok for s in dependencies.check())
 
     def _predictor(self):
         """The bundle's trained model when it can be loaded, else the numpy stand-in."""

@@ -14,9 +14,12 @@ Modules:
     background worker process); :mod:`.segmentation` MRML nodes in and out;
     :mod:`.dependencies` what must be pip-installed in Slicer's Python; :mod:`.worker` the
     background process and :mod:`.background` its runner (start, progress, cancel of the whole
-    process group, result; the process launcher injected); :mod:`.testing` checks shared by the pytest suite and the in-Slicer self-test.
+    process group, result; the process launcher injected); :mod:`.installer` the dependency
+    installer (pip, PyTorch Utils and the confirmation injected); :mod:`.testing` checks shared
+    by the pytest suite and the in-Slicer self-test.
 
-Names from :mod:`.segmentation` and the bundle's slice loop are loaded on first access, so importing this package (and
+Names from :mod:`.segmentation` and the bundle's slice loop are loaded on first access, so
+importing this package (and
 its ``inference``/``dependencies`` modules) does not need ``slicer``, torch or MONAI.
 """
 

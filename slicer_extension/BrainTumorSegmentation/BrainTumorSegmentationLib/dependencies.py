@@ -1,8 +1,8 @@
 """Which Python packages the module needs in Slicer's Python, and what is missing or too old.
 
 Qt-free and import-free: versions come from package metadata (``importlib.metadata``), so
-checking never imports torch or MONAI. The Slicer module shows the result in a confirmation
-dialog and installs with PyTorch Utils (torch) and ``slicer.util.pip_install`` (the rest).
+checking never imports torch or MONAI. :mod:`.installer` installs what is missing. ``itk`` is
+not needed: Slicer reads the images and hands the worker arrays.
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ REQUIREMENTS = (
     Requirement("pycocotools", "pycocotools", "2.0.7"),
     Requirement("pillow", "PIL", "10"),
     Requirement("nibabel", "nibabel", "5"),
-    Requirement("itk", "itk", "5.3"),
 )
 
 

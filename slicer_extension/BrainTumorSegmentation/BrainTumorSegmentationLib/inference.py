@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = [
+__all__ = [  # noqa: F822 - the slice loop names come from the bundle (__getattr__)
     "AXIS_NAMES",
     "SegmentationCancelled",
     "bundle_info",
