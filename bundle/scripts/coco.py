@@ -369,6 +369,10 @@ def validate_split(
 ) -> list[DataProblem]:
     """Every problem of a COCO split, errors and warnings, one entry each.
 
+    Hand-written rather than a JSON schema: most checks are semantic (ids that exist and are
+    unique, boxes inside the image, RLE lengths against ``size``, files on disk), and each
+    problem is reported once, named by record and field, as ``check-data`` lists them.
+
     Args:
         split_path: the split folder holding images and ``_annotations.coco.json``.
         category_map: as in :func:`resolve_category_map`; a bad map is reported as an error.

@@ -70,7 +70,8 @@ def components_to_boxes(mask: np.ndarray, prob: np.ndarray | None = None) -> lis
             component, 1.0 without it.
 
     Returns:
-        The components in scipy's label order (by first pixel in row-major order).
+        The components in label order (by first pixel in row-major order), from scikit-image's
+        ``label`` and ``regionprops``.
 
     Raises:
         ValueError: ``mask`` is not 2D or ``prob`` has another shape.
@@ -79,14 +80,13 @@ def components_to_boxes(mask: np.ndarray, prob: np.ndarray | None = None) -> lis
     if prob is not None:
         prob = np.asarray(prob)  # no float64 copy of a whole large slice: each mean accumulates in float64
         _check_same_shape(binary, prob, "components_to_boxes: mask and prob")
-    labels, _ = ndimage.label(binary, structure=EIGHT_CONNECTED)
+    from skimage.measure import label, regionprops
+
     components = []
-    for index, window in enumerate(ndimage.find_objects(labels), start=1):
-        if window is None:
-            continue
-        rows, cols = window
-        pixels = labels[window] == index
-        score = float(prob[window][pixels].mean(dtype=np.float64)) if prob is not None else 1.0
-        bbox = [float(cols.start), float(rows.start), float(cols.stop - cols.start), float(rows.stop - rows.start)]
-        components.append(Component(bbox=bbox, area=int(pixels.sum()), score=score, pixels=pixels))
+    for region in regionprops(label(binary, connectivity=2)):  # connectivity 2: 8-connected in 2D
+        top, left, bottom, right = region.bbox
+        pixels = region.image
+        score = float(prob[region.slice][pixels].mean(dtype=np.float64)) if prob is not None else 1.0
+        bbox = [float(left), float(top), float(right - left), float(bottom - top)]
+        components.append(Component(bbox=bbox, area=int(region.area), score=score, pixels=pixels))
     return components

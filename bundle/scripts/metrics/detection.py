@@ -16,8 +16,8 @@ from .pixel import dice_iou
 DETECTION_IOU = 0.5
 #: A predicted component detects a COCO box when at least this fraction of its pixels lies inside it.
 CONTAINMENT_MIN_INSIDE = 0.5
-# Float rounding must not turn an IoU of exactly the threshold into a miss.
-_TOLERANCE = 1e-9
+# Rounding must not turn an IoU of exactly the threshold into a miss: MONAI computes box IoU in float32.
+_TOLERANCE = 1e-6
 
 #: A COCO box ``[x, y, width, height]`` in pixel-edge coordinates (pixel ``i`` spans ``[i, i + 1)``).
 Box = Sequence[float]
@@ -93,23 +93,28 @@ def annotation_masks(annotations: Sequence[Mapping[str, Any]], height: int, widt
 
 def box_iou(a: Box, b: Box) -> float:
     """IoU of two ``[x, y, w, h]`` boxes in continuous coordinates (0.0 when both are empty)."""
-    ax, ay, aw, ah = (float(v) for v in a)
-    bx, by, bw, bh = (float(v) for v in b)
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
+    return float(_box_iou_matrix([a], [b])[0, 0])
 
 
 def _box_iou_matrix(pred_boxes: Sequence[Box], gt_boxes: Sequence[Box]) -> np.ndarray:
-    return np.array([[box_iou(p, g) for g in gt_boxes] for p in pred_boxes], dtype=np.float64).reshape(
-        len(pred_boxes), len(gt_boxes)
-    )
+    """(n_pred, n_gt) IoU of COCO ``[x, y, w, h]`` boxes, with MONAI's detection box utilities."""
+    from monai.data.box_utils import box_iou as monai_box_iou
+    from monai.data.box_utils import convert_box_mode
+
+    if not len(pred_boxes) or not len(gt_boxes):
+        return np.zeros((len(pred_boxes), len(gt_boxes)), dtype=np.float64)
+
+    def corners(boxes: Sequence[Box]) -> np.ndarray:
+        return convert_box_mode(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), src_mode="xywh", dst_mode="xyxy")
+
+    return np.asarray(monai_box_iou(corners(pred_boxes), corners(gt_boxes)), dtype=np.float64)
 
 
 def greedy_match(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """One-to-one matching of predictions (rows) to references (columns), best score first.
+
+    COCO-style evaluation matching; MONAI's detection ``Matcher`` assigns training anchors
+    (ATSS), a different job.
 
     Args:
         scores: (n_pred, n_gt) matrix, higher is better (IoU, fraction inside...).

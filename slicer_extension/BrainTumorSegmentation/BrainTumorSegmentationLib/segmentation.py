@@ -137,12 +137,8 @@ def check_volume_node(volume_node: Any) -> int:
 
 def volume_array(volume_node: Any) -> np.ndarray:
     """A copy of the volume's voxels after :func:`check_volume_node`: ``(k, j, i)`` or ``(k, j, i, c)``."""
-    components = check_volume_node(volume_node)
-    image = volume_node.GetImageData()
-    shape = tuple(reversed(image.GetDimensions()))
-    voxels = vtk_np.vtk_to_numpy(image.GetPointData().GetScalars())
-    array = np.array(voxels, copy=True).reshape(shape + ((components,) if components > 1 else ()))
-    return array
+    check_volume_node(volume_node)
+    return np.array(slicer.util.arrayFromVolume(volume_node), copy=True)
 
 
 def _check_output_nodes(volume_node: Any, segmentation_node: Any, probability_node: Any) -> None:
@@ -510,7 +506,7 @@ def export_segment_labelmap(segmentation_node: Any, segment_name: str = SEGMENT_
         mask = np.zeros(tuple(reversed(merged.GetDimensions())), dtype=np.uint8)
     matrix = vtk.vtkMatrix4x4()
     merged.GetImageToWorldMatrix(matrix)
-    return mask, np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return mask, slicer.util.arrayFromVTKMatrix(matrix)
 
 
 def segment_mask_array(segmentation_node: Any, segment_name: str = SEGMENT_NAME) -> np.ndarray:
