@@ -123,7 +123,8 @@ def test_package_layout(smoke_model, tmp_path, capsys):
         assert not any("__pycache__" in r or r.endswith(".pyc") for r in rel)
         assert not any(r.startswith("brainseg_monai/") for r in rel), "the application is not part of the bundle"
         code = {r for r in rel if r.startswith("scripts/")}
-        assert code == {"scripts/" + p.name for p in (BUNDLE / "scripts").glob("*.py")}
+        scripts = BUNDLE / "scripts"
+        assert code == {"scripts/" + p.relative_to(scripts).as_posix() for p in scripts.rglob("*.py")}
         assert all(i.file_size <= MAX_FILE_BYTES for i in infos)
         assert zf.read(f"{DEFAULT_BUNDLE_NAME}/models/model.pt") == smoke_model.read_bytes()
         # the packaged listing carries the hash of the packaged weights
@@ -216,7 +217,7 @@ def test_packaged_bundle_runs_in_fresh_venv(smoke_model, fresh_venv, tmp_path):
     assert proc.returncode != 0 and "No module named 'brainseg_monai'" in proc.stderr
     proc = _run(fresh_venv, ["-m", "pip", "list", "--format=json"], root)
     installed = {p["name"].lower() for p in json.loads(proc.stdout)}
-    assert "brainseg-monai" not in installed and "itk" not in installed
+    assert "brainseg-monai" not in installed and "itk" in installed  # itk: metadata.json, for medical formats
 
     # inference, as the README tells a Model Zoo user: from the bundle root, default paths
     configs = "[" + ",".join(repr(c) for c in ["configs/inference.json", *network_override]) + "]"

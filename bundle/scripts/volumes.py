@@ -59,7 +59,8 @@ class Predictor(Protocol):
 
     def predict_arrays(
         self, images: Sequence[np.ndarray], with_probability: bool = False, batch_size: int = 8
-    ) -> list[Any]: ...
+    ) -> list[Any]:
+        """One result per image, in order."""
 
 
 def is_cancelled(cancel: CancelSpec) -> bool:
