@@ -146,10 +146,13 @@ def test_evaluate_writes_per_image_and_summary_metrics(smoke_model, tmp_path):
     rows = list(csv.reader(open(tmp_path / "val_mean_dice_raw.csv")))
     assert rows[0][0] == "filename" and len(rows) == 1 + 12  # one row per sample image
     values = [float(r[-1]) for r in rows[1:]]
-    assert all(0.0 <= v <= 1.0 for v in values)
     summary = dict(csv.reader(open(tmp_path / "metrics.csv")))
     assert set(summary) == {"val_mean_dice", "val_mean_iou"}
-    assert 0.0 <= float(summary["val_mean_iou"]) <= float(summary["val_mean_dice"]) <= 1.0
+    assert float(summary["val_mean_dice"]) == pytest.approx(np.mean(values), abs=1e-4)  # the mean of the rows
+    iou = [float(r[-1]) for r in list(csv.reader(open(tmp_path / "val_mean_iou_raw.csv")))[1:]]
+    assert [round(d, 4) for d in values] == [round(2 * i / (1 + i), 4) for i in iou]  # Dice = 2 IoU / (1 + IoU)
+    figures = json.loads((tmp_path / "metrics_summary.json").read_text())
+    assert figures["dice_mean"] == pytest.approx(float(summary["val_mean_dice"]), abs=1e-4)
 
 
 @pytest.mark.parametrize("ext", [".png", ".nii.gz"])

@@ -1054,3 +1054,24 @@ def test_a_large_photo_is_segmented_like_its_training_size_version(tmp_path):
     shrunk = np.asarray(Image.fromarray(big_mask * 255).resize(small_mask.shape[::-1], Image.NEAREST)) > 0
     inter, union = (shrunk & (small_mask > 0)).sum(), (shrunk | (small_mask > 0)).sum()
     assert union == 0 or inter / union > 0.8
+
+
+def test_training_refuses_to_replace_weights_it_did_not_make(tmp_path):
+    """The default ckpt_dir is the bundle's models/, which holds the shipped weights: a new run there stops
+    before writing anything; --resume true (its own weights) or --overwrite_weights true go on."""
+    from conftest import CONFIGS, SMOKE_NETWORK, run_bundle
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shipped = b"the shipped weights"
+    (models / "model.pt").write_bytes(shipped)
+    configs = f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']"
+    args = ["--config_file", configs, "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "eval")]
+    proc = run_bundle(*args)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(models / "model.pt") in last and "--overwrite_weights true" in last
+    assert sorted(p.name for p in models.iterdir()) == ["model.pt"] and (models / "model.pt").read_bytes() == shipped
+    proc = run_bundle(*args, "--overwrite_weights", "True", "--train#trainer#max_epochs", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (models / "model.pt").read_bytes() != shipped

@@ -2,7 +2,7 @@
 
 Uses the PyPI package ``slicer-core`` (real ``vtkMRMLScene``, segmentation logic and
 storage nodes, no application) and the 12 real sample JPEGs. The scene checks themselves
-live in ``BrainTumorSegmentationLib/testing.py``, which the in-Slicer self-test
+live in the extension's ``Testing/Python/scene_checks.py`` (test code, not shipped), which the in-Slicer self-test
 (``BrainTumorSegmentationTest``) runs too. Pixel checks run with two predictors: the
 smoke-trained bundle model and a numpy intensity stand-in whose masks are far from uniform
 (the smoke model marks nearly everything as tumor), so a flipped or transposed slice shows.
@@ -29,12 +29,14 @@ from conftest import BUNDLE, REPO, SAMPLE_SPLIT, SMOKE_NETWORK  # noqa: E402
 MODULE_DIR = REPO / "slicer_extension" / "BrainTumorSegmentation"
 LIB_DIR = MODULE_DIR / "BrainTumorSegmentationLib"
 SHIPPED_MODEL = BUNDLE / "models" / "model.pt"
-if str(MODULE_DIR) not in sys.path:
-    sys.path.insert(0, str(MODULE_DIR))
+for _folder in (MODULE_DIR, MODULE_DIR / "Testing" / "Python"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 import BrainTumorSegmentationLib as btl  # noqa: E402
+import scene_checks as testing  # noqa: E402
 import slicer  # noqa: E402
-from BrainTumorSegmentationLib import dependencies, testing  # noqa: E402
+from BrainTumorSegmentationLib import dependencies  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # Fixtures
@@ -486,6 +488,7 @@ def test_code_slicer_imports_runs_on_python_3_9():
     """Slicer 5.8 ships Python 3.9: the module, its Lib and the bundle code the Lib loads build no ``X | Y``
     type at run time (annotations are strings there, ``from __future__ import annotations``)."""
     files = [MODULE_DIR / "BrainTumorSegmentation.py", *LIB_DIR.glob("*.py"), *(BUNDLE / "scripts").glob("*.py")]
+    files += [*(MODULE_DIR / "Testing" / "Python").glob("*.py")]
     for path in files:
         source = path.read_text()
         ast.parse(source, feature_version=(3, 9))

@@ -28,6 +28,7 @@ __all__ = [
     "BEST_METRIC_KEYS",
     "BestModelSaver",
     "EpochSeeder",
+    "ExistingWeightsGuard",
     "RunFolderLock",
     "SafeCheckpointLoader",
     "TrainingStateLoader",
@@ -415,6 +416,65 @@ def weights_mismatch(network: torch.nn.Module, state: Any) -> str | None:
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
     return ", ".join(parts) + "; they were made with another network config: pass that config (--config)"
+
+
+class ExistingWeightsGuard:
+    """Refuse, before the first iteration, to train into a folder holding weights this run did not make.
+
+    ``ckpt_dir`` defaults to the bundle's ``models/``, which holds the shipped weights: a new run
+    there would replace ``model.pt`` at its first validation. At ``STARTED`` this stops the run,
+    naming the file and the ways on, unless the run resumes (``resume``: the weights are its own)
+    or was told to replace them (``overwrite``).
+
+    Args:
+        folder: the run's checkpoint folder (``ckpt_dir``).
+        resume: the run continues the one that made the weights.
+        overwrite: replace them anyway.
+        names: the files a run writes there.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        resume: bool = False,
+        overwrite: bool = False,
+        names: tuple[str, ...] = ("model.pt",),
+    ) -> None:
+        self.folder = Path(folder)
+        self.resume = bool(resume)
+        self.overwrite = bool(overwrite)
+        self.names = names
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        if self.resume or self.overwrite or self._in_use():
+            return
+        existing = [name for name in self.names if (self.folder / name).exists()]
+        if existing:
+            raise RuntimeError(
+                f"{self.folder / existing[0]}: already there (the bundle's own weights, or another run's), and a new "
+                "training would replace it; give another --ckpt_dir, --resume true to continue that run, or "
+                "--overwrite_weights true to replace it"
+            )
+
+    def _in_use(self) -> bool:
+        """Another run holds the folder's lock: :class:`RunFolderLock` says so, naming it."""
+        lock = self.folder / RunFolderLock.LOCK_NAME
+        try:
+            import fcntl
+        except ImportError:
+            return False
+        if not lock.is_file():
+            return False
+        with open(lock, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 class RunFolderLock:

@@ -15,8 +15,8 @@ Modules:
     :mod:`.dependencies` what must be pip-installed in Slicer's Python; :mod:`.worker` the
     background process and :mod:`.background` its runner (start, progress, cancel of the whole
     process group, result; the process launcher injected); :mod:`.installer` the dependency
-    installer (pip, PyTorch Utils and the confirmation injected); :mod:`.testing` checks shared
-    by the pytest suite and the in-Slicer self-test.
+    installer (pip, PyTorch Utils and the confirmation injected). The scene checks that the
+    pytest suite and the in-Slicer self-test share are test code, in ``Testing/Python``.
 
 Names from :mod:`.segmentation` and the bundle's slice loop are loaded on first access, so
 importing this package (and

@@ -1,5 +1,8 @@
 """Checks of :func:`segment_volume` on a real MRML scene, shared by two test runners.
 
+Test code, not product code: it lives in the extension's ``Testing/Python`` (Slicer's place for
+tests; not installed with the module), so changing what the module ships cannot weaken them.
+
 ``tests/test_slicer_lib.py`` runs them with pytest on a ``slicer.vtkMRMLScene()`` from the
 PyPI package ``slicer-core``; ``BrainTumorSegmentationTest`` in the Slicer module runs them
 inside 3D Slicer on ``slicer.mrmlScene``. Each check builds its own input nodes, calls the
@@ -23,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .inference import bundle_module
-from .segmentation import (
+from BrainTumorSegmentationLib.inference import bundle_module
+from BrainTumorSegmentationLib.segmentation import (
     PROBABILITY_REFERENCE_ROLE,
     SEGMENT_COLOR,
     SEGMENT_NAME,
