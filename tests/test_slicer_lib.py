@@ -14,6 +14,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -568,3 +569,73 @@ def test_slices_unlike_the_training_data_are_counted_on_the_segmentation(scene, 
     )
     plain = btl.segment_volume(testing.add_scalar_volume(scene, normal[None]), predictor=testing.IntensityPredictor())
     assert plain.GetAttribute(btl.UNUSUAL_SLICES_ATTRIBUTE) is None and btl.unusual_slice_note(plain) == ""
+
+
+def test_an_installed_extension_finds_the_bundle_it_carries(tmp_path):
+    """The layout CMakeLists.txt installs: <qt-scripted-modules>/{BrainTumorSegmentation.py,
+    BrainTumorSegmentationLib/, BrainTumorSegmentationBundle/}; found without importing anything heavy."""
+    from BrainTumorSegmentationLib import inference
+
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    assert (
+        "set(BUNDLE_FOLDER ${MODULE_NAME}Bundle)" in cmake
+        and inference.INSTALLED_BUNDLE == "BrainTumorSegmentationBundle"
+    )
+    for item in re.search(r"set\(BUNDLE_ITEMS ([^)]*)\)", cmake).group(1).split():
+        assert (BUNDLE / item).exists(), item
+    modules = tmp_path / "lib" / "Slicer-5.10" / "qt-scripted-modules"
+    modules.mkdir(parents=True)
+    shutil.copytree(LIB_DIR, modules / "BrainTumorSegmentationLib", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(BUNDLE, modules / "BrainTumorSegmentationBundle", ignore=shutil.ignore_patterns("eval"))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import BrainTumorSegmentationLib as L;"
+        "print(L.find_bundle_dir()); print(L.bundle_info()['has_weights']);"
+        "print(sorted(m for m in ('torch', 'monai', 'brainseg_monai') if m in sys.modules))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "BRAINSEG_BUNDLE"}
+    proc = subprocess.run([sys.executable, "-c", code, str(modules)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[:3] == [str(modules / "BrainTumorSegmentationBundle"), "True", "[]"]
+
+
+def test_a_segmentation_made_elsewhere_gets_a_display_node_and_the_dicom_master_list_terminology(scene, samples):
+    """The output selector's "Create new" adds a bare segmentation node: the result must still show."""
+    volume = testing.add_vector_volume(scene, samples[0].rgb)
+    bare = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "made by the selector")
+    assert bare.GetDisplayNode() is None
+    btl.segment_volume(volume, bare, predictor=testing.IntensityPredictor())
+    assert bare.GetDisplayNode() is not None and bare.GetDisplayNode().GetVisibility()
+    segment = bare.GetSegmentation().GetSegment(bare.GetSegmentation().GetNthSegmentID(0))
+    assert testing.segment_tag(segment, "TerminologyEntry").startswith(
+        "Segmentation category and type - DICOM master list~"
+    )
+
+
+def test_worker_output_that_is_not_utf8_is_read_on_and_logged(tmp_path, caplog):
+    """A byte no code page decodes (a Windows console's output) must not stop the reader thread."""
+    import logging
+
+    from BrainTumorSegmentationLib.background import WorkerRun
+
+    worker = tmp_path / "odd_bytes_worker.py"
+    worker.write_text(
+        "import sys\n"
+        "sys.stdout.buffer.write(b'caf\\xe9 \\xff\\xfe warning from a library\\n'); sys.stdout.flush()\n"
+        "print('PROGRESS 0.5', flush=True)\n"
+        "print('ERROR the stand-in worker stops here', flush=True)\n"
+        "sys.exit(2)\n"
+    )
+    progress = []
+    with caplog.at_level(logging.INFO, logger="BrainTumorSegmentationLib.background"):
+        run = WorkerRun(
+            np.zeros((1, 4, 4), np.float32),
+            str(BUNDLE),
+            worker=str(worker),
+            on_progress=lambda f, n: progress.append(f),
+        )
+        assert run.wait(60)
+    assert progress == [0.5]
+    assert run.error.startswith("the stand-in worker stops here")
+    assert any("warning from a library" in line and "\ufffd" in line for line in run.log)
+    assert any("worker: caf" in r.getMessage() for r in caplog.records)

@@ -453,7 +453,13 @@ def _slicerLauncher(command, environment=None):
     startup = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
     env = {**(startup if startup is not None else os.environ), **(environment or {})}
     return subprocess.Popen(
-        list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        list(command),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        encoding="utf-8",
+        errors="replace",
+        start_new_session=True,
     )
 
 

@@ -9,6 +9,7 @@ group), not only the Python launcher.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import shutil
@@ -41,7 +42,8 @@ def default_launcher(command: Sequence[str], environment: Mapping[str, str] | No
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
+        encoding="utf-8",
+        errors="replace",  # a stray byte (a Windows code page) must not stop the reader draining the pipe
         bufsize=1,
         start_new_session=True,
     )
@@ -133,7 +135,10 @@ class WorkerRun:
         )
         self.command = command
         try:
-            self.process = launcher(command, {"CUDA_VISIBLE_DEVICES": "-1"} if force_cpu else None)
+            environment = {"PYTHONIOENCODING": "utf-8"}  # the worker writes UTF-8 whatever the console's code page
+            if force_cpu:
+                environment["CUDA_VISIBLE_DEVICES"] = "-1"
+            self.process = launcher(command, environment)
         except BaseException:
             shutil.rmtree(self._temp, ignore_errors=True)
             raise
@@ -199,6 +204,7 @@ class WorkerRun:
             self.error = rest
         else:
             self.log = (self.log + [line])[-200:]
+            logging.getLogger(__name__).info(f"worker: {line}")
 
     def _finish(self) -> None:
         self.finished = True

@@ -42,26 +42,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: The bundle's folder beside the module in an installed extension (CMakeLists.txt installs it there).
+INSTALLED_BUNDLE = "BrainTumorSegmentationBundle"
+
+
 def find_bundle_dir(bundle_dir: str | os.PathLike | None = None) -> str:
     """The bundle folder to use.
 
-    In order: ``bundle_dir`` if given; ``$BRAINSEG_BUNDLE``; the ``bundle/`` folder of the
-    brainseg-monai checkout this extension lives in (``<repo>/slicer_extension/...``);
-    ``brainseg_monai.bundle_code.default_bundle_dir()``.
+    In order: ``bundle_dir`` if given; ``$BRAINSEG_BUNDLE``; the bundle an installed extension
+    carries (``<qt-scripted-modules>/BrainTumorSegmentationBundle``, beside this package); the
+    ``bundle/`` folder of the brainseg-monai checkout this extension lives in
+    (``<repo>/slicer_extension/...``). Only the file system is looked at: nothing is imported, so
+    opening the module keeps torch and MONAI out of Slicer's process.
     """
     if bundle_dir:
         return os.path.abspath(os.fspath(bundle_dir))
     env = os.environ.get("BRAINSEG_BUNDLE")
     if env:
         return os.path.abspath(env)
-    repo_bundle = Path(__file__).resolve().parents[3] / "bundle"
-    if (repo_bundle / "configs" / "inference.json").is_file():
-        return str(repo_bundle)
-    try:
-        from brainseg_monai.bundle_code import default_bundle_dir
-    except ImportError:
-        return str(repo_bundle)
-    return default_bundle_dir()
+    here = Path(__file__).resolve()
+    installed = here.parents[1] / INSTALLED_BUNDLE
+    if (installed / "configs" / "inference.json").is_file():
+        return str(installed)
+    return str(here.parents[3] / "bundle")
 
 
 def bundle_info(bundle_dir: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -48,9 +48,11 @@ SEGMENT_NAME = "Brain tumor"
 SEGMENT_COLOR = (0.90, 0.30, 0.20)
 #: Standard terminology (DICOM/SNOMED-CT) as Slicer serializes it in the segment's
 #: ``TerminologyEntry`` tag: context~category~type~typeModifier~anatomicContext~region~regionModifier,
-#: each code ``scheme^value^meaning``. Neoplasm (SCT 108369006) of the brain (SCT 12738006).
+#: each code ``scheme^value^meaning``. Neoplasm (SCT 108369006) of the brain (SCT 12738006): Neoplasm
+#: is in the DICOM master list (not in "3D Slicer General Anatomy list"), where the terminology
+#: selector finds it.
 TERMINOLOGY = (
-    "Segmentation category and type - 3D Slicer General Anatomy list"
+    "Segmentation category and type - DICOM master list"
     "~SCT^49755003^Morphologically Altered Structure"
     "~SCT^108369006^Neoplasm"
     "~^^"
@@ -330,6 +332,9 @@ def apply_prediction(
                 "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volume_node.GetName()} brain tumor")
             )
             created.append(segmentation_node)
+        if segmentation_node.GetDisplayNode() is None:
+            # also a node made empty elsewhere (the output selector's "Create new"): without a display node
+            # the segment would be there but never shown
             segmentation_node.CreateDefaultDisplayNodes()
             created.extend(_display_nodes(segmentation_node))
         was_modifying = segmentation_node.StartModify()
