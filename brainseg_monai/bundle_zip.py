@@ -69,7 +69,15 @@ def check_members(zf: zipfile.ZipFile, zip_path: str | os.PathLike = "") -> None
             raise BundleZipError(f"{zip_path}: member {info.filename!r} {problem}: refused, nothing unpacked")
         total += info.file_size
     if total > MAX_UNPACKED_BYTES:
-        raise BundleZipError(f"{zip_path}: would unpack to {total / 2**30:.1f} GiB: refused, nothing unpacked")
+        raise BundleZipError(
+            f"{zip_path}: would unpack to {_size(total)}, over the limit of {_size(MAX_UNPACKED_BYTES)}: refused, "
+            "nothing unpacked"
+        )
+
+
+def _size(n: int) -> str:
+    """Bytes as a person reads them: ``4.0 GiB``, ``1.91 MiB``."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
 
 
 def _bundle_root(folder: Path) -> Path:
@@ -166,5 +174,5 @@ def _extract(zf: zipfile.ZipFile, folder: Path) -> None:
             while chunk := fin.read(1 << 20):
                 written += len(chunk)
                 if written > MAX_UNPACKED_BYTES:
-                    raise BundleZipError(f"unpacks to more than {MAX_UNPACKED_BYTES / 2**30:.0f} GiB: refused")
+                    raise BundleZipError(f"unpacks to more than {_size(MAX_UNPACKED_BYTES)}: refused")
                 fout.write(chunk)

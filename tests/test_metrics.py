@@ -24,6 +24,7 @@ from brainseg_monai.metrics import (
     ROW_FIELDS,
     SUMMARY_FILE,
     DetectionCounts,
+    annotation_box,
     annotation_masks,
     best_match_box_iou,
     box_iou,
@@ -145,6 +146,20 @@ def test_box_iou_hand_computed():
     assert box_iou([0, 0, 20, 10], [0, 5, 20, 10]) == pytest.approx(100 / 300)  # shifted along y by half
     assert box_iou([0, 0, 20, 10], [0, 0, 10, 20]) == pytest.approx(100 / 300)  # the same box, transposed
     assert box_iou([2, 3, 4, 6], [4, 6, 10, 1]) == pytest.approx(2 / 32)  # overlap 2 wide, 1 high
+
+
+def test_annotation_box_without_a_bbox_is_the_extent_of_its_segmentation():
+    """A polygon-only annotation: the box of the pixels pycocotools draws, in [x, y, w, h], off-centre and
+    wider than high, so swapped axes or an off-by-one show."""
+    polygon = [[4.0, 3.0, 14.0, 3.0, 14.0, 8.0, 4.0, 8.0]]  # x 4..14, y 3..8 on a 20 x 30 image
+    drawn = rasterize_annotations([{"segmentation": polygon, "label": 1}], 20, 30) > 0
+    rows, cols = np.nonzero(drawn)
+    expected = [cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1]
+    assert annotation_box({"segmentation": polygon, "label": 1}, 20, 30) == [float(v) for v in expected]
+    assert expected[2] > expected[3] and expected[0] != expected[1]
+    assert annotation_box({"bbox": [1, 2, 3, 4], "segmentation": polygon}, 20, 30) == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="neither a bbox nor a non-empty segmentation"):
+        annotation_box({"segmentation": [], "label": 1}, 20, 30)
 
 
 def test_detection_iou_exactly_at_threshold_is_a_match():

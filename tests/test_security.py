@@ -13,6 +13,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -566,15 +567,22 @@ def test_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path, monkeypatch, 
     extraction stops at the limit even when the directory lies about the sizes."""
     from brainseg_monai import bundle_zip
 
+    assert bundle_zip.MAX_UNPACKED_BYTES == 4 * 2**30  # the policy: a bundle is tens of MB
     monkeypatch.setattr(bundle_zip, "MAX_UNPACKED_BYTES", 1_000_000)  # the same code path, a small limit
     bomb = _bundle_zip(tmp_path / "bomb.zip", extra={"bundle/models/zeros.bin": b"\0" * 2_000_000})
+    with zipfile.ZipFile(bomb) as zf:
+        declared = sum(info.file_size for info in zf.infolist())
     dest = tmp_path / "dest"
-    with pytest.raises(bundle_zip.BundleZipError, match="would unpack to .* GiB: refused, nothing unpacked"):
+    message = f"would unpack to {declared / 2**20:.2f} MiB, over the limit of 0.95 MiB: refused, nothing unpacked"
+    with pytest.raises(bundle_zip.BundleZipError, match=re.escape(message)):
         bundle_zip.unpack_bundle(bomb, dest, _sha(bomb))
     assert not dest.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     with zipfile.ZipFile(bomb) as zf:
-        with pytest.raises(bundle_zip.BundleZipError, match="unpacks to more than"):
+        with pytest.raises(bundle_zip.BundleZipError, match=re.escape("unpacks to more than 0.95 MiB: refused")):
             bundle_zip._extract(zf, tmp_path / "stream")  # the check that does not trust the directory
+    # a zip exactly at the limit unpacks
+    monkeypatch.setattr(bundle_zip, "MAX_UNPACKED_BYTES", declared)
+    assert bundle_zip.unpack_bundle(bomb, dest, _sha(bomb)).is_dir()
 
 
 def test_weights_of_another_network_are_named_with_the_config_that_fits(smoke_model, tmp_path, capsys):

@@ -68,6 +68,8 @@ def annotation_box(annotation: Mapping[str, Any], height: int, width: int) -> li
     bbox = annotation.get("bbox")
     if bbox:
         return [float(v) for v in bbox]
+    if not annotation.get("segmentation"):
+        raise ValueError("annotation has neither a bbox nor a non-empty segmentation")
     drawn = rasterize_annotations([annotation], height, width) > 0
     if not drawn.any():
         raise ValueError("annotation has neither a bbox nor a non-empty segmentation")
