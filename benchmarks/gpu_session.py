@@ -36,7 +36,6 @@ the CPU with the sample split and one epoch per stage (``tests/test_gpu_session.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -51,6 +50,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # on the device the repository is not installed: its code is imported from here
+from brainseg_monai.bundle_zip import sha256_file as sha256  # noqa: E402
+
 BUNDLE = REPO / "bundle"
 CONFIGS = REPO / "configs"
 SHARED_DATA = REPO.parent / "shared" / "data" / "brain_tumor_coco"
@@ -104,14 +106,6 @@ RECIPE = (
 
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_json(data: Any, path: Path) -> None:

@@ -363,6 +363,12 @@ def test_a_full_disk_during_a_checkpoint_is_one_clear_error_and_the_old_file_sta
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
 
 
+def _infer_from_elsewhere(data: Path, out: Path, cwd: Path):
+    """``monai.bundle run`` of inference.json with --bundle_root, from a folder outside the bundle."""
+    args = ["--config_file", str(CONFIG_DIR / "inference.json"), "--bundle_root", str(BUNDLE)]
+    return run_bundle(*args, "--dataset_dir", str(data), "--output_dir", str(out), cwd=cwd)
+
+
 def _write_volume(path: Path, slices: np.ndarray, spacing, origin, direction) -> None:
     import itk
 
@@ -409,17 +415,7 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
     _write_volume(data / "single.nrrd", grey[1], [0.7, 0.8], [1.0, 2.0], np.eye(2))
     _write_dicom_series(data / "series", grey)
     out = tmp_path / "masks"
-    proc = run_bundle(
-        "--config_file",
-        str(CONFIG_DIR / "inference.json"),
-        "--bundle_root",
-        str(BUNDLE),
-        "--dataset_dir",
-        str(data),
-        "--output_dir",
-        str(out),
-        cwd=tmp_path,
-    )
+    proc = _infer_from_elsewhere(data, out, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
         "case1.nii.gz",
@@ -465,17 +461,7 @@ def test_inference_refuses_a_run_that_would_lose_something_before_any_work(tmp_p
         shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[1], data / "scan.png")
     out = data if problem == "output_in_input" else tmp_path / "masks"
     before = sorted(p.name for p in data.iterdir())
-    proc = run_bundle(
-        "--config_file",
-        str(CONFIG_DIR / "inference.json"),
-        "--bundle_root",
-        str(BUNDLE),
-        "--dataset_dir",
-        str(data),
-        "--output_dir",
-        str(out),
-        cwd=tmp_path,
-    )
+    proc = _infer_from_elsewhere(data, out, tmp_path)
     assert proc.returncode != 0
     message = proc.stderr.strip().splitlines()[-1]
     assert str(data) in message and "Traceback" not in proc.stderr

@@ -530,9 +530,10 @@ def test_module_files_fit_together():
     for path in LIB_DIR.glob("*.py"):
         assert f"${{MODULE_NAME}}Lib/{path.name}" in cmake, f"{path.name} is not installed by CMakeLists.txt"
     assert "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest" in cmake
-    top = (REPO / "slicer_extension" / "CMakeLists.txt").read_text()
+    top = (REPO / "CMakeLists.txt").read_text()  # the root: the Extensions Index builds from there
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_DEPENDS", "Slicer_EXTENSION_CPACK"):
         assert key in top
+    assert "add_subdirectory(slicer_extension/BrainTumorSegmentation)" in top
 
 
 def test_empty_result_keeps_an_empty_segment(scene, tmp_path):

@@ -9,6 +9,7 @@ launcher, progress and cancel). The processing is in the Qt-free package
 
 import logging
 import os
+import pathlib
 import shutil
 import subprocess
 import tempfile
@@ -57,6 +58,39 @@ research tool, not for clinical use.
 Built on MONAI and PyTorch. Training data: Brain Tumor Image Dataset (Roboflow/Kaggle, CC BY 4.0),
 slices of the figshare brain tumor dataset (Jun Cheng, 2017, CC BY 4.0).
 """
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data
+#
+
+
+def registerSampleData():
+    """Two of the bundle's sample slices in the Sample Data module (category "Brain tumor segmentation").
+
+    They are files the bundle carries (``sample_data/valid``, CC BY 4.0, see its NOTICE.md), so
+    nothing is downloaded from the network.
+    """
+    try:
+        import SampleData
+    except ImportError:  # a Slicer without the Sample Data module
+        return
+    folder = os.path.join(btl.find_bundle_dir(), "sample_data", "valid")
+    if not os.path.isdir(folder):
+        return
+    icon = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "Icons", "BrainTumorSegmentation.png")
+    for index, name in enumerate(sorted(n for n in os.listdir(folder) if n.lower().endswith(".jpg"))[:2], start=1):
+        path = os.path.join(folder, name)
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category="Brain tumor segmentation",
+            sampleName=f"BrainTumorSlice{index}",
+            uris=pathlib.Path(path).as_uri(),
+            fileNames=name,
+            nodeNames=f"BrainTumorSlice{index}",
+            thumbnailFileName=icon,
+            loadFileType="VolumeFile",
+        )
 
 
 #
