@@ -599,3 +599,66 @@ def test_weights_of_another_network_are_named_with_the_config_that_fits(smoke_mo
         args = ["segment", str(image), "--output-dir", str(out), "--config", str(SMOKE_NETWORK), "--device", "cpu"]
         assert main(args) == 1
         assert "the bundle's own network fits them: leave out --config" in capsys.readouterr().err
+
+
+def test_bundle_zip_edge_cases_each_refused_with_its_own_reason(tmp_path):
+    """Cases found by mutation testing (benchmarks/mutation/bundle_zip.toml): each check must give its
+    own answer, not merely some refusal."""
+    from brainseg_monai import bundle_zip
+
+    def member(name, mode, data=b"x"):
+        info = zipfile.ZipInfo(name)
+        info.external_attr = mode << 16
+        return info, data
+
+    def crafted(name, *members, top="bundle"):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(f"{top}/configs/", b"")  # a directory entry first: the files after it still unpack
+            zf.writestr(f"{top}/configs/nested/", b"")
+            zf.write(BUNDLE / "configs" / "inference.json", f"{top}/configs/inference.json")
+            zf.writestr(f"{top}/configs/nested/deep.json", b"{}")
+            for info, data in members:
+                zf.writestr(info, data)
+        return path
+
+    def refused(path, reason, dest=None):
+        with pytest.raises(bundle_zip.BundleZipError, match=re.escape(reason)):
+            bundle_zip.unpack_bundle(path, dest or tmp_path / "never", _sha(path))
+        assert not (tmp_path / "never").exists()
+
+    refused(crafted("link.zip", member("bundle/l", stat.S_IFLNK | 0o777)), "member 'bundle/l' is a symbolic link")
+    refused(crafted("fifo.zip", member("bundle/f", stat.S_IFIFO | 0o644)), "is not a regular file or folder")
+    good = crafted("good.zip", member("bundle/models/w.bin", stat.S_IFREG | 0o644))
+    root = bundle_zip.unpack_bundle(good, tmp_path / "a" / "b" / "dest", _sha(good))  # missing parents are made
+    assert root == tmp_path / "a" / "b" / "dest" / "bundle"
+    assert (root / "configs" / "nested" / "deep.json").read_bytes() == b"{}" and (root / "models" / "w.bin").is_file()
+
+    for wrong in ("f" * 64, "0" * 64):  # above and below the real hash: any difference is refused
+        with pytest.raises(bundle_zip.BundleZipError, match="sha256 is .* not the expected"):
+            bundle_zip.unpack_bundle(good, tmp_path / "never", wrong)
+    not_a_zip = tmp_path / "not.zip"
+    not_a_zip.write_bytes(b"PK but not really a zip file")
+    refused(not_a_zip, "not a zip file")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    refused(good, "already exists and is not an empty folder", dest=a_file)
+    assert a_file.read_text() == "mine"
+    # the bundle is the one top-level folder holding configs/; two of them, or none, is not a bundle
+    two = tmp_path / "two.zip"
+    with zipfile.ZipFile(two, "w") as zf:
+        for top in ("first", "second"):
+            zf.write(BUNDLE / "configs" / "inference.json", f"{top}/configs/inference.json")
+    refused(two, "no configs/ folder at the top of the zip")
+    beside = tmp_path / "beside.zip"
+    with zipfile.ZipFile(beside, "w") as zf:
+        zf.writestr("aaa_docs/readme.txt", b"not a bundle")
+        zf.write(BUNDLE / "configs" / "inference.json", "zzz_bundle/configs/inference.json")
+    assert bundle_zip.unpack_bundle(beside, tmp_path / "beside", _sha(beside)).name == "zzz_bundle"
+    # the extraction's own check, for members check_members would have refused
+    with zipfile.ZipFile(tmp_path / "climb.zip", "w") as zf:
+        zf.writestr("../outside.txt", b"x")
+    with zipfile.ZipFile(tmp_path / "climb.zip") as zf:
+        with pytest.raises(bundle_zip.BundleZipError, match="would land outside"):
+            bundle_zip._extract(zf, tmp_path / "inner")
+    assert not (tmp_path / "outside.txt").exists()
