@@ -580,9 +580,17 @@ def test_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path, monkeypatch, 
     with zipfile.ZipFile(bomb) as zf:
         with pytest.raises(bundle_zip.BundleZipError, match=re.escape("unpacks to more than 0.95 MiB: refused")):
             bundle_zip._extract(zf, tmp_path / "stream")  # the check that does not trust the directory
-    # a zip exactly at the limit unpacks
+    # one byte over the limit is refused by both checks; exactly at the limit unpacks
+    monkeypatch.setattr(bundle_zip, "MAX_UNPACKED_BYTES", declared - 1)
+    with pytest.raises(bundle_zip.BundleZipError, match="would unpack to"):
+        bundle_zip.unpack_bundle(bomb, dest, _sha(bomb))
+    with zipfile.ZipFile(bomb) as zf:
+        with pytest.raises(bundle_zip.BundleZipError, match="unpacks to more than"):
+            bundle_zip._extract(zf, tmp_path / "stream_over")
     monkeypatch.setattr(bundle_zip, "MAX_UNPACKED_BYTES", declared)
     assert bundle_zip.unpack_bundle(bomb, dest, _sha(bomb)).is_dir()
+    sizes = {4 * 2**30: "4.0 GiB", 2**30: "1.0 GiB", 2**30 - 2**20: "1023.00 MiB", 3 * 2**19: "1.50 MiB"}
+    assert {n: bundle_zip._size(n) for n in sizes} == sizes
 
 
 def test_weights_of_another_network_are_named_with_the_config_that_fits(smoke_model, tmp_path, capsys):
@@ -618,6 +626,7 @@ def test_bundle_zip_edge_cases_each_refused_with_its_own_reason(tmp_path):
             zf.writestr(f"{top}/configs/nested/", b"")
             zf.write(BUNDLE / "configs" / "inference.json", f"{top}/configs/inference.json")
             zf.writestr(f"{top}/configs/nested/deep.json", b"{}")
+            zf.writestr(f"{top}/", b"")  # a directory entry for a folder its files already made
             for info, data in members:
                 zf.writestr(info, data)
         return path
@@ -629,6 +638,7 @@ def test_bundle_zip_edge_cases_each_refused_with_its_own_reason(tmp_path):
 
     refused(crafted("link.zip", member("bundle/l", stat.S_IFLNK | 0o777)), "member 'bundle/l' is a symbolic link")
     refused(crafted("fifo.zip", member("bundle/f", stat.S_IFIFO | 0o644)), "is not a regular file or folder")
+    refused(crafted("sock.zip", member("bundle/s", stat.S_IFSOCK | 0o644)), "member 'bundle/s' is not a regular file")
     good = crafted("good.zip", member("bundle/models/w.bin", stat.S_IFREG | 0o644))
     root = bundle_zip.unpack_bundle(good, tmp_path / "a" / "b" / "dest", _sha(good))  # missing parents are made
     assert root == tmp_path / "a" / "b" / "dest" / "bundle"
@@ -656,9 +666,10 @@ def test_bundle_zip_edge_cases_each_refused_with_its_own_reason(tmp_path):
         zf.write(BUNDLE / "configs" / "inference.json", "zzz_bundle/configs/inference.json")
     assert bundle_zip.unpack_bundle(beside, tmp_path / "beside", _sha(beside)).name == "zzz_bundle"
     # the extraction's own check, for members check_members would have refused
-    with zipfile.ZipFile(tmp_path / "climb.zip", "w") as zf:
-        zf.writestr("../outside.txt", b"x")
-    with zipfile.ZipFile(tmp_path / "climb.zip") as zf:
-        with pytest.raises(bundle_zip.BundleZipError, match="would land outside"):
-            bundle_zip._extract(zf, tmp_path / "inner")
-    assert not (tmp_path / "outside.txt").exists()
+    for name in ("../outside.txt", "../aaa.txt"):  # names sorting after and before the target folder's
+        with zipfile.ZipFile(tmp_path / "climb.zip", "w") as zf:
+            zf.writestr(name, b"x")
+        with zipfile.ZipFile(tmp_path / "climb.zip") as zf:
+            with pytest.raises(bundle_zip.BundleZipError, match="would land outside"):
+                bundle_zip._extract(zf, tmp_path / "inner")
+        assert not (tmp_path / name[3:]).exists()
