@@ -151,12 +151,15 @@ def test_box_iou_hand_computed():
 def test_annotation_box_without_a_bbox_is_the_extent_of_its_segmentation():
     """A polygon-only annotation: the box of the pixels pycocotools draws, in [x, y, w, h], off-centre and
     wider than high, so swapped axes or an off-by-one show."""
-    polygon = [[4.0, 3.0, 14.0, 3.0, 14.0, 8.0, 4.0, 8.0]]  # x 4..14, y 3..8 on a 20 x 30 image
-    drawn = rasterize_annotations([{"segmentation": polygon, "label": 1}], 20, 30) > 0
-    rows, cols = np.nonzero(drawn)
-    expected = [cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1]
-    assert annotation_box({"segmentation": polygon, "label": 1}, 20, 30) == [float(v) for v in expected]
-    assert expected[2] > expected[3] and expected[0] != expected[1]
+    extents = set()
+    for x0, y0, x1, y1 in ((4, 3, 14, 8), (5, 2, 12, 10), (1, 6, 9, 9)):  # widths and heights odd and even
+        polygon = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+        drawn = rasterize_annotations([{"segmentation": polygon, "label": 1}], 20, 30) > 0
+        rows, cols = np.nonzero(drawn)
+        expected = [cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1]
+        assert annotation_box({"segmentation": polygon, "label": 1}, 20, 30) == [float(v) for v in expected]
+        extents |= {(expected[2] % 2, expected[3] % 2)}
+    assert {w for w, _ in extents} == {h for _, h in extents} == {0, 1}, extents  # an XOR 1 for + 1 shows
     assert annotation_box({"bbox": [1, 2, 3, 4], "segmentation": polygon}, 20, 30) == [1.0, 2.0, 3.0, 4.0]
     with pytest.raises(ValueError, match="neither a bbox nor a non-empty segmentation"):
         annotation_box({"segmentation": [], "label": 1}, 20, 30)
