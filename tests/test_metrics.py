@@ -257,6 +257,27 @@ def test_detection_counts_ratio_conventions():
     assert counts.f1 == pytest.approx(2 * 0.75 * 0.6 / (0.75 + 0.6))
     assert DetectionCounts(0, 0, 4).precision == 0.0 and DetectionCounts(0, 2, 0).recall == 0.0
     assert DetectionCounts(1, 2, 3) + DetectionCounts(1, 1, 1) == DetectionCounts(2, 3, 4)
+    assert DetectionCounts(1, 1, 1) + DetectionCounts(1, 1, 1) == DetectionCounts(2, 2, 2)  # sums, not bit ors
+    # one of three boxes found: two missed
+    three = [[0, 0, 10, 10], [20, 0, 10, 10], [0, 20, 10, 10]]
+    assert detection_counts([[0, 0, 10, 10]], three) == DetectionCounts(tp=1, fp=0, fn=2)
+
+
+def test_containment_of_a_component_that_is_not_a_rectangle():
+    """An L-shaped component whose box is mostly background: the fraction inside a COCO box counts the
+    component's own pixels, not the background pixels of its box."""
+    shape = (40, 40)
+    gt_masks = annotation_masks([{"bbox": [0, 0, 10, 10]}], *shape)
+    ell = np.zeros(shape, np.uint8)
+    ell[5:40, 8:10] = 1  # 70 px, 10 of them inside the box (rows 5..9)
+    ell[38:40, 10:40] = 1  # 60 px, outside
+    (component,) = components_to_boxes(ell)
+    assert component.area == 130 and component.bbox == [8.0, 5.0, 32.0, 35.0]
+    assert containment_counts([component], gt_masks) == DetectionCounts(0, 1, 1)  # 10 / 130 inside
+    small = np.zeros(shape, np.uint8)
+    small[2:8, 2:4] = 1  # 12 px inside
+    small[6:8, 4:14] = 1  # 20 px, 12 of them inside (columns 4..9): 24 / 32 inside
+    assert containment_counts(components_to_boxes(small), gt_masks) == DetectionCounts(1, 0, 0)
 
 
 # --------------------------------------------------------------------------- per image and aggregation
