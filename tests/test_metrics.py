@@ -263,6 +263,14 @@ def test_detection_counts_ratio_conventions():
     assert detection_counts([[0, 0, 10, 10]], three) == DetectionCounts(tp=1, fp=0, fn=2)
 
 
+def test_fill_ratio_of_a_one_pixel_box_and_an_empty_one():
+    pred = np.zeros((10, 10), bool)
+    pred[4, 4] = True
+    one_pixel, empty = np.zeros((10, 10), bool), np.zeros((10, 10), bool)
+    one_pixel[4, 4] = True
+    assert fill_ratios(pred, [one_pixel, empty]) == [1.0, 0.0]
+
+
 def test_containment_of_a_component_that_is_not_a_rectangle():
     """An L-shaped component whose box is mostly background: the fraction inside a COCO box counts the
     component's own pixels, not the background pixels of its box."""
