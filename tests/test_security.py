@@ -589,7 +589,13 @@ def test_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path, monkeypatch, 
             bundle_zip._extract(zf, tmp_path / "stream_over")
     monkeypatch.setattr(bundle_zip, "MAX_UNPACKED_BYTES", declared)
     assert bundle_zip.unpack_bundle(bomb, dest, _sha(bomb)).is_dir()
-    sizes = {4 * 2**30: "4.0 GiB", 2**30: "1.0 GiB", 2**30 - 2**20: "1023.00 MiB", 3 * 2**19: "1.50 MiB"}
+    sizes = {
+        4 * 2**30: "4.0 GiB",
+        3 * 2**29: "1.5 GiB",
+        2**30: "1.0 GiB",
+        2**30 - 2**20: "1023.00 MiB",
+        3 * 2**19: "1.50 MiB",
+    }
     assert {n: bundle_zip._size(n) for n in sizes} == sizes
 
 
