@@ -258,9 +258,17 @@ def test_detection_counts_ratio_conventions():
     assert DetectionCounts(0, 0, 4).precision == 0.0 and DetectionCounts(0, 2, 0).recall == 0.0
     assert DetectionCounts(1, 2, 3) + DetectionCounts(1, 1, 1) == DetectionCounts(2, 3, 4)
     assert DetectionCounts(1, 1, 1) + DetectionCounts(1, 1, 1) == DetectionCounts(2, 2, 2)  # sums, not bit ors
-    # one of three boxes found: two missed
+    # one of three boxes found: two missed; three predictions, one right: two false
     three = [[0, 0, 10, 10], [20, 0, 10, 10], [0, 20, 10, 10]]
     assert detection_counts([[0, 0, 10, 10]], three) == DetectionCounts(tp=1, fp=0, fn=2)
+    assert detection_counts(three, [[0, 0, 10, 10]]) == DetectionCounts(tp=1, fp=2, fn=0)
+    masks = annotation_masks([{"bbox": b} for b in three], 40, 40)
+    one = np.zeros((40, 40), np.uint8)
+    one[2:8, 2:8] = 1
+    assert containment_counts(components_to_boxes(one), masks) == DetectionCounts(tp=1, fp=0, fn=2)
+    spread = one.copy()
+    spread[30:34, 30:34] = spread[30:34, 12:16] = 1
+    assert containment_counts(components_to_boxes(spread), masks[:1]) == DetectionCounts(tp=1, fp=2, fn=0)
 
 
 def test_fill_ratio_of_a_one_pixel_box_and_an_empty_one():
@@ -282,6 +290,10 @@ def test_containment_of_a_component_that_is_not_a_rectangle():
     (component,) = components_to_boxes(ell)
     assert component.area == 130 and component.bbox == [8.0, 5.0, 32.0, 35.0]
     assert containment_counts([component], gt_masks) == DetectionCounts(0, 1, 1)  # 10 / 130 inside
+    corner = np.zeros(shape, np.uint8)
+    corner[0:40, 0] = 1  # 10 of its 40 px inside the box
+    corner[39, 1:40] = 1  # 39 px outside: its box holds the whole COCO box, 90 px of it background
+    assert containment_counts(components_to_boxes(corner), gt_masks) == DetectionCounts(0, 1, 1)
     small = np.zeros(shape, np.uint8)
     small[2:8, 2:4] = 1  # 12 px inside
     small[6:8, 4:14] = 1  # 20 px, 12 of them inside (columns 4..9): 24 / 32 inside
