@@ -90,16 +90,15 @@ def check_weights(bundle: Path, files_at: Path) -> list[str]:
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser["bundle_root"] = str(bundle)
+    parser["device"] = torch.device("cpu")
     parser.get_parsed_content("bundle_scripts")
     checked = []
     for name in WEIGHTS:
         path = files_at / name
         if not path.is_file():
             continue
-        parser.parse(reset=True)
-        parser["device"] = torch.device("cpu")
         try:
-            load_weights(parser.get_parsed_content("network_def"), path, "cpu")
+            load_weights(parser.get_parsed_content("network_def", lazy=False), path, "cpu")  # a fresh network
         except (ValueError, FileNotFoundError) as e:
             raise Refused(str(e)) from None
         with tempfile.TemporaryDirectory() as tmp:

@@ -372,8 +372,7 @@ def smoke_stage(data: Path, device: str, work: Path, dry_run: bool) -> Callable[
 
 def bench_stage(data: Path, device: str, dry_run: bool) -> Callable[[float], dict]:
     def run(left: float) -> dict:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-        import gpu_training
+        import gpu_training  # beside this script
 
         argv = ["--device", device, "--dataset-dir", str(data), "--split", "train", "--val-split", "train"]
         if dry_run:
@@ -434,7 +433,6 @@ def evaluate_stage(data: Path, device: str, work: Path, out: Path) -> Callable[[
     def run(left: float) -> dict:
         import torch
 
-        sys.path.insert(0, str(REPO))
         from brainseg_monai.metrics import evaluate_split
 
         bundle = work / "bundle"
@@ -472,7 +470,6 @@ def evaluate_stage(data: Path, device: str, work: Path, out: Path) -> Callable[[
 
 def finish(out: Path, work: Path, session: Session) -> None:
     """Logs and curves into one archive, and the hashes of every file that goes back."""
-    sys.path.insert(0, str(REPO))
     curves = {}
     for stage in RECIPE:
         eval_dir = work / stage.name / "eval"

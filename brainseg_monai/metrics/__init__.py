@@ -15,7 +15,6 @@ from brainseg_monai.metrics.evaluation import (
     OVERLAYS_DIR,
     Evaluation,
     evaluate_split,
-    read_evaluation,
 )
 from scripts.components import Component, components_to_boxes
 from scripts.metrics.coco_ap import TUMOR_CATEGORY_ID, coco_ap, records_to_coco, to_coco_results
@@ -69,7 +68,6 @@ __all__ = [
     "dice_iou",
     "evaluate_image",
     "evaluate_predictions",
-    "read_evaluation",
     "evaluate_split",
     "fill_ratios",
     "greedy_match",

@@ -10,7 +10,6 @@ none half-written, and adds the overlays and the gallery.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -23,9 +22,9 @@ import numpy as np
 from scripts.coco import coco_to_datalist
 from scripts.io import atomic_folder, mask_output_path
 from scripts.metrics.detection import annotation_box
-from scripts.metrics.evaluation import PER_IMAGE_FILE, RESULTS_FILE, SUMMARY_FILE, check_outlines_dir, outline_path
+from scripts.metrics.evaluation import check_outlines_dir, outline_path
 
-__all__ = ["GALLERY_FILE", "MASKS_DIR", "OVERLAYS_DIR", "Evaluation", "evaluate_split", "read_evaluation"]
+__all__ = ["GALLERY_FILE", "MASKS_DIR", "OVERLAYS_DIR", "Evaluation", "evaluate_split"]
 
 GALLERY_FILE = "gallery.png"
 MASKS_DIR = "masks"
@@ -62,8 +61,8 @@ def evaluate_split(
 ) -> Evaluation:
     """Run the bundle's evaluation on a COCO split and write its files and pictures.
 
-    Writes into ``output_dir``: what the workflow writes (:data:`PER_IMAGE_FILE`,
-    :data:`SUMMARY_FILE`, :data:`RESULTS_FILE`, MONAI's ``metrics.csv`` and raw Dice/IoU
+    Writes into ``output_dir``: what the workflow writes (:data:`~scripts.metrics.evaluation.PER_IMAGE_FILE`,
+    ``SUMMARY_FILE``, ``RESULTS_FILE``, MONAI's ``metrics.csv`` and raw Dice/IoU
     tables), the masks ``masks/<image stem>.png`` (0/255), with ``overlays`` one picture per
     image ``overlays/<image stem>.png`` (prediction, COCO boxes, true outline, legend) and, with
     ``gallery``, :data:`GALLERY_FILE` (best, median and worst images). The mask and overlay
@@ -114,43 +113,19 @@ def evaluate_split(
         )
         if device is not None:
             workflow.parser["device"] = device  # an object: text never becomes a $ expression
-        workflow.parser["evaluation_notes"] = {"split_dir": str(split), "model": _model_name(bundle, ckpt_path)}
+        notes = {"split_dir": str(split), "model": _model_name(bundle, ckpt_path)}
+        workflow.parser["evaluation_notes"] = notes
         workflow.initialize()
         workflow.run()
         workflow.finalize()
+        metric = workflow.parser.get_parsed_content("tumor_evaluation")  # the instance the evaluator filled
         if overlays:
             staged_overlays = stack.enter_context(atomic_folder(out / OVERLAYS_DIR))
             _write_overlays(records, staged_masks, staged_overlays, outlines_dir)
-    evaluation = read_evaluation(out)
+    evaluation = Evaluation(rows=metric.rows, summary={**metric.summary, **notes}, coco_results=metric.coco_results)
     if gallery and records:
         _write_gallery(records, evaluation.rows, str(out / MASKS_DIR), outlines_dir, out / GALLERY_FILE)
     return evaluation
-
-
-def read_evaluation(output_dir: str | os.PathLike) -> Evaluation:
-    """The rows, summary and COCO results an evaluation wrote into ``output_dir``."""
-    out = Path(output_dir)
-    summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
-    with open(out / PER_IMAGE_FILE, newline="", encoding="utf-8") as f:
-        rows = [_typed(row) for row in csv.DictReader(f)]
-    results = json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
-    return Evaluation(rows=rows, summary=summary, coco_results=results)
-
-
-def _typed(row: Mapping[str, str]) -> dict[str, Any]:
-    """A CSV row with its numbers and flags back as numbers and booleans (empty cells as None)."""
-    typed: dict[str, Any] = {}
-    for key, text in row.items():
-        if text == "":
-            typed[key] = None
-        elif text in ("True", "False"):
-            typed[key] = text == "True"
-        elif key == "file_name":
-            typed[key] = text
-        else:
-            number = float(text)
-            typed[key] = int(number) if number.is_integer() and "." not in text else number
-    return typed
 
 
 def _model_name(bundle: Path, ckpt_path: str | os.PathLike | None) -> str:
