@@ -66,6 +66,18 @@ def run_bundle(*args: str, cwd: Path = BUNDLE, timeout: int = 600):
     )
 
 
+def write_volume(path: Path, slices, spacing, origin, direction) -> None:
+    """Write ``slices`` ((k, j, i) or (j, i)) as a medical image with this geometry (ITK picks the format by suffix)."""
+    import itk
+    import numpy as np
+
+    image = itk.image_from_array(np.ascontiguousarray(slices, dtype=np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(itk.matrix_from_array(np.asarray(direction, dtype=float)))
+    itk.imwrite(image, str(path))
+
+
 @pytest.fixture(scope="session")
 def smoke_model(tmp_path_factory) -> Path:
     """A tiny model trained for 2 epochs on the sample split with configs/smoke_cpu.json (a real bundle run)."""

@@ -13,7 +13,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
 
-from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle
+from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle, write_volume
 
 CONFIG_DIR = BUNDLE / "configs"
 
@@ -369,16 +369,6 @@ def _infer_from_elsewhere(data: Path, out: Path, cwd: Path):
     return run_bundle(*args, "--dataset_dir", str(data), "--output_dir", str(out), cwd=cwd)
 
 
-def _write_volume(path: Path, slices: np.ndarray, spacing, origin, direction) -> None:
-    import itk
-
-    image = itk.image_from_array(np.ascontiguousarray(slices, dtype=np.float32))
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(itk.matrix_from_array(np.asarray(direction, dtype=float)))
-    itk.imwrite(image, str(path))
-
-
 def _write_dicom_series(folder: Path, slices: np.ndarray) -> None:
     import itk
 
@@ -410,9 +400,9 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
     data.mkdir()
     shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], data / "photo.jpg")
     permuted = [[0, 1, 0], [1, 0, 0], [0, 0, 1]]  # a direction ITK must keep, not reset to identity
-    _write_volume(data / "case1.nii.gz", grey, [0.5, 0.6, 3.0], [10.0, -20.0, 5.0], permuted)
-    _write_volume(data / "case2.mha", grey[::-1], [0.9, 0.9, 1.5], [-3.0, 4.0, 0.0], np.eye(3))
-    _write_volume(data / "single.nrrd", grey[1], [0.7, 0.8], [1.0, 2.0], np.eye(2))
+    write_volume(data / "case1.nii.gz", grey, [0.5, 0.6, 3.0], [10.0, -20.0, 5.0], permuted)
+    write_volume(data / "case2.mha", grey[::-1], [0.9, 0.9, 1.5], [-3.0, 4.0, 0.0], np.eye(3))
+    write_volume(data / "single.nrrd", grey[1], [0.7, 0.8], [1.0, 2.0], np.eye(2))
     _write_dicom_series(data / "series", grey)
     out = tmp_path / "masks"
     proc = _infer_from_elsewhere(data, out, tmp_path)

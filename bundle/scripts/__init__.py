@@ -21,6 +21,7 @@ __all__ = [
     "input_check",
     "io",
     "losses",
+    "slice_stack",
     "transforms",
     "tumor_crops",
     "tumor_free",

@@ -1,0 +1,1 @@
+"""The brainseg-monai MONAI Label app's own code (its inference task)."""

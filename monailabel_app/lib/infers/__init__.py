@@ -1,0 +1,3 @@
+from .brain_tumor import BrainTumorSegmentation, bundle_labels
+
+__all__ = ["BrainTumorSegmentation", "bundle_labels"]

@@ -1,0 +1,108 @@
+"""The MONAI Label stages of the bundle (``configs/monailabel.json`` layered on ``inference.json``), without a server.
+
+The server itself is tested over HTTP in test_monailabel_app.py, in MONAI Label's own environment;
+these run in the project's, on every CI run.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from monai.bundle import ConfigParser
+from PIL import Image
+
+from conftest import BUNDLE, SAMPLE_SPLIT, write_volume
+
+
+@pytest.fixture(scope="module")
+def stages():
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "inference.json"), str(BUNDLE / "configs" / "monailabel.json")])
+    parser["bundle_root"] = str(BUNDLE)
+    parser["device"] = __import__("torch").device("cpu")
+    scripts = parser.get_parsed_content("bundle_scripts")
+    return {
+        "pre": parser.get_parsed_content("pre_transforms"),
+        "inferer": parser.get_parsed_content("slice_stack_inferer"),
+        "post": parser.get_parsed_content("post_transforms"),
+        "predictor": parser.get_parsed_content("slice_predictor"),
+        "scripts": scripts,
+    }
+
+
+def _run(stages, path, slice_index=None):
+    data = {"image": str(path)}
+    for t in stages["pre"]:
+        data = t(data)
+    data["pred"] = stages["inferer"](data["image"], slice_index)
+    for t in stages["post"]:
+        data = t(data)
+    return data
+
+
+def test_monai_bundle_run_config_is_unchanged_by_the_layer():
+    """inference.json alone has none of MONAI Label's keys: ``monai.bundle run`` never sees them."""
+    alone = ConfigParser()
+    alone.read_config(str(BUNDLE / "configs" / "inference.json"))
+    layer = ConfigParser.load_config_file(str(BUNDLE / "configs" / "monailabel.json"))
+    assert not set(layer) & set(alone.config)
+    assert {"pre_transforms", "post_transforms", "slice_stack_inferer"} <= set(layer)
+
+
+def test_a_volume_gets_the_slice_loop_mask_with_its_geometry(stages, tmp_path):
+    import itk
+
+    grey = np.stack(
+        [np.asarray(Image.open(f).convert("L"), np.float32) for f in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:2]]
+    )
+    tilted = [[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    write_volume(tmp_path / "case.nii.gz", grey, [0.5, 0.6, 4.0], [12.5, -20.0, 7.0], tilted)
+    data = _run(stages, tmp_path / "case.nii.gz")
+    assert data["image_ndim"] == 3 and data["pred"].shape == grey.shape
+    expected = stages["scripts"].volumes.segment_medical_file(
+        stages["predictor"], tmp_path / "case.nii.gz", tmp_path / "expected.nii.gz"
+    )
+    assert np.array_equal(data["pred"], expected.mask)
+    written = stages["scripts"].slice_stack.write_slice_stack_mask(
+        data["pred"], data["image_geometry"], tmp_path / "mask.nrrd"
+    )
+    mask, reference = itk.imread(written), itk.imread(str(tmp_path / "case.nii.gz"))
+    assert np.array_equal(itk.array_from_image(mask), expected.mask)
+    assert np.allclose(mask.GetSpacing(), reference.GetSpacing())
+    assert np.allclose(mask.GetOrigin(), reference.GetOrigin())
+    assert np.allclose(itk.array_from_matrix(mask.GetDirection()), tilted)
+
+    one = _run(stages, tmp_path / "case.nii.gz", slice_index=1)["pred"]
+    assert np.array_equal(one[1], expected.mask[1]) and not one[0].any()
+
+
+def test_a_jpeg_gets_the_predictor_mask_as_a_2d_label_image(stages, tmp_path):
+    source = sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]
+    shutil.copy(source, tmp_path / "slice.jpg")
+    data = _run(stages, tmp_path / "slice.jpg")
+    from scripts.predictor import BundlePredictor
+
+    expected = BundlePredictor(BUNDLE, device="cpu").predict_file(source)  # monai.bundle run's loader
+    assert data["image_ndim"] == 2 and data["image_geometry"] is None
+    assert np.array_equal(data["pred"], expected) and expected.any()
+    png = stages["scripts"].slice_stack.write_slice_stack_mask(data["pred"], None, tmp_path / "mask.png")
+    assert np.array_equal(np.asarray(Image.open(png)), expected)  # label values (1), not 255
+
+
+@pytest.mark.parametrize(
+    "name, ndim, message", [("mask.exe", 2, "unsupported mask format"), ("mask.png", 3, "a 3D mask cannot be a PNG")]
+)
+def test_a_mask_it_cannot_write_is_refused_and_nothing_is_written(stages, tmp_path, name, ndim, message):
+    mask = np.zeros((2, 8, 8) if ndim == 3 else (8, 8), np.uint8)
+    with pytest.raises(ValueError, match=message) as caught:
+        stages["scripts"].slice_stack.write_slice_stack_mask(mask, None, tmp_path / name)
+    assert name in str(caught.value) and list(tmp_path.iterdir()) == []
+
+
+def test_a_slice_index_that_is_no_slice_is_refused(stages):
+    stack = np.zeros((2, 16, 16), np.float32)
+    for bad, message in ((2, "is not a slice of this image"), (-1, "is not a slice"), ("1", "expected a slice number")):
+        with pytest.raises(ValueError, match=f"slice_index: .*{message}"):
+            stages["inferer"](stack, bad)
