@@ -215,6 +215,22 @@ def test_masks_have_the_input_geometry_and_monai_bundle_run_pixels(server, tmp_p
         assert result["label_names"] == {"tumor": 1}
     assert run.any(), "the sample volume should hold a tumor somewhere"
 
+    # the Slicer plugin's own flow: upload the volume to the datastore, then segment it by its image id
+    with open(cases / "one.nii.gz", "rb") as f:
+        reply = requests.put(f"{url}/datastore/image", params={"image": "case7"}, files={"file": ("one.nii.gz", f)})
+    assert reply.status_code == 200 and reply.json()["image"] == "case7", reply.text
+    reply = requests.post(
+        f"{url}/infer/brainseg",
+        params={"image": "case7", "output": "image"},
+        data={"params": json.dumps(SLICER_PARAMS)},
+    )
+    assert reply.status_code == 200, reply.text
+    by_id = _read_mask(reply.content, "case7.nrrd", received)
+    assert _geometry(by_id) == _geometry(itk.imread(str(cases / "one.nii.gz"), itk.F))
+    assert np.array_equal(
+        itk.array_from_image(by_id) > 0, itk.array_from_image(itk.imread(str(expected / "one.nii.gz"))) > 0
+    )
+
     # "segment this slice" of a volume: that slice's mask, the others empty
     result, data, _ = _infer(url, cases / "volume.nrrd", {**SLICER_PARAMS, "slice_index": 1})
     one = itk.array_from_image(_read_mask(data, "one_slice.nrrd", received))
