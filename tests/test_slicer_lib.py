@@ -11,6 +11,8 @@ smoke-trained bundle model and a numpy intensity stand-in whose masks are far fr
 from __future__ import annotations
 
 import ast
+import builtins
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +20,8 @@ import shutil
 import subprocess
 import sys
 import time
+import types
+import typing
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -28,6 +32,8 @@ pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is n
 from conftest import BUNDLE, REPO, SAMPLE_SPLIT, SMOKE_NETWORK  # noqa: E402
 
 MODULE_DIR = REPO / "slicer_extension" / "BrainTumorSegmentation"
+MODULE_FILE = MODULE_DIR / "BrainTumorSegmentation.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "BrainTumorSegmentation.ui"
 LIB_DIR = MODULE_DIR / "BrainTumorSegmentationLib"
 SHIPPED_MODEL = BUNDLE / "models" / "model.pt"
 for _folder in (MODULE_DIR, MODULE_DIR / "Testing" / "Python"):
@@ -260,16 +266,18 @@ def test_worker_process_matches_in_process(tmp_path, samples, smoke_model, smoke
 
 
 def test_background_run_gives_the_in_process_result_with_progress(samples, smoke_model, smoke_predictor):
-    """The runner the Slicer module polls (launcher injected: here a plain subprocess in its own session)."""
+    """The runner the Slicer module polls (launcher injected: here a plain subprocess in its own session),
+    with the device the module's Device choice gives and its Log panel's callback."""
     from BrainTumorSegmentationLib.background import WorkerRun
 
     volume = np.stack([s.grey for s in samples[:3]])
-    seen = []
+    seen, logged = [], []
     run = WorkerRun(
         volume,
         str(BUNDLE),
-        force_cpu=True,
+        device="cpu",
         on_progress=lambda fraction, name: seen.append((fraction, name)),
+        on_log=logged.append,
         batch_size=2,
         ckpt_path=str(smoke_model),
         config_files=[str(SMOKE_NETWORK)],
@@ -282,6 +290,11 @@ def test_background_run_gives_the_in_process_result_with_progress(samples, smoke
     assert run.result.unusual_slices is not None and 0 <= run.result.unusual_slices <= 3
     assert seen[0] == (0.0, smoke_predictor.name) and seen[-1] == (1.0, smoke_predictor.name)
     assert "--force-cpu" in run.command and not os.path.exists(os.path.dirname(run.command[3]))  # temp files gone
+    # the Log panel's lines: every line the worker wrote but PROGRESS, in order; the device reached the worker
+    assert logged[0] == f"BUNDLE {smoke_predictor.name}" and logged[1] == "device: cpu"
+    assert logged[-1] == f"DONE {run.command[run.command.index('--output') + 1]}"
+    assert not any(line.startswith("PROGRESS") for line in logged)
+    assert [line for line in logged if not line.startswith("BUNDLE ")] == run.log  # the rest is logged, as before
 
 
 def _alive(pid: int) -> bool:
@@ -328,6 +341,174 @@ def test_background_run_reports_the_workers_error(tmp_path):
     assert run.wait(120)
     assert run.result is None and not run.cancelled
     assert run.error and "no_bundle" in run.error
+
+
+def test_worker_lines_reach_on_log_in_order_while_the_worker_runs(tmp_path, caplog):
+    """The module's Log panel: ``on_log`` gets every line but PROGRESS, in order, while the worker still
+    runs (it waits for a file the test writes only after the first line arrived); its own lines are still
+    logged at info level (the Python console)."""
+    import logging
+
+    from BrainTumorSegmentationLib.background import WorkerRun
+
+    go = tmp_path / "go"
+    worker = tmp_path / "chatty_worker.py"
+    worker.write_text(
+        "import os, sys, time\n"
+        "print('loading the model', flush=True)\n"
+        "print('PROGRESS 0.25', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}):\n"
+        "    time.sleep(0.02)\n"
+        "print('BUNDLE stand-in 1.0', flush=True)\n"
+        "print('a warning from a library', file=sys.stderr, flush=True)\n"
+        "print('PROGRESS 0.5', flush=True)\n"
+        "print('ERROR the stand-in worker stops here', flush=True)\n"
+        "sys.exit(2)\n"
+    )
+    logged, progress = [], []
+    with caplog.at_level(logging.INFO, logger="BrainTumorSegmentationLib.background"):
+        run = WorkerRun(
+            np.zeros((1, 4, 4), np.float32),
+            str(BUNDLE),
+            worker=str(worker),
+            on_log=logged.append,
+            on_progress=lambda f, n: progress.append(f),
+        )
+        deadline = time.monotonic() + 60
+        while not logged and time.monotonic() < deadline:
+            assert not run.poll()  # the worker waits for the file: the first line came while it runs
+            time.sleep(0.02)
+        assert logged == ["loading the model"] and progress == [0.25]
+        go.write_text("")
+        assert run.wait(60)
+    assert logged == [
+        "loading the model",
+        "BUNDLE stand-in 1.0",
+        "a warning from a library",
+        "ERROR the stand-in worker stops here",
+    ]
+    assert progress == [0.25, 0.0, 0.5]  # BUNDLE restarts the bar with the model's name
+    assert run.error.startswith("the stand-in worker stops here")
+    assert run.log == ["loading the model", "a warning from a library"]
+    console = [r.getMessage() for r in caplog.records if r.name == "BrainTumorSegmentationLib.background"]
+    assert console == ["worker: loading the model", "worker: a warning from a library"]
+
+
+_ECHO_WORKER = (
+    "import json, os, sys\n"
+    "print('ARGV ' + json.dumps(sys.argv[1:]), flush=True)\n"
+    "print('CUDA_VISIBLE_DEVICES ' + os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)'), flush=True)\n"
+    "print('ERROR echoed', flush=True)\n"
+    "sys.exit(2)\n"
+)
+
+
+def test_the_device_choice_reaches_the_worker_command_line_and_environment(tmp_path):
+    """What the module's Device combo box gives (auto, cpu, cuda, mps) and the older ``force_cpu`` reach the
+    worker process: ``--device`` or ``--force-cpu`` on its command line, the GPUs hidden for the CPU."""
+    from BrainTumorSegmentationLib.background import WorkerRun, worker_command
+
+    worker = tmp_path / "echo_worker.py"
+    worker.write_text(_ECHO_WORKER)
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")
+    cases = [  # (device, force_cpu) -> device options on the command line, CUDA_VISIBLE_DEVICES in the worker
+        ((None, False), [], inherited),
+        (("auto", False), [], inherited),
+        (("cpu", False), ["--force-cpu"], "-1"),
+        ((None, True), ["--force-cpu"], "-1"),
+        (("cuda", True), ["--force-cpu"], "-1"),  # force_cpu wins, as for load_predictor
+        ((" CUDA ", False), ["--device", "cuda"], inherited),
+        (("cuda:1", False), ["--device", "cuda:1"], inherited),
+        (("mps", False), ["--device", "mps"], inherited),
+    ]
+    for (device, force_cpu), options, visible in cases:
+        logged = []
+        run = WorkerRun(
+            np.zeros((1, 4, 4), np.float32),
+            str(BUNDLE),
+            worker=str(worker),
+            device=device,
+            force_cpu=force_cpu,
+            on_log=logged.append,
+        )
+        assert run.wait(60) and run.error.startswith("echoed")
+        argv = json.loads(logged[0].removeprefix("ARGV "))
+        device_options = [a for a, before in zip(argv, ["", *argv]) if a == "--force-cpu" or "--device" in (a, before)]
+        assert device_options == options, (device, force_cpu, argv)
+        assert logged[1] == f"CUDA_VISIBLE_DEVICES {visible}", (device, force_cpu)
+    assert worker_command("py", "in.npy", "out.npz", "b", device="mps")[-2:] == ["--device", "mps"]
+    # a misspelt device stops before anything is started
+    with pytest.raises(ValueError, match="'gpu 0' is not a device"):
+        WorkerRun(np.zeros((1, 4, 4), np.float32), str(BUNDLE), worker=str(worker), device="gpu 0")
+
+
+def _unavailable_devices() -> list[str]:
+    """Devices this machine lacks whatever it has: one CUDA index past its GPUs, and MPS off a Mac with it."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    devices = [f"cuda:{count}"]
+    if not torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def test_resolve_and_check_device_name_what_is_wrong(scene, samples):
+    """An unavailable device is a ValueError naming it, before any model loading (in a script's process too),
+    instead of torch's "Torch not compiled with CUDA enabled" or "not linked with support for mps"."""
+    from BrainTumorSegmentationLib import inference
+
+    assert [inference.resolve_device(d) for d in (None, "", "auto", " AUTO ", "cpu", "CUDA", "cuda:1", "mps")] == [
+        None,
+        None,
+        None,
+        None,
+        "cpu",
+        "cuda",
+        "cuda:1",
+        "mps",
+    ]
+    assert inference.resolve_device("mps", force_cpu=True) == inference.resolve_device(None, True) == "cpu"
+    for bad in ("gpu 0", "cuda:-1", "cuda:x", "cu da"):
+        with pytest.raises(ValueError, match="is not a device"):
+            inference.resolve_device(bad)
+    inference.check_device(None)
+    inference.check_device("auto")
+    inference.check_device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'bogus'"):
+        inference.check_device("bogus")
+    volume = testing.add_vector_volume(scene, samples[0].rgb)
+    before = scene.GetNumberOfNodes()
+    for device in _unavailable_devices():
+        with pytest.raises(ValueError, match=f"^device '{re.escape(device)}' .*not available"):
+            inference.check_device(device)
+        with pytest.raises(ValueError, match=f"device '{re.escape(device)}'"):
+            btl.segment_volume(volume, bundle_dir=BUNDLE, device=device)  # what the module's process() runs
+    assert scene.GetNumberOfNodes() == before
+
+
+def test_an_unavailable_device_is_reported_by_the_worker_naming_it(samples, smoke_model):
+    """Through the real worker (what the module's Apply runs): the run ends with an error that names the device,
+    says it is not available, and carries no traceback."""
+    from BrainTumorSegmentationLib.background import WorkerRun
+
+    for device in _unavailable_devices():
+        logged = []
+        run = WorkerRun(
+            samples[0].grey[None],
+            str(BUNDLE),
+            device=device,
+            on_log=logged.append,
+            ckpt_path=str(smoke_model),
+            config_files=[str(SMOKE_NETWORK)],
+        )
+        assert ["--device", device] == run.command[run.command.index("--device") :][:2]
+        assert run.wait(300)
+        assert run.result is None and not run.cancelled and run.process.returncode == 2
+        first = run.error.splitlines()[0]
+        assert first.startswith(f"device '{device}'") and "not available" in first, run.error
+        assert logged[-1] == f"ERROR {first}"
+        assert not any("Traceback" in line for line in logged)
 
 
 # --------------------------------------------------------------------------------------
@@ -456,11 +637,15 @@ _TYPE_NAMES = {
 }
 
 
-def _runtime_type_unions(path) -> list[str]:
-    """``X | Y`` of types evaluated at run time (not in an annotation): a TypeError on Python 3.9."""
+def _runtime_type_unions(path, annotations_evaluated: bool = False) -> list[str]:
+    """``X | Y`` of types evaluated at run time: a TypeError on Python 3.9.
+
+    Annotations are skipped (postponed with ``from __future__ import annotations``) unless
+    ``annotations_evaluated``: in a file without that import they are evaluated too.
+    """
     tree = ast.parse(path.read_text())
     in_annotations = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(tree) if not annotations_evaluated else ():
         annotations = []
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs + [node.args.vararg, node.args.kwarg]
@@ -487,15 +672,25 @@ def _runtime_type_unions(path) -> list[str]:
 
 def test_code_slicer_imports_runs_on_python_3_9():
     """Slicer 5.8 ships Python 3.9: the module, its Lib and the bundle code the Lib loads build no ``X | Y``
-    type at run time (annotations are strings there, ``from __future__ import annotations``)."""
-    files = [MODULE_DIR / "BrainTumorSegmentation.py", *LIB_DIR.glob("*.py"), *(BUNDLE / "scripts").glob("*.py")]
+    type at run time (annotations are strings there, ``from __future__ import annotations``). The module
+    file itself must not postpone them: ``slicer.parameterNodeWrapper`` reads its parameter node class's
+    annotations as objects (``typing.get_type_hints``), so none of its annotations may use ``X | Y``."""
+    files = [MODULE_FILE, *LIB_DIR.glob("*.py"), *(BUNDLE / "scripts").glob("*.py")]
     files += [*(MODULE_DIR / "Testing" / "Python").glob("*.py")]
     for path in files:
         source = path.read_text()
         ast.parse(source, feature_version=(3, 9))
-        if path.parent != MODULE_DIR and path.name != "__init__.py" or "annotations" in source:
+        if path == MODULE_FILE:
+            assert "from __future__ import annotations" not in source
+        elif path.parent != MODULE_DIR and path.name != "__init__.py" or "annotations" in source:
             assert "from __future__ import annotations" in source, path.name
-    assert [where for path in files for where in _runtime_type_unions(path)] == []
+    unions = [
+        where for path in files for where in _runtime_type_unions(path, annotations_evaluated=path == MODULE_FILE)
+    ]
+    assert unions == []
+    # the check sees annotations when asked to: a parameter node field written with X | Y is caught
+    probe = MODULE_DIR / "Testing" / "Python" / "scene_checks.py"
+    assert _runtime_type_unions(probe) == [] and _runtime_type_unions(probe, annotations_evaluated=True) != []
 
 
 def test_module_files_fit_together():
@@ -534,6 +729,345 @@ def test_module_files_fit_together():
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_DEPENDS", "Slicer_EXTENSION_CPACK"):
         assert key in top
     assert "add_subdirectory(slicer_extension/BrainTumorSegmentation)" in top
+
+
+def _ui_value(widget, name):
+    """A property of a .ui widget element as Python (bool, int, str, list of str); None when it is not set."""
+    for prop in widget.findall("property"):
+        if prop.get("name") == name:
+            value = prop[0]
+            if value.tag == "bool":
+                return value.text == "true"
+            if value.tag == "number":
+                return int(value.text)
+            if value.tag == "stringlist":
+                return [item.text for item in value.findall("string")]
+            return value.text or ""
+    return None
+
+
+def _module_enums(tree) -> dict:
+    """The module's enum classes, built from their own source (they need nothing but ``enum``)."""
+    import enum
+
+    namespace: dict = {"enum": enum}
+    names: list[str] = []
+    for node in tree.body:  # in order: a base class before its subclasses
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(b) in ("enum.Enum", *names) for b in node.bases):
+            exec(compile(ast.Module(body=[node], type_ignores=[]), str(MODULE_FILE), "exec"), namespace)
+            names.append(node.name)
+    return {name: namespace[name] for name in names}
+
+
+def _module_statements(tree) -> list:
+    """The module file's top-level statements, with those of its ``if SLICER_SUPPORTED:`` blocks (the imports and
+    the parameter node class only a supported Slicer runs)."""
+    statements = []
+    for node in tree.body:
+        statements.append(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "SLICER_SUPPORTED":
+            statements.extend(node.body)
+    return statements
+
+
+def test_parameter_node_fields_match_the_ui_widgets():
+    """Without Slicer, what ``connectGui`` relies on: every ``SlicerParameterName`` in the .ui names a field of
+    the ``@parameterNodeWrapper`` class, every field is bound in the .ui or used in code, and each widget is the
+    kind Slicer's connector for the field's type takes (bool: QCheckBox, int: QSpinBox with the field's
+    ``WithinRange``, enum: QComboBox with the enum's labels, MRML node: qMRMLNodeComboBox of that class), with
+    the field's default shown; the enum choices are what the Lib takes, and the input selector shows the volume
+    classes the Lib segments."""
+    from BrainTumorSegmentationLib import inference, segmentation
+
+    source = MODULE_FILE.read_text()
+    tree = ast.parse(source)
+    statements = _module_statements(tree)
+    (wrapper,) = [
+        node
+        for node in statements
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(d) == "parameterNodeWrapper" for d in node.decorator_list)
+    ]
+    fields = {stmt.target.id: stmt for stmt in wrapper.body if isinstance(stmt, ast.AnnAssign)}
+    assert set(fields) == {"inputVolume", "outputSegmentation", "outputProbability", "axis", "batchSize", "device"}
+    bound_at_top = {
+        a.asname or a.name for n in statements if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names
+    }
+    bound_at_top |= {n.name for n in statements if isinstance(n, ast.ClassDef)} | set(dir(builtins))
+    for stmt in fields.values():  # the wrapper evaluates them when the module is imported
+        used = {
+            n.id for part in (stmt.annotation, stmt.value) if part for n in ast.walk(part) if isinstance(n, ast.Name)
+        }
+        assert used <= bound_at_top, f"{stmt.target.id}: {used - bound_at_top} not imported or defined"
+    enums = _module_enums(tree)
+
+    bound = {}
+    for widget in ET.parse(UI_FILE).getroot().iter("widget"):
+        name = _ui_value(widget, "SlicerParameterName")
+        if name is not None:
+            assert name not in bound, f"two widgets bound to {name}"
+            bound[name] = widget
+    assert set(bound) <= set(fields), f"SlicerParameterName naming no parameter: {set(bound) - set(fields)}"
+    for name in set(fields) - set(bound):
+        assert re.search(rf"_parameterNode\.{name}\b", source), f"{name} is neither in the .ui nor used in code"
+
+    for name, widget in bound.items():
+        stmt, kind = fields[name], widget.get("class")
+        base, extras = stmt.annotation, []
+        if isinstance(base, ast.Subscript) and ast.unparse(base.value) == "Annotated":
+            base, *extras = base.slice.elts
+        type_name = ast.unparse(base)
+        if type_name == "bool":
+            assert kind == "QCheckBox", name
+            assert ast.literal_eval(stmt.value) == bool(_ui_value(widget, "checked")), name
+        elif type_name == "int":
+            assert kind == "QSpinBox", name
+            (within,) = [e for e in extras if isinstance(e, ast.Call) and ast.unparse(e.func) == "WithinRange"]
+            assert [_ui_value(widget, "minimum"), _ui_value(widget, "maximum")] == [
+                ast.literal_eval(a) for a in within.args
+            ], name
+            assert _ui_value(widget, "value") == ast.literal_eval(stmt.value), name
+        elif type_name in enums:
+            assert kind == "QComboBox", name
+            members = list(enums[type_name])
+            items = [item.find("property/string").text for item in widget.findall("item")]
+            assert items == [member.label() for member in members], name  # what Slicer's connector puts there
+            shown = members[_ui_value(widget, "currentIndex") or 0]
+            assert ast.unparse(stmt.value) == f"{type_name}.{shown.name}", name
+        elif type_name.startswith("vtkMRML"):
+            assert kind == "qMRMLNodeComboBox", name
+            assert _ui_value(widget, "nodeTypes") == [getattr(slicer, type_name)().GetClassName()], name
+            assert stmt.value is None, name  # a node parameter starts empty
+        else:
+            pytest.fail(f"{name}: no widget rule for {type_name}")
+
+    # the choices reach the Lib as it takes them
+    assert [inference.resolve_device(d.choice) for d in enums["Device"]] == [None, "cpu", "cuda", "mps"]
+    assert [btl.resolve_axis((5, 20, 30), a.choice) for a in enums["SliceAxis"]] == [2, 2, 1, 0]
+    assert [btl.resolve_axis((1, 20, 30), a.choice) for a in enums["SliceAxis"]][0] == 2  # auto: a 2D image's axis
+
+    # the input selector: scalar volumes and their subclasses but the hidden ones = what check_volume_node takes
+    selector = bound["inputVolume"]
+    (hidden,) = [
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and ast.unparse(n).startswith("HIDDEN_INPUT_TYPES")
+    ]
+    assert _ui_value(selector, "showChildNodeTypes") is True
+    assert _ui_value(selector, "hideChildNodeTypes") == list(hidden)
+    node_type = _ui_value(selector, "nodeTypes")[0]
+    volume_classes = [
+        "vtkMRMLScalarVolumeNode",
+        "vtkMRMLVectorVolumeNode",
+        "vtkMRMLLabelMapVolumeNode",
+        "vtkMRMLDiffusionWeightedVolumeNode",
+        "vtkMRMLDiffusionTensorVolumeNode",
+    ]
+
+    def listed(class_name):  # the filter of qMRMLSortFilterProxyModel with showChildNodeTypes
+        node = getattr(slicer, class_name)()
+        return node.IsA(node_type) and not any(node.IsA(h) for h in hidden)
+
+    assert [c for c in volume_classes if listed(c)] == list(segmentation._SUPPORTED_VOLUMES)
+
+
+# --------------------------------------------------------------------------------------
+# The supported Slicer versions: the module file imported with stand-ins for the application
+# --------------------------------------------------------------------------------------
+#
+# BrainTumorSegmentation.py imports what only a running Slicer has: PythonQt's ``qt`` and ``ctk``,
+# ``slicer.ScriptedLoadableModule`` (which imports them), the application object ``slicer.app`` and, after
+# Slicer 5.0, ``slicer.parameterNodeWrapper`` (given here from 5.2 on). The minimal classes below stand in for them,
+# injected into ``sys.modules`` for one test. ``slicer`` itself is the real package of slicer-core (MRML
+# classes, ``slicer.util`` with its ``VTKObservationMixin``) seen through ``SlicerWithApp``, which only adds
+# ``app``; vtk, numpy and the Lib are the real ones.
+
+
+class StandInApp:
+    """``slicer.app`` (qSlicerCoreApplication): its version properties, and the signals connected to it."""
+
+    def __init__(self, application_version, major, minor):
+        self.applicationVersion = application_version
+        if major is not None:  # None: an application without the properties
+            self.majorVersion, self.minorVersion = major, minor
+        self.connected = []
+
+    def connect(self, signal, slot):
+        self.connected.append(signal)
+
+
+class SlicerWithApp(types.ModuleType):
+    """The real ``slicer`` package (slicer-core), with the ``app`` only a running Slicer sets on it."""
+
+    def __init__(self, app):
+        super().__init__("slicer")
+        self.__path__ = slicer.__path__  # submodules (slicer.util) are slicer-core's
+        self.app = app
+
+    def __getattr__(self, name):
+        return getattr(slicer, name)
+
+
+class StandInLayout:
+    """The module panel's layout: what was added to it."""
+
+    def __init__(self):
+        self.widgets = []
+
+    def addWidget(self, widget):  # noqa: N802 - Qt's name
+        self.widgets.append(widget)
+
+    def addStretch(self, stretch=0):  # noqa: N802 - Qt's name
+        pass
+
+
+class StandInQLabel:
+    def __init__(self, text=""):
+        self.text = text
+        self.wordWrap = False
+
+
+class StandInScriptedLoadableModule:
+    def __init__(self, parent):
+        self.parent = parent
+
+
+class StandInScriptedLoadableModuleWidget:
+    def __init__(self, parent=None):
+        self.parent = parent
+
+    def setup(self):
+        self.layout = StandInLayout()
+
+
+class StandInScriptedLoadableModuleLogic:
+    pass
+
+
+class StandInScriptedLoadableModuleTest:
+    def __init__(self):
+        self.displayed = []
+
+    def delayDisplay(self, message, msec=None):  # noqa: N802 - Slicer's name
+        self.displayed.append(message)
+
+
+class StandInWithinRange:
+    def __init__(self, minimum, maximum):
+        self.minimum, self.maximum = minimum, maximum
+
+
+def _stand_in_module(name, **attributes):
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    return module
+
+
+@pytest.fixture
+def import_module_in_slicer(monkeypatch):
+    """``import_module_in_slicer(application_version, major, minor)``: BrainTumorSegmentation.py imported as the
+    Slicer whose ``slicer.app`` reports these would import it, with ``slicer.parameterNodeWrapper`` from Slicer 5.2
+    on; returns the module and its ``slicer.app``. What is put into ``sys.modules`` is taken out after the test."""
+
+    def load(application_version, major, minor):
+        app = StandInApp(application_version, major, minor)
+        wrapper = None  # None in sys.modules: importing it fails, as in Slicer 5.0
+        if major is not None and (int(major), int(minor)) >= (5, 2):
+            wrapper = _stand_in_module(
+                "slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls, WithinRange=StandInWithinRange
+            )
+        stand_ins = {
+            "slicer": SlicerWithApp(app),
+            "slicer.parameterNodeWrapper": wrapper,
+            "slicer.ScriptedLoadableModule": _stand_in_module(
+                "slicer.ScriptedLoadableModule",
+                ScriptedLoadableModule=StandInScriptedLoadableModule,
+                ScriptedLoadableModuleWidget=StandInScriptedLoadableModuleWidget,
+                ScriptedLoadableModuleLogic=StandInScriptedLoadableModuleLogic,
+                ScriptedLoadableModuleTest=StandInScriptedLoadableModuleTest,
+            ),
+            "qt": _stand_in_module("qt", QLabel=StandInQLabel),
+            "ctk": _stand_in_module("ctk"),
+            "BrainTumorSegmentation": None,  # set below; removed after the test
+        }
+        for name, module in stand_ins.items():
+            monkeypatch.setitem(sys.modules, name, module)
+        spec = importlib.util.spec_from_file_location("BrainTumorSegmentation", MODULE_FILE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["BrainTumorSegmentation"] = module
+        spec.loader.exec_module(module)
+        return module, app
+
+    return load
+
+
+@pytest.mark.parametrize(
+    "version, major, minor, running",
+    [
+        ("5.0.3", 5, 0, "5.0.3"),  # no slicer.parameterNodeWrapper
+        ("5.2.2", 5, 2, "5.2.2"),  # the wrapper without enum fields
+        ("5.6.2", 5, 6, "5.6.2"),
+        ("5.6.2", "5", "6", "5.6.2"),  # the version as text
+        ("2.1.0", 5, 6, "5.6"),  # a custom application's own version: Slicer's major.minor is named
+        ("5.6.2", None, None, None),  # an application that does not report its version
+    ],
+)
+def test_an_older_slicer_loads_the_module_which_says_the_slicer_it_needs(
+    import_module_in_slicer, version, major, minor, running
+):
+    """On a Slicer older than 5.8 the import succeeds without the parameter node wrapper; the module registers,
+    its help starts with the Slicer needed and this one's version, its panel shows only that (word-wrapped), and
+    its self-test reports it. No sample data are registered and no parameter node class is made."""
+    module, app = import_module_in_slicer(version, major, minor)
+    assert module.MINIMUM_SLICER_VERSION == (5, 8) and not module.SLICER_SUPPORTED
+    if running is None:
+        expected = "This module needs 3D Slicer 5.8 or newer; this Slicer does not report its version."
+    else:
+        expected = f"This module needs 3D Slicer 5.8 or newer; this is {running}."
+    assert module.UNSUPPORTED_MESSAGE == expected
+    assert not hasattr(module, "BrainTumorSegmentationParameterNode") and not hasattr(module, "btl")
+
+    parent = types.SimpleNamespace()
+    module.BrainTumorSegmentation(parent)
+    assert (parent.title, parent.categories) == ("Brain Tumor Segmentation", ["Segmentation"])
+    assert parent.helpText.startswith(expected + "\n") and "Segments brain tumors" in parent.helpText
+    assert app.connected == []  # the sample data (which the Lib finds) are not registered
+
+    widget = module.BrainTumorSegmentationWidget()
+    widget.setup()
+    (label,) = widget.layout.widgets
+    assert isinstance(label, StandInQLabel) and label.text == expected and label.wordWrap
+    assert widget.logic is None and not hasattr(widget, "ui")  # no .ui loaded
+    widget.enter()  # showing and leaving the panel, and closing the application, do nothing more
+    widget.exit()
+    widget.cleanup()
+
+    test = module.BrainTumorSegmentationTest()
+    test.runTest()
+    assert test.displayed == [expected]
+
+
+@pytest.mark.parametrize(
+    "version, major, minor", [("5.8.1", 5, 8), ("5.10.0", 5, 10), ("5.11.0-2026-01-05", "5", "11"), ("6.0.0", 6, 0)]
+)
+def test_slicer_5_8_and_newer_get_the_parameter_node_class(import_module_in_slicer, version, major, minor):
+    """From Slicer 5.8 on the module is the full one: the parameter node class is made, and its type hints are
+    objects that resolve as Slicer's wrapper reads them (``typing.get_type_hints``, in this file's namespace);
+    the help is the module's own and the sample data are registered once Slicer has started."""
+    module, app = import_module_in_slicer(version, major, minor)
+    assert module.SLICER_SUPPORTED and module.UNSUPPORTED_MESSAGE is None
+    hints = typing.get_type_hints(module.BrainTumorSegmentationParameterNode, include_extras=True)
+    assert hints["inputVolume"] is slicer.vtkMRMLScalarVolumeNode
+    assert hints["outputSegmentation"] is slicer.vtkMRMLSegmentationNode
+    assert (hints["axis"], hints["device"], hints["outputProbability"]) == (module.SliceAxis, module.Device, bool)
+    assert typing.get_origin(hints["batchSize"]) is typing.Annotated
+    (within,) = hints["batchSize"].__metadata__
+    assert (typing.get_args(hints["batchSize"])[0], within.minimum, within.maximum) == (int, 1, 256)
+    assert module.btl is btl
+
+    parent = types.SimpleNamespace()
+    module.BrainTumorSegmentation(parent)
+    assert parent.helpText.lstrip().startswith("Segments brain tumors")
+    assert app.connected == ["startupCompleted()"]
 
 
 def test_empty_result_keeps_an_empty_segment(scene, tmp_path):

@@ -5,8 +5,22 @@ dependency installer and background runner are given: Slicer's pip, PyTorch Util
 launcher, progress and cancel). The processing is in the Qt-free package
 ``BrainTumorSegmentationLib`` next to this file, usable without the application
 (see its ``segment_volume``) and tested with the PyPI package ``slicer-core``.
+
+The per-scene choices live in a parameter node (``slicer.parameterNodeWrapper``), saved with the
+scene; the bundle folder, a path on this computer, stays in the user settings with its history.
+No postponed evaluation of type hints in this file: the wrapper reads the parameter node class's
+hints as objects (``typing.get_type_hints``), so they must also work on Slicer 5.8's Python 3.9
+(``Optional``, not ``X | None``).
+
+Supported: Slicer 5.8 or newer (``MINIMUM_SLICER_VERSION``), checked when this file is imported. An
+older Slicer lacks what the module is built on (Slicer 5.0 has no ``slicer.parameterNodeWrapper``;
+enum fields such as ``SliceAxis`` and ``Device`` came to it in 2023), so there only the part of
+this file that any Slicer runs is executed: the module registers, and its help, its panel and its
+self-test say which Slicer it needs (``UNSUPPORTED_MESSAGE``). The imports and the parameter node
+class are in ``if SLICER_SUPPORTED:`` blocks.
 """
 
+import enum
 import logging
 import os
 import pathlib
@@ -14,14 +28,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+from typing import Optional
 
-import BrainTumorSegmentationLib as btl
 import ctk
 import numpy as np
 import qt
 import slicer
-import vtk  # noqa: F401 - keeps Slicer's module template imports
-from BrainTumorSegmentationLib import background, dependencies, installer
+import vtk
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -30,8 +43,61 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+#: The oldest Slicer (major, minor) the module runs on: the 5.8 series, Python 3.9.
+MINIMUM_SLICER_VERSION = (5, 8)
+
+
+def _runningSlicerVersion():
+    """The running Slicer's ``(major, minor)``, or None where the application does not say.
+
+    ``slicer.app.majorVersion`` and ``minorVersion`` are properties (ints) of Slicer's application
+    (qSlicerCoreApplication), the version of Slicer itself also in a custom application built on it;
+    text that reads as a whole number is taken too.
+    """
+    app = getattr(slicer, "app", None)
+    try:
+        return int(app.majorVersion), int(app.minorVersion)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _unsupportedMessage(version):
+    """What an older Slicer shows: the Slicer needed, and this one's version (``slicer.app.applicationVersion``,
+    ``5.6.2``, when it is Slicer's ``version``; else ``major.minor``)."""
+    needed = "This module needs 3D Slicer {}.{} or newer".format(*MINIMUM_SLICER_VERSION)
+    if version is None:
+        return f"{needed}; this Slicer does not report its version."
+    running = f"{version[0]}.{version[1]}"
+    full = getattr(getattr(slicer, "app", None), "applicationVersion", None)
+    if isinstance(full, str) and (full == running or full.startswith(running + ".")):
+        running = full
+    return f"{needed}; this is {running}."
+
+
+SLICER_VERSION = _runningSlicerVersion()
+#: Whether this Slicer runs the module; a Slicer that does not report its version is not taken as one.
+SLICER_SUPPORTED = SLICER_VERSION is not None and SLICER_VERSION >= MINIMUM_SLICER_VERSION
+#: What an older Slicer shows instead of the module (help text, panel, self-test); None where it runs.
+UNSUPPORTED_MESSAGE = None if SLICER_SUPPORTED else _unsupportedMessage(SLICER_VERSION)
+
+# Only where the module runs: the wrapper (missing in Slicer 5.0) and the Lib (Python 3.9; Slicer 4 had 3.6).
+if SLICER_SUPPORTED:
+    from typing import Annotated
+
+    import BrainTumorSegmentationLib as btl
+    from BrainTumorSegmentationLib import background, dependencies, inference, installer
+    from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+    from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+
 SETTINGS_PREFIX = "BrainTumorSegmentation/"
-AXIS_CHOICES = (None, 2, 1, 0)  # combo box index -> IJK axis ("Auto", "K", "J", "I")
+#: Volume classes derived from vtkMRMLScalarVolumeNode that cannot be segmented: the input selector hides
+#: them (its hideChildNodeTypes in the .ui) and the default input skips them.
+HIDDEN_INPUT_TYPES = (
+    "vtkMRMLLabelMapVolumeNode",
+    "vtkMRMLDiffusionWeightedVolumeNode",
+    "vtkMRMLDiffusionTensorVolumeNode",
+    "vtkMRMLMultiVolumeNode",
+)
 
 
 #
@@ -46,7 +112,7 @@ class BrainTumorSegmentation(ScriptedLoadableModule):
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []  # PyTorch Utils (PyTorch extension) is used when present, not required
         self.parent.contributors = ["brainseg-monai contributors"]
-        self.parent.helpText = """
+        helpText = """
 Segments brain tumors on 2D MRI slices (a JPEG/PNG loaded as a volume) or on 3D MRI volumes,
 slice by slice, with a 2D U-Net from the brainseg-monai MONAI bundle. The result is a
 segmentation with one "Brain tumor" segment (standard terminology: Neoplasm of the brain);
@@ -54,11 +120,16 @@ optionally also the tumor probability as a volume.
 The model was trained on 2D T1 contrast-enhanced slices with box-shaped labels: it is a
 research tool, not for clinical use.
 """
+        # an older Slicer: the help starts with the Slicer needed, and the sample data stay unregistered
+        self.parent.helpText = helpText if SLICER_SUPPORTED else UNSUPPORTED_MESSAGE + "\n" + helpText
         self.parent.acknowledgementText = """
 Built on MONAI and PyTorch. Training data: Brain Tumor Image Dataset (Roboflow/Kaggle, CC BY 4.0),
 slices of the figshare brain tumor dataset (Jun Cheng, 2017, CC BY 4.0).
 """
-        slicer.app.connect("startupCompleted()", registerSampleData)
+        if SLICER_SUPPORTED:
+            slicer.app.connect("startupCompleted()", registerSampleData)
+        else:
+            logging.warning(f"Brain Tumor Segmentation: {UNSUPPORTED_MESSAGE}")
 
 
 #
@@ -94,71 +165,174 @@ def registerSampleData():
 
 
 #
+# Parameter node
+#
+
+
+class _Choice(enum.Enum):
+    """A combo box choice: each member's value is ``(what the Lib takes, the combo box text)``.
+
+    The parameter node saves a member by its name; the combo box shows :meth:`label` (Slicer's
+    QComboBox connector for enums calls it).
+    """
+
+    def label(self):
+        """The combo box text."""
+        return self.value[1]
+
+    @property
+    def choice(self):
+        """What the Lib takes for this member."""
+        return self.value[0]
+
+
+class SliceAxis(_Choice):
+    """The IJK axis 3D volumes are cut along (``axis`` of ``segment_volume``)."""
+
+    AUTO = (None, "Auto")
+    K = (2, "K (acquired slices)")
+    J = (1, "J")
+    I = (0, "I")  # noqa: E741 - the axis is called I
+
+
+class Device(_Choice):
+    """Where the model runs (``device`` of the Lib); CPU also hides the GPUs from the worker."""
+
+    AUTO = ("auto", "Auto (CUDA GPU when available)")
+    CPU = ("cpu", "CPU")
+    CUDA = ("cuda", "CUDA (GPU)")
+    MPS = ("mps", "MPS (Apple GPU)")
+
+
+if SLICER_SUPPORTED:  # the wrapper and its enum fields: see the module docstring
+
+    @parameterNodeWrapper
+    class BrainTumorSegmentationParameterNode:
+        """The module's choices in a scene, bound to the widgets whose ``SlicerParameterName`` names them.
+
+        Attributes:
+            inputVolume: the MRI to segment (vector volumes derive from scalar volumes).
+            outputSegmentation: the segmentation to write; None creates one.
+            outputProbability: also write the tumor probability as a volume.
+            axis: the slice axis of 3D volumes.
+            batchSize: slices per network call (the spin box's range).
+            device: where the model runs.
+        """
+
+        inputVolume: vtkMRMLScalarVolumeNode
+        outputSegmentation: vtkMRMLSegmentationNode
+        outputProbability: bool = False
+        axis: SliceAxis = SliceAxis.AUTO
+        batchSize: Annotated[int, WithinRange(1, 256)] = 8
+        device: Device = Device.AUTO
+
+
+#
 # Widget
 #
 
 
 class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module's panel: the parameter node's widgets, the bundle folder, Apply and Cancel, progress, log."""
+
+    _parameterNode: "Optional[BrainTumorSegmentationParameterNode]"  # a string: only a supported Slicer has the class
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        VTKObservationMixin.__init__(self)  # observes the scene and the parameter node
         self.logic = None
         self.run = None
         self._started = 0.0
+        self._axis = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        if not SLICER_SUPPORTED:  # the panel says which Slicer is needed; nothing else is set up
+            label = qt.QLabel(UNSUPPORTED_MESSAGE)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/BrainTumorSegmentation.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = BrainTumorSegmentationLogic()
 
+        # the bundle folder is a path on this computer: user settings (with a history), not the scene
         self.ui.bundlePathLineEdit.filters = ctk.ctkPathLineEdit.Dirs
         self.ui.bundlePathLineEdit.settingKey = SETTINGS_PREFIX + "BundleDirHistory"
-        self.restoreSettings()
+        self.ui.bundlePathLineEdit.currentPath = slicer.app.userSettings().value(SETTINGS_PREFIX + "BundleDir", "")
 
-        self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButtons)
         self.ui.bundlePathLineEdit.currentPathChanged.connect(self.updateBundleStatus)
         self.ui.applyButton.clicked.connect(self.onApply)
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.progressBar.setVisible(False)
         self.updateBundleStatus()
-        self.updateButtons()
+        self.initializeParameterNode()  # also needed when the module is reloaded
 
     def cleanup(self):
         if self.run is not None:
-            self.run.onProgress = self.run.onFinished = None  # the widget is going away
+            self.run.onProgress = self.run.onFinished = self.run.onLog = None  # the widget is going away
             self.run.cancel()
             self.run = None
         self.removeObservers()
 
+    def enter(self):
+        if SLICER_SUPPORTED:
+            self.initializeParameterNode()
+
+    def exit(self):
+        # the widgets stop following the parameter node until the module is shown again
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+
     def onSceneStartClose(self, caller, event):
         if self.run is not None:
             self.run.cancel()
+        self.setParameterNode(None)  # the parameter node goes with the scene
 
-    # settings
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
 
-    def restoreSettings(self):
-        settings = slicer.app.userSettings()
-        self.ui.bundlePathLineEdit.currentPath = settings.value(SETTINGS_PREFIX + "BundleDir", "")
-        self.ui.forceCpuCheckBox.checked = slicer.util.toBool(settings.value(SETTINGS_PREFIX + "ForceCPU", False))
-        self.ui.probabilityCheckBox.checked = slicer.util.toBool(
-            settings.value(SETTINGS_PREFIX + "OutputProbability", False)
-        )
-        self.ui.axisComboBox.currentIndex = int(settings.value(SETTINGS_PREFIX + "Axis", 0))
-        self.ui.batchSizeSpinBox.value = int(settings.value(SETTINGS_PREFIX + "BatchSize", 8))
+    # parameter node
+
+    def initializeParameterNode(self):
+        """Show the scene's parameter node (a new one starts from the user's last choices); pick an input."""
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            volume = firstInputVolume()
+            if volume is not None:
+                self._parameterNode.inputVolume = volume
+
+    def setParameterNode(self, inputParameterNode):
+        """Bind the widgets to ``inputParameterNode`` (None: to nothing) and follow its changes."""
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode is not None:
+            # each bound widget names its parameter in the .ui's dynamic property "SlicerParameterName"
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self.updateButtons()
 
     def saveSettings(self):
+        """Remember the bundle folder, and this scene's choices as the defaults of new scenes."""
         settings = slicer.app.userSettings()
         settings.setValue(SETTINGS_PREFIX + "BundleDir", self.ui.bundlePathLineEdit.currentPath)
-        settings.setValue(SETTINGS_PREFIX + "ForceCPU", self.ui.forceCpuCheckBox.checked)
-        settings.setValue(SETTINGS_PREFIX + "OutputProbability", self.ui.probabilityCheckBox.checked)
-        settings.setValue(SETTINGS_PREFIX + "Axis", self.ui.axisComboBox.currentIndex)
-        settings.setValue(SETTINGS_PREFIX + "BatchSize", self.ui.batchSizeSpinBox.value)
         self.ui.bundlePathLineEdit.addCurrentPathToHistory()
+        if self._parameterNode is not None:
+            self.logic.saveUserDefaults(self._parameterNode)
 
     # state
 
@@ -172,8 +346,12 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
 
     def updateButtons(self, *args):
         running = self.run is not None
-        self.ui.applyButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None and not running
-        self.ui.applyButton.toolTip = "Segment the brain tumor" if not running else "Segmentation is running"
+        volume = self._parameterNode.inputVolume if self._parameterNode is not None else None
+        self.ui.applyButton.enabled = volume is not None and not running
+        if running:
+            self.ui.applyButton.toolTip = "Segmentation is running"
+        else:
+            self.ui.applyButton.toolTip = "Segment the brain tumor" if volume is not None else "Select the input volume"
         self.ui.cancelButton.enabled = running
         for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.bundlePathLineEdit):
             widget.enabled = not running
@@ -181,8 +359,10 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
     # actions
 
     def onApply(self):
+        self.ui.logTextEdit.clear()  # the panel shows the last run only
         self.saveSettings()
-        volume = self.ui.inputVolumeSelector.currentNode()
+        parameters = self._parameterNode
+        volume = parameters.inputVolume if parameters is not None else None
         try:
             btl.check_volume_node(volume)
             info = btl.bundle_info(self.bundleDir())
@@ -198,18 +378,19 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.progressBar.setVisible(True)
         self.ui.statusLabel.text = "Starting the model..."
         self._started = time.time()
-        self._axis = AXIS_CHOICES[self.ui.axisComboBox.currentIndex]
+        self._axis = parameters.axis.choice
         try:
             self.run = self.logic.startProcessing(
                 volume,
-                self.ui.outputSegmentationSelector.currentNode(),
+                parameters.outputSegmentation,
                 bundleDir=self.bundleDir(),
-                forceCPU=self.ui.forceCpuCheckBox.checked,
-                outputProbability=self.ui.probabilityCheckBox.checked,
+                device=parameters.device.choice,
+                outputProbability=parameters.outputProbability,
                 axis=self._axis,
-                batchSize=self.ui.batchSizeSpinBox.value,
+                batchSize=parameters.batchSize,
                 onProgress=self.onProgress,
                 onFinished=self.onFinished,
+                onLog=self.onLog,
             )
         except Exception as e:
             self.ui.progressBar.setVisible(False)
@@ -227,21 +408,42 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         if message:
             self.ui.statusLabel.text = message
 
+    def onLog(self, line):
+        """Add a line of the run's output to the Log panel (the Lib logs the worker's own lines too)."""
+        self.ui.logTextEdit.appendPlainText(line)
+
     def onFinished(self, segmentationNode, error, cancelled):
         self.run = None
         self.ui.progressBar.setVisible(False)
         self.updateButtons()
         if cancelled:
             self.ui.statusLabel.text = "Cancelled: nothing was changed."
+            self.onLog("Cancelled: nothing was changed.")
             return
         if error:
             self.ui.statusLabel.text = "Failed (see the error message)."
+            self.onLog(f"Failed: {error.splitlines()[0]}")  # the details are in the message box
             slicer.util.errorDisplay("Brain tumor segmentation failed.", detailedText=error)
             return
-        self.ui.outputSegmentationSelector.setCurrentNode(segmentationNode)
+        if self._parameterNode is not None:
+            self._parameterNode.outputSegmentation = segmentationNode  # the selector follows
         what = btl.tumor_slice_summary(btl.segment_mask_array(segmentationNode), self._axis)
         what += btl.unusual_slice_note(segmentationNode)
         self.ui.statusLabel.text = f"Done in {time.time() - self._started:.1f} s: {what}."
+        self.onLog(self.ui.statusLabel.text)
+
+
+def firstInputVolume():
+    """The input a parameter node without one starts with, as in Slicer's module template.
+
+    Returns:
+        the scene's first scalar volume node (vector volumes included) of a kind the input selector shows
+        (not one of ``HIDDEN_INPUT_TYPES``), or None.
+    """
+    for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+        if not any(node.IsA(hidden) for hidden in HIDDEN_INPUT_TYPES):
+            return node
+    return None
 
 
 #
@@ -259,6 +461,69 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+
+    # parameter node and user settings
+
+    def getParameterNode(self):
+        """The scene's parameter node, created if missing.
+
+        One the scene did not have yet starts from the user's last choices (:meth:`applyUserDefaults`),
+        so a new scene needs no setting up again; a loaded scene keeps its own.
+
+        Returns:
+            a :class:`BrainTumorSegmentationParameterNode` around the scene's ``vtkMRMLScriptedModuleNode``.
+        """
+        node = ScriptedLoadableModuleLogic.getParameterNode(self)
+        new = not node.HasParameter("device")  # asked before wrapping: the wrapper writes the missing defaults
+        parameters = BrainTumorSegmentationParameterNode(node)
+        if new:
+            self.applyUserDefaults(parameters)
+        return parameters
+
+    @staticmethod
+    def applyUserDefaults(parameters):
+        """Set the device, probability output, axis and batch size last used (user settings).
+
+        Args:
+            parameters: a :class:`BrainTumorSegmentationParameterNode`; a value the settings lack, or
+                cannot give, keeps its default.
+        """
+        settings = slicer.app.userSettings()
+
+        def setting(key, default):
+            return settings.value(SETTINGS_PREFIX + key, default)
+
+        with slicer.util.NodeModify(parameters):
+            device = Device.__members__.get(str(setting("Device", "")))
+            if device is None and slicer.util.toBool(setting("ForceCPU", False)):
+                device = Device.CPU  # the "Force CPU" check box of earlier versions
+            if device is not None:
+                parameters.device = device
+            parameters.outputProbability = slicer.util.toBool(setting("OutputProbability", False))
+            axes = list(SliceAxis)
+            axis = _settingInt(setting("Axis", 0))  # the combo box index, as earlier versions saved it too
+            if axis is not None and 0 <= axis < len(axes):
+                parameters.axis = axes[axis]
+            batchSize = _settingInt(setting("BatchSize", parameters.batchSize))
+            if batchSize is not None:
+                try:
+                    parameters.batchSize = batchSize
+                except ValueError:  # outside the parameter's range: the default stays
+                    pass
+
+    @staticmethod
+    def saveUserDefaults(parameters):
+        """Save the choices of ``parameters`` (but the nodes) as the defaults of new parameter nodes.
+
+        Args:
+            parameters: a :class:`BrainTumorSegmentationParameterNode`.
+        """
+        settings = slicer.app.userSettings()
+        settings.setValue(SETTINGS_PREFIX + "Device", parameters.device.name)
+        settings.setValue(SETTINGS_PREFIX + "OutputProbability", parameters.outputProbability)
+        settings.setValue(SETTINGS_PREFIX + "Axis", list(SliceAxis).index(parameters.axis))
+        settings.setValue(SETTINGS_PREFIX + "BatchSize", parameters.batchSize)
+        settings.remove(SETTINGS_PREFIX + "ForceCPU")  # "Device" replaces it
 
     # Python packages
 
@@ -326,13 +591,19 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
         batchSize=8,
         progress=None,
         cancel=None,
+        device=None,
         **options,
     ):
-        """Segment in this process (blocks the application). Returns the segmentation node."""
+        """Segment in this process (blocks the application). Returns the segmentation node.
+
+        ``device``: None or ``"auto"`` (CUDA when available), ``"cpu"`` (as ``forceCPU``), ``"cuda"``,
+        ``"cuda:<index>"`` or ``"mps"``; one this machine lacks raises a ``ValueError`` naming it.
+        """
         return btl.segment_volume(
             inputVolume,
             outputSegmentation,
             bundleDir,
+            device=inference.resolve_device(device),  # "auto" is None: no device option
             force_cpu=forceCPU,
             output_probability=outputProbability,
             axis=axis,
@@ -355,11 +626,14 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
         onFinished=None,
         ckptPath=None,
         configFiles=(),
+        device=None,
+        onLog=None,
     ):
         """Segment in a background ``PythonSlicer`` process. Returns a :class:`BackgroundSegmentation`.
 
-        ``onProgress(fraction, message)`` and ``onFinished(segmentationNode, error, cancelled)`` are
-        called on the main thread.
+        ``onProgress(fraction, message)``, ``onLog(line)`` (the worker's output lines) and
+        ``onFinished(segmentationNode, error, cancelled)`` are called on the main thread. ``device`` as
+        for :meth:`process`; one this machine lacks ends the run with an error naming it.
         """
         return BackgroundSegmentation(
             inputVolume,
@@ -373,7 +647,17 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
             onFinished,
             ckptPath,
             configFiles,
+            device=device,
+            onLog=onLog,
         )
+
+
+def _settingInt(value):
+    """A user setting as an int (QSettings gives text from the settings file), or None."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class BackgroundSegmentation:
@@ -398,12 +682,15 @@ class BackgroundSegmentation:
         onFinished,
         ckptPath=None,
         configFiles=(),
+        device=None,
+        onLog=None,
     ):
         btl.check_volume_node(volumeNode)
         self.volumeNodeID = volumeNode.GetID()
         self.segmentationNodeID = segmentationNode.GetID() if segmentationNode is not None else None
         self.onProgress = onProgress
         self.onFinished = onFinished
+        self.onLog = onLog
         python = shutil.which("PythonSlicer")
         if not python:
             raise RuntimeError("PythonSlicer (Slicer's Python launcher) was not found")
@@ -413,14 +700,18 @@ class BackgroundSegmentation:
             python=python,
             launcher=_slicerLauncher,
             force_cpu=forceCPU,
+            device=device,
             on_progress=self._progress,
+            on_log=self._log,
             batch_size=batchSize,
             ckpt_path=ckptPath,
             config_files=tuple(configFiles),
             axis=axis,
             probability=outputProbability,
         )
-        logging.info("BrainTumorSegmentation: " + " ".join(self.run.command))
+        command = " ".join(self.run.command)
+        logging.info("BrainTumorSegmentation: " + command)
+        self._log(f"Started: {command}")
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.timeout.connect(self._poll)
@@ -437,6 +728,10 @@ class BackgroundSegmentation:
     def cancel(self):
         """Stop the worker and its children; the scene is not changed."""
         self.run.cancel()
+
+    def _log(self, line):
+        if self.onLog is not None:
+            self.onLog(line)
 
     def _progress(self, fraction, bundleName):
         if self.onProgress is not None:
@@ -525,6 +820,11 @@ class BrainTumorSegmentationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        if not SLICER_SUPPORTED:  # nothing to test on an older Slicer: say why
+            self.delayDisplay(UNSUPPORTED_MESSAGE)
+            return
+        self.setUp()
+        self.test_ParameterNode()
         testing = _sceneChecks()
         if testing is None:
             self.delayDisplay("The scene checks are in the extension's source tree (Testing/Python): run from there")
@@ -570,6 +870,41 @@ class BrainTumorSegmentationTest(ScriptedLoadableModuleTest):
             testing.run_all_checks(slicer.mrmlScene, predictor, self._samples(), tmp, trained, log=logging.info)
         self.delayDisplay("segment_volume checks passed")
 
+    def test_ParameterNode(self):
+        """The parameter node keeps the choices in the scene, and the .ui's widgets follow it both ways."""
+        self.delayDisplay("Checking the parameter node and its widgets")
+        parameters = BrainTumorSegmentationLogic().getParameterNode()
+        parameters.device = Device.CPU
+        parameters.axis = SliceAxis.J
+        parameters.batchSize = 4
+        node = parameters.parameterNode
+        self.assertEqual([node.GetParameter(name) for name in ("device", "axis", "batchSize")], ["CPU", "J", "4"])
+        with self.assertRaises(ValueError):
+            parameters.batchSize = 1000  # outside the spin box's range
+        folder = os.path.dirname(os.path.abspath(__file__))
+        uiWidget = slicer.util.loadUI(os.path.join(folder, "Resources", "UI", "BrainTumorSegmentation.ui"))
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        ui = slicer.util.childWidgetVariables(uiWidget)
+        tag = parameters.connectGui(ui)
+        try:
+            self.assertEqual([ui.deviceComboBox.currentText, ui.axisComboBox.currentText], ["CPU", "J"])
+            self.assertEqual(ui.batchSizeSpinBox.value, 4)
+            ui.deviceComboBox.currentIndex = list(Device).index(Device.MPS)
+            self.assertIs(parameters.device, Device.MPS)
+            rgb = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+            labels = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+            selector = ui.inputVolumeSelector
+            shown = [selector.nodeFromIndex(index) for index in range(selector.nodeCount())]
+            self.assertIn(rgb, shown)
+            self.assertNotIn(labels, shown)
+            self.assertIs(firstInputVolume(), rgb)
+            parameters.inputVolume = rgb
+            self.assertIs(selector.currentNode(), rgb)
+        finally:
+            parameters.disconnectGui(tag)
+            uiWidget.deleteLater()
+        self.delayDisplay("Parameter node test passed")
+
     def test_BackgroundProcess(self):
         testing = _sceneChecks()
 
@@ -578,12 +913,13 @@ class BrainTumorSegmentationTest(ScriptedLoadableModuleTest):
             return
         sample = self._samples()[0]
         volume = testing.add_vector_volume(slicer.mrmlScene, sample.rgb, "background test")
-        progress = []
+        progress, log = [], []
         run = BrainTumorSegmentationLogic().startProcessing(
             volume,
-            forceCPU=True,
+            device="cpu",
             onProgress=lambda f, m=None: progress.append(f),
             onFinished=lambda *args: progress.append(args),
+            onLog=log.append,
         )
         run.wait()
         segmentation, error, cancelled = progress[-1]
@@ -593,4 +929,6 @@ class BrainTumorSegmentationTest(ScriptedLoadableModuleTest):
         expected = btl.load_predictor(force_cpu=True).predict_array(sample.rgb)
         self.assertTrue(np.array_equal(btl.segment_mask_array(segmentation)[0], expected))
         self.assertIn(1.0, progress)
+        self.assertTrue(log[0].startswith("Started: ") and "--force-cpu" in log[0])
+        self.assertIn("device: cpu", log)
         self.delayDisplay("Background process test passed")

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .inference import resolve_device
+
 __all__ = ["Launcher", "WorkerResult", "WorkerRun", "default_launcher", "worker_command"]
 
 #: ``launcher(command, environment_update) -> Popen`` with text stdout (stderr merged into it).
@@ -61,9 +63,19 @@ def worker_command(
     axis: int | None = None,
     probability: bool = False,
     force_cpu: bool = False,
+    device: str | None = None,
     worker: str = WORKER,
 ) -> list[str]:
-    """The command line of one worker run (a list: nothing goes through a shell)."""
+    """The command line of one worker run (a list: nothing goes through a shell).
+
+    ``device`` (see :func:`~BrainTumorSegmentationLib.inference.resolve_device`) becomes ``--device``,
+    except the CPU, which is ``--force-cpu`` as for ``force_cpu``; None and ``"auto"`` add nothing (the
+    bundle's choice).
+
+    Raises:
+        ValueError: ``device`` is not spelled like a device.
+    """
+    device = resolve_device(device, force_cpu)
     command = [python, worker, "--input", input_path, "--output", output_path, "--batch-size", str(int(batch_size))]
     command += ["--bundle-dir", os.fspath(bundle_dir)]
     if ckpt_path:
@@ -74,8 +86,10 @@ def worker_command(
         command += ["--axis", str(int(axis))]
     if probability:
         command.append("--probability")
-    if force_cpu:
+    if device == "cpu":
         command.append("--force-cpu")
+    elif device is not None:
+        command += ["--device", device]
     return command
 
 
@@ -97,12 +111,22 @@ class WorkerRun:
         python: the interpreter for the worker (default: this one; Slicer passes ``PythonSlicer``).
         launcher: starts the process (default: :func:`default_launcher`).
         worker: the worker script (default: ``worker.py`` beside this file).
-        force_cpu: run on the CPU (``CUDA_VISIBLE_DEVICES=-1``).
+        force_cpu: run on the CPU (``CUDA_VISIBLE_DEVICES=-1``), whatever ``device`` says.
+        device: where the model runs: None or ``"auto"`` (the bundle's choice, CUDA when available),
+            ``"cpu"`` (as ``force_cpu``), ``"cuda"``, ``"cuda:<index>"``, ``"mps"``. A device this machine
+            lacks is reported by the worker, naming it, in :attr:`error`.
+        on_progress: ``on_progress(fraction, bundle_name)``.
+        on_log: ``on_log(line)`` for each line the worker writes but progress lines, in order: its log
+            output (also logged at info level) and the ``BUNDLE``, ``DONE`` and ``ERROR`` messages.
         **options: ``batch_size``, ``ckpt_path``, ``config_files``, ``axis``, ``probability``
             (see :func:`worker_command`).
 
     Call :meth:`poll` until it returns True (it never blocks), then read :attr:`result`,
-    :attr:`error` or :attr:`cancelled`. Progress arrives through ``on_progress(fraction, bundle_name)``.
+    :attr:`error` or :attr:`cancelled`. The callbacks are called from :meth:`poll`, so in the thread
+    that polls (a Qt timer's: the main thread).
+
+    Raises:
+        ValueError: ``device`` is not spelled like a device.
     """
 
     def __init__(
@@ -114,10 +138,14 @@ class WorkerRun:
         launcher: Launcher = default_launcher,
         worker: str = WORKER,
         force_cpu: bool = False,
+        device: str | None = None,
         on_progress: Callable[[float, str], None] | None = None,
+        on_log: Callable[[str], None] | None = None,
         **options,
     ) -> None:
+        self.device = resolve_device(device, force_cpu)  # checked before anything is started
         self.on_progress = on_progress
+        self.on_log = on_log
         self.bundle_name = ""
         self.error: str | None = None
         self.result: WorkerResult | None = None
@@ -131,12 +159,12 @@ class WorkerRun:
         np.save(input_path, np.asarray(volume))
         python = python or sys.executable
         command = worker_command(
-            python, input_path, self._output, bundle_dir, worker=worker, force_cpu=force_cpu, **options
+            python, input_path, self._output, bundle_dir, worker=worker, device=self.device, **options
         )
         self.command = command
         try:
             environment = {"PYTHONIOENCODING": "utf-8"}  # the worker writes UTF-8 whatever the console's code page
-            if force_cpu:
+            if self.device == "cpu":
                 environment["CUDA_VISIBLE_DEVICES"] = "-1"
             self.process = launcher(command, environment)
         except BaseException:
@@ -189,6 +217,8 @@ class WorkerRun:
 
     def _handle(self, line: str) -> None:
         word, _, rest = line.partition(" ")
+        if word != "PROGRESS" and self.on_log is not None:
+            self.on_log(line)
         if word == "PROGRESS":
             try:
                 fraction = float(rest)

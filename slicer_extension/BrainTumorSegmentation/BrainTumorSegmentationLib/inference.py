@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,11 +26,13 @@ __all__ = [  # noqa: F822 - the slice loop names come from the bundle (__getattr
     "SegmentationCancelled",
     "bundle_info",
     "bundle_module",
+    "check_device",
     "find_bundle_dir",
     "is_cancelled",
     "load_predictor",
     "predict_volume",
     "resolve_axis",
+    "resolve_device",
 ]
 
 #: Names this module passes on from the bundle's ``scripts/volumes.py``.
@@ -126,6 +129,81 @@ def _title(info: dict[str, Any]) -> str:
     return f"{info['name']} {info['version']}".strip()
 
 
+def resolve_device(device: str | None = None, force_cpu: bool = False) -> str | None:
+    """The torch device a run asks for, in one spelling: None for the bundle's own choice, else e.g. ``"cuda:1"``.
+
+    Nothing is imported (a front end calls this in its own process, where torch must not be loaded):
+    :func:`check_device` says whether this machine has the device.
+
+    Args:
+        device: ``None``, ``""`` or ``"auto"`` (the bundle's choice: CUDA when available, else the CPU),
+            ``"cpu"``, ``"cuda"``, ``"cuda:<index>"``, ``"mps"`` (Apple GPUs), or another torch device type.
+        force_cpu: run on the CPU whatever ``device`` says (kept for scripts written before ``device``).
+
+    Raises:
+        ValueError: ``device`` is not spelled like a device.
+    """
+    if force_cpu:
+        return "cpu"
+    text = "" if device is None else str(device).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if not re.fullmatch(r"[a-z_]+(:[0-9]+)?", text):
+        raise ValueError(f"{device!r} is not a device: use auto, cpu, cuda, cuda:<index> or mps")
+    return text
+
+
+def check_device(device: str | None) -> None:
+    """Raise a ``ValueError`` naming ``device`` when this PyTorch cannot run on it (imports torch).
+
+    Without this check an unavailable device fails deep inside torch (``AssertionError: Torch not
+    compiled with CUDA enabled``, ``RuntimeError: PyTorch is not linked with support for mps devices``),
+    which says nothing about the device the user chose. ``None`` (the bundle's choice) always passes.
+    """
+    device = resolve_device(device)
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:<index> or mps") from None
+    advice = "choose Auto or CPU instead"
+    if kind == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise ValueError(
+                f"device {device!r} (CUDA GPU) is not available: this PyTorch ({torch.__version__}) was built "
+                f"without CUDA; {advice}, or install a CUDA build of PyTorch (the PyTorch extension's PyTorch Utils)"
+            )
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            hidden = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+            raise ValueError(
+                f"device {device!r} (CUDA GPU) is not available: PyTorch finds no CUDA GPU{hidden} "
+                f"(no GPU, or its driver is missing or too old); {advice}"
+            )
+        index = torch.device(device).index
+        if index is not None and index >= count:
+            raise ValueError(
+                f"device {device!r} is not available: this machine has {count} CUDA GPU(s), "
+                f"cuda:0 to cuda:{count - 1}; {advice}"
+            )
+    elif kind == "mps":
+        if not torch.backends.mps.is_available():
+            why = (
+                "this PyTorch was built without MPS (Apple GPUs, macOS only)"
+                if not torch.backends.mps.is_built()
+                else "macOS 12.3 or newer on a Mac with an Apple GPU is needed"
+            )
+            raise ValueError(f"device {device!r} (Apple MPS) is not available: {why}; {advice}")
+    elif kind != "cpu":  # another backend (xpu...): its own availability check, where torch has one
+        available = getattr(getattr(torch, kind, None), "is_available", None)
+        if callable(available) and not available():
+            raise ValueError(f"device {device!r} is not available on this machine; {advice}")
+
+
 def load_predictor(
     bundle_dir: str | os.PathLike | None = None,
     ckpt_path: str | os.PathLike | None = None,
@@ -139,19 +217,20 @@ def load_predictor(
         bundle_dir: the bundle (default: :func:`find_bundle_dir`).
         ckpt_path: weights (default: the bundle's ``models/model.pt``).
         config_files: JSON files layered on the bundle's ``inference.json``.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (default: the bundle's choice, CUDA when available).
+        device: ``"auto"`` or None (the bundle's choice, CUDA when available), ``"cpu"``, ``"cuda"``,
+            ``"cuda:1"``, ``"mps"``... (see :func:`resolve_device`).
         force_cpu: run on the CPU whatever ``device`` says.
 
     Raises:
         ImportError: brainseg-monai (or torch/MONAI) is not installed in this Python.
         FileNotFoundError: the bundle or its weights are missing.
-        ValueError: the weights do not fit the bundle's network.
+        ValueError: the weights do not fit the bundle's network, or ``device`` is unknown or not
+            available on this machine (the message names it; see :func:`check_device`).
     """
+    device = resolve_device(device, force_cpu)
+    check_device(device)  # before the bundle's code: a clear message, not a failure inside torch
     bundle = find_bundle_dir(bundle_dir)
     BundlePredictor = bundle_module("predictor", bundle).BundlePredictor
     return BundlePredictor(
-        bundle,
-        ckpt_path=ckpt_path,
-        device="cpu" if force_cpu else device,
-        config_files=[os.fspath(c) for c in config_files],
+        bundle, ckpt_path=ckpt_path, device=device, config_files=[os.fspath(c) for c in config_files]
     )

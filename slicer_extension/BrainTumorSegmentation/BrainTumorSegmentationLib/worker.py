@@ -10,7 +10,10 @@ Protocol on stdout, one message per line:
     ``BUNDLE <name and version>``    the model is loaded
     ``PROGRESS <fraction>``          0.0 .. 1.0
     ``DONE <output path>``           success (exit code 0)
-    ``ERROR <message>``              failure (exit code 2 for bad input/model, 1 otherwise)
+    ``ERROR <message>``              failure (exit code 2 for bad input/model/device, 1 otherwise)
+
+Any other line (``device: cpu`` after ``BUNDLE``, warnings of the libraries, a traceback) is log
+output, which the parent shows to the user and logs.
 
 Needs no ``slicer`` module: only numpy and brainseg-monai (torch, MONAI).
 """
@@ -47,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle-dir", default=None, help="MONAI bundle folder (default: the repo's bundle/)")
     p.add_argument("--ckpt-path", default=None, help="weights (default: <bundle>/models/model.pt)")
     p.add_argument("--config-file", action="append", default=[], help="extra config layered on inference.json")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: the bundle's)")
-    p.add_argument("--force-cpu", action="store_true", help="run on the CPU")
+    p.add_argument(
+        "--device", default=None, help="auto, cpu, cuda, cuda:<index> or mps (default: auto, the bundle's choice)"
+    )
+    p.add_argument("--force-cpu", action="store_true", help="run on the CPU (as --device cpu)")
     p.add_argument("--axis", default=None, help="IJK axis to slice along: 0, 1, 2 or I, J, K (default: auto)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--probability", action="store_true", help="also output the tumor probability")
@@ -61,14 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         import numpy as np
 
         inference = _import_inference()
-        if args.force_cpu:
+        device = inference.resolve_device(args.device, args.force_cpu)
+        if device == "cpu":  # nothing of the run touches a GPU (libraries that probe CUDA on import included)
             os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
         axis = None if args.axis in (None, "", "auto") else (int(args.axis) if args.axis.isdigit() else args.axis)
         array = np.load(args.input, allow_pickle=False)
-        predictor = inference.load_predictor(
-            args.bundle_dir, args.ckpt_path, args.config_file, args.device, args.force_cpu
-        )
+        predictor = inference.load_predictor(args.bundle_dir, args.ckpt_path, args.config_file, device)
         _say("BUNDLE", getattr(predictor, "name", ""))
+        _say(f"device: {getattr(predictor, 'device', device or 'auto')}")  # a log line: where the model runs
         reports: list = []
         mask, probability = inference.bundle_module("volumes", args.bundle_dir).predict_volume(
             array,
