@@ -1,0 +1,483 @@
+"""The Slicer module file (slicer_extension/.../BrainTumorSegmentation.py) and its .ui, checked without Slicer.
+
+No Slicer application installs here, so the module file is checked statically (it parses for
+Python 3.9, its ``self.ui`` names exist in the .ui, CMake lists its files, the parameter node's fields
+match the .ui's widgets) and loaded with stand-ins for what only a running Slicer has, to check
+which Slicer versions it runs on. The Lib it uses is tested on a real MRML scene in test_slicer_lib.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib.util
+import re
+import sys
+import types
+import typing
+import xml.etree.ElementTree as ET
+
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed for the MRML tests")
+
+from conftest import BUNDLE, REPO  # noqa: E402
+
+MODULE_DIR = REPO / "slicer_extension" / "BrainTumorSegmentation"
+MODULE_FILE = MODULE_DIR / "BrainTumorSegmentation.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "BrainTumorSegmentation.ui"
+LIB_DIR = MODULE_DIR / "BrainTumorSegmentationLib"
+for _folder in (MODULE_DIR, MODULE_DIR / "Testing" / "Python"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
+
+import BrainTumorSegmentationLib as btl  # noqa: E402
+import slicer  # noqa: E402
+
+_TYPE_NAMES = {
+    "str",
+    "int",
+    "float",
+    "bool",
+    "bytes",
+    "list",
+    "dict",
+    "tuple",
+    "set",
+    "Callable",
+    "Sequence",
+    "Mapping",
+}
+
+
+def _runtime_type_unions(path, annotations_evaluated: bool = False) -> list[str]:
+    """``X | Y`` of types evaluated at run time: a TypeError on Python 3.9.
+
+    Annotations are skipped (postponed with ``from __future__ import annotations``) unless
+    ``annotations_evaluated``: in a file without that import they are evaluated too.
+    """
+    tree = ast.parse(path.read_text())
+    in_annotations = set()
+    for node in ast.walk(tree) if not annotations_evaluated else ():
+        annotations = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs + [node.args.vararg, node.args.kwarg]
+            annotations = [a.annotation for a in args if a is not None] + [node.returns]
+        elif isinstance(node, ast.AnnAssign):
+            annotations = [node.annotation]
+        for annotation in filter(None, annotations):
+            in_annotations.update(id(n) for n in ast.walk(annotation))
+
+    def typelike(n):
+        if isinstance(n, ast.Constant) and n.value is None:
+            return True
+        if isinstance(n, ast.Subscript):
+            n = n.value
+        return isinstance(n, ast.Name) and n.id in _TYPE_NAMES
+
+    return [
+        f"{path.name}:{n.lineno}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr) and id(n) not in in_annotations
+        if typelike(n.left) or typelike(n.right)
+    ]
+
+
+def test_code_slicer_imports_runs_on_python_3_9():
+    """Slicer 5.8 ships Python 3.9: the module, its Lib and the bundle code the Lib loads build no ``X | Y``
+    type at run time (annotations are strings there, ``from __future__ import annotations``). The module
+    file itself must not postpone them: ``slicer.parameterNodeWrapper`` reads its parameter node class's
+    annotations as objects (``typing.get_type_hints``), so none of its annotations may use ``X | Y``."""
+    files = [MODULE_FILE, *LIB_DIR.glob("*.py"), *(BUNDLE / "scripts").glob("*.py")]
+    files += [*(MODULE_DIR / "Testing" / "Python").glob("*.py")]
+    for path in files:
+        source = path.read_text()
+        ast.parse(source, feature_version=(3, 9))
+        if path == MODULE_FILE:
+            assert "from __future__ import annotations" not in source
+        elif path.parent != MODULE_DIR and path.name != "__init__.py" or "annotations" in source:
+            assert "from __future__ import annotations" in source, path.name
+    unions = [
+        where for path in files for where in _runtime_type_unions(path, annotations_evaluated=path == MODULE_FILE)
+    ]
+    assert unions == []
+    # the check sees annotations when asked to: a parameter node field written with X | Y is caught
+    probe = MODULE_DIR / "Testing" / "Python" / "scene_checks.py"
+    assert _runtime_type_unions(probe) == [] and _runtime_type_unions(probe, annotations_evaluated=True) != []
+
+
+def test_module_files_fit_together():
+    """Without Slicer: the module parses, every self.ui.<name> exists in the .ui, CMake lists every file."""
+    source = (MODULE_DIR / "BrainTumorSegmentation.py").read_text()
+    tree = ast.parse(source)
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert {
+        "BrainTumorSegmentation",
+        "BrainTumorSegmentationWidget",
+        "BrainTumorSegmentationLogic",
+        "BrainTumorSegmentationTest",
+    } <= classes
+    ui = ET.parse(MODULE_DIR / "Resources" / "UI" / "BrainTumorSegmentation.ui").getroot()
+    names = {w.get("name") for w in ui.iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used <= names, f"widgets used but not in the .ui: {used - names}"
+    classes_in_ui = {w.get("class") for w in ui.iter("widget")}
+    assert {
+        "qMRMLNodeComboBox",
+        "ctkPathLineEdit",
+        "QCheckBox",
+        "QComboBox",
+        "QProgressBar",
+        "QPushButton",
+    } <= classes_in_ui
+    from PIL import Image
+
+    with Image.open(MODULE_DIR / "Resources" / "Icons" / "BrainTumorSegmentation.png") as icon:
+        assert icon.format == "PNG" and icon.size == (128, 128)
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    for path in LIB_DIR.glob("*.py"):
+        assert f"${{MODULE_NAME}}Lib/{path.name}" in cmake, f"{path.name} is not installed by CMakeLists.txt"
+    assert "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest" in cmake
+    top = (REPO / "CMakeLists.txt").read_text()  # the root: the Extensions Index builds from there
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_DEPENDS", "Slicer_EXTENSION_CPACK"):
+        assert key in top
+    assert "add_subdirectory(slicer_extension/BrainTumorSegmentation)" in top
+
+
+def _ui_value(widget, name):
+    """A property of a .ui widget element as Python (bool, int, str, list of str); None when it is not set."""
+    for prop in widget.findall("property"):
+        if prop.get("name") == name:
+            value = prop[0]
+            if value.tag == "bool":
+                return value.text == "true"
+            if value.tag == "number":
+                return int(value.text)
+            if value.tag == "stringlist":
+                return [item.text for item in value.findall("string")]
+            return value.text or ""
+    return None
+
+
+def _module_enums(tree) -> dict:
+    """The module's enum classes, built from their own source (they need nothing but ``enum``)."""
+    import enum
+
+    namespace: dict = {"enum": enum}
+    names: list[str] = []
+    for node in tree.body:  # in order: a base class before its subclasses
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(b) in ("enum.Enum", *names) for b in node.bases):
+            exec(compile(ast.Module(body=[node], type_ignores=[]), str(MODULE_FILE), "exec"), namespace)
+            names.append(node.name)
+    return {name: namespace[name] for name in names}
+
+
+def _module_statements(tree) -> list:
+    """The module file's top-level statements, with those of its ``if SLICER_SUPPORTED:`` blocks (the imports and
+    the parameter node class only a supported Slicer runs)."""
+    statements = []
+    for node in tree.body:
+        statements.append(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "SLICER_SUPPORTED":
+            statements.extend(node.body)
+    return statements
+
+
+def test_parameter_node_fields_match_the_ui_widgets():
+    """Without Slicer, what ``connectGui`` relies on: every ``SlicerParameterName`` in the .ui names a field of
+    the ``@parameterNodeWrapper`` class, every field is bound in the .ui or used in code, and each widget is the
+    kind Slicer's connector for the field's type takes (bool: QCheckBox, int: QSpinBox with the field's
+    ``WithinRange``, enum: QComboBox with the enum's labels, MRML node: qMRMLNodeComboBox of that class), with
+    the field's default shown; the enum choices are what the Lib takes, and the input selector shows the volume
+    classes the Lib segments."""
+    from BrainTumorSegmentationLib import inference, segmentation
+
+    source = MODULE_FILE.read_text()
+    tree = ast.parse(source)
+    statements = _module_statements(tree)
+    (wrapper,) = [
+        node
+        for node in statements
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(d) == "parameterNodeWrapper" for d in node.decorator_list)
+    ]
+    fields = {stmt.target.id: stmt for stmt in wrapper.body if isinstance(stmt, ast.AnnAssign)}
+    assert set(fields) == {"inputVolume", "outputSegmentation", "outputProbability", "axis", "batchSize", "device"}
+    bound_at_top = {
+        a.asname or a.name for n in statements if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names
+    }
+    bound_at_top |= {n.name for n in statements if isinstance(n, ast.ClassDef)} | set(dir(builtins))
+    for stmt in fields.values():  # the wrapper evaluates them when the module is imported
+        used = {
+            n.id for part in (stmt.annotation, stmt.value) if part for n in ast.walk(part) if isinstance(n, ast.Name)
+        }
+        assert used <= bound_at_top, f"{stmt.target.id}: {used - bound_at_top} not imported or defined"
+    enums = _module_enums(tree)
+
+    bound = {}
+    for widget in ET.parse(UI_FILE).getroot().iter("widget"):
+        name = _ui_value(widget, "SlicerParameterName")
+        if name is not None:
+            assert name not in bound, f"two widgets bound to {name}"
+            bound[name] = widget
+    assert set(bound) <= set(fields), f"SlicerParameterName naming no parameter: {set(bound) - set(fields)}"
+    for name in set(fields) - set(bound):
+        assert re.search(rf"_parameterNode\.{name}\b", source), f"{name} is neither in the .ui nor used in code"
+
+    for name, widget in bound.items():
+        stmt, kind = fields[name], widget.get("class")
+        base, extras = stmt.annotation, []
+        if isinstance(base, ast.Subscript) and ast.unparse(base.value) == "Annotated":
+            base, *extras = base.slice.elts
+        type_name = ast.unparse(base)
+        if type_name == "bool":
+            assert kind == "QCheckBox", name
+            assert ast.literal_eval(stmt.value) == bool(_ui_value(widget, "checked")), name
+        elif type_name == "int":
+            assert kind == "QSpinBox", name
+            (within,) = [e for e in extras if isinstance(e, ast.Call) and ast.unparse(e.func) == "WithinRange"]
+            assert [_ui_value(widget, "minimum"), _ui_value(widget, "maximum")] == [
+                ast.literal_eval(a) for a in within.args
+            ], name
+            assert _ui_value(widget, "value") == ast.literal_eval(stmt.value), name
+        elif type_name in enums:
+            assert kind == "QComboBox", name
+            members = list(enums[type_name])
+            items = [item.find("property/string").text for item in widget.findall("item")]
+            assert items == [member.label() for member in members], name  # what Slicer's connector puts there
+            shown = members[_ui_value(widget, "currentIndex") or 0]
+            assert ast.unparse(stmt.value) == f"{type_name}.{shown.name}", name
+        elif type_name.startswith("vtkMRML"):
+            assert kind == "qMRMLNodeComboBox", name
+            assert _ui_value(widget, "nodeTypes") == [getattr(slicer, type_name)().GetClassName()], name
+            assert stmt.value is None, name  # a node parameter starts empty
+        else:
+            pytest.fail(f"{name}: no widget rule for {type_name}")
+
+    # the choices reach the Lib as it takes them
+    assert [inference.resolve_device(d.choice) for d in enums["Device"]] == [None, "cpu", "cuda", "mps"]
+    assert [btl.resolve_axis((5, 20, 30), a.choice) for a in enums["SliceAxis"]] == [2, 2, 1, 0]
+    assert [btl.resolve_axis((1, 20, 30), a.choice) for a in enums["SliceAxis"]][0] == 2  # auto: a 2D image's axis
+
+    # the input selector: scalar volumes and their subclasses but the hidden ones = what check_volume_node takes
+    selector = bound["inputVolume"]
+    (hidden,) = [
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and ast.unparse(n).startswith("HIDDEN_INPUT_TYPES")
+    ]
+    assert _ui_value(selector, "showChildNodeTypes") is True
+    assert _ui_value(selector, "hideChildNodeTypes") == list(hidden)
+    node_type = _ui_value(selector, "nodeTypes")[0]
+    volume_classes = [
+        "vtkMRMLScalarVolumeNode",
+        "vtkMRMLVectorVolumeNode",
+        "vtkMRMLLabelMapVolumeNode",
+        "vtkMRMLDiffusionWeightedVolumeNode",
+        "vtkMRMLDiffusionTensorVolumeNode",
+    ]
+
+    def listed(class_name):  # the filter of qMRMLSortFilterProxyModel with showChildNodeTypes
+        node = getattr(slicer, class_name)()
+        return node.IsA(node_type) and not any(node.IsA(h) for h in hidden)
+
+    assert [c for c in volume_classes if listed(c)] == list(segmentation._SUPPORTED_VOLUMES)
+
+
+# --------------------------------------------------------------------------------------
+# The supported Slicer versions: the module file imported with stand-ins for the application
+# --------------------------------------------------------------------------------------
+#
+# BrainTumorSegmentation.py imports what only a running Slicer has: PythonQt's ``qt`` and ``ctk``,
+# ``slicer.ScriptedLoadableModule`` (which imports them), the application object ``slicer.app`` and, after
+# Slicer 5.0, ``slicer.parameterNodeWrapper`` (given here from 5.2 on). The minimal classes below stand in for them,
+# injected into ``sys.modules`` for one test. ``slicer`` itself is the real package of slicer-core (MRML
+# classes, ``slicer.util`` with its ``VTKObservationMixin``) seen through ``SlicerWithApp``, which only adds
+# ``app``; vtk, numpy and the Lib are the real ones.
+
+
+class StandInApp:
+    """``slicer.app`` (qSlicerCoreApplication): its version properties, and the signals connected to it."""
+
+    def __init__(self, application_version, major, minor):
+        self.applicationVersion = application_version
+        if major is not None:  # None: an application without the properties
+            self.majorVersion, self.minorVersion = major, minor
+        self.connected = []
+
+    def connect(self, signal, slot):
+        self.connected.append(signal)
+
+
+class SlicerWithApp(types.ModuleType):
+    """The real ``slicer`` package (slicer-core), with the ``app`` only a running Slicer sets on it."""
+
+    def __init__(self, app):
+        super().__init__("slicer")
+        self.__path__ = slicer.__path__  # submodules (slicer.util) are slicer-core's
+        self.app = app
+
+    def __getattr__(self, name):
+        return getattr(slicer, name)
+
+
+class StandInLayout:
+    """The module panel's layout: what was added to it."""
+
+    def __init__(self):
+        self.widgets = []
+
+    def addWidget(self, widget):  # noqa: N802 - Qt's name
+        self.widgets.append(widget)
+
+    def addStretch(self, stretch=0):  # noqa: N802 - Qt's name
+        pass
+
+
+class StandInQLabel:
+    def __init__(self, text=""):
+        self.text = text
+        self.wordWrap = False
+
+
+class StandInScriptedLoadableModule:
+    def __init__(self, parent):
+        self.parent = parent
+
+
+class StandInScriptedLoadableModuleWidget:
+    def __init__(self, parent=None):
+        self.parent = parent
+
+    def setup(self):
+        self.layout = StandInLayout()
+
+
+class StandInScriptedLoadableModuleLogic:
+    pass
+
+
+class StandInScriptedLoadableModuleTest:
+    def __init__(self):
+        self.displayed = []
+
+    def delayDisplay(self, message, msec=None):  # noqa: N802 - Slicer's name
+        self.displayed.append(message)
+
+
+class StandInWithinRange:
+    def __init__(self, minimum, maximum):
+        self.minimum, self.maximum = minimum, maximum
+
+
+def _stand_in_module(name, **attributes):
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    return module
+
+
+@pytest.fixture
+def import_module_in_slicer(monkeypatch):
+    """``import_module_in_slicer(application_version, major, minor)``: BrainTumorSegmentation.py imported as the
+    Slicer whose ``slicer.app`` reports these would import it, with ``slicer.parameterNodeWrapper`` from Slicer 5.2
+    on; returns the module and its ``slicer.app``. What is put into ``sys.modules`` is taken out after the test."""
+
+    def load(application_version, major, minor):
+        app = StandInApp(application_version, major, minor)
+        wrapper = None  # None in sys.modules: importing it fails, as in Slicer 5.0
+        if major is not None and (int(major), int(minor)) >= (5, 2):
+            wrapper = _stand_in_module(
+                "slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls, WithinRange=StandInWithinRange
+            )
+        stand_ins = {
+            "slicer": SlicerWithApp(app),
+            "slicer.parameterNodeWrapper": wrapper,
+            "slicer.ScriptedLoadableModule": _stand_in_module(
+                "slicer.ScriptedLoadableModule",
+                ScriptedLoadableModule=StandInScriptedLoadableModule,
+                ScriptedLoadableModuleWidget=StandInScriptedLoadableModuleWidget,
+                ScriptedLoadableModuleLogic=StandInScriptedLoadableModuleLogic,
+                ScriptedLoadableModuleTest=StandInScriptedLoadableModuleTest,
+            ),
+            "qt": _stand_in_module("qt", QLabel=StandInQLabel),
+            "ctk": _stand_in_module("ctk"),
+            "BrainTumorSegmentation": None,  # set below; removed after the test
+        }
+        for name, module in stand_ins.items():
+            monkeypatch.setitem(sys.modules, name, module)
+        spec = importlib.util.spec_from_file_location("BrainTumorSegmentation", MODULE_FILE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["BrainTumorSegmentation"] = module
+        spec.loader.exec_module(module)
+        return module, app
+
+    return load
+
+
+@pytest.mark.parametrize(
+    "version, major, minor, running",
+    [
+        ("5.0.3", 5, 0, "5.0.3"),  # no slicer.parameterNodeWrapper
+        ("5.2.2", 5, 2, "5.2.2"),  # the wrapper without enum fields
+        ("5.6.2", 5, 6, "5.6.2"),
+        ("5.6.2", "5", "6", "5.6.2"),  # the version as text
+        ("2.1.0", 5, 6, "5.6"),  # a custom application's own version: Slicer's major.minor is named
+        ("5.6.2", None, None, None),  # an application that does not report its version
+    ],
+)
+def test_an_older_slicer_loads_the_module_which_says_the_slicer_it_needs(
+    import_module_in_slicer, version, major, minor, running
+):
+    """On a Slicer older than 5.8 the import succeeds without the parameter node wrapper; the module registers,
+    its help starts with the Slicer needed and this one's version, its panel shows only that (word-wrapped), and
+    its self-test reports it. No sample data are registered and no parameter node class is made."""
+    module, app = import_module_in_slicer(version, major, minor)
+    assert module.MINIMUM_SLICER_VERSION == (5, 8) and not module.SLICER_SUPPORTED
+    if running is None:
+        expected = "This module needs 3D Slicer 5.8 or newer; this Slicer does not report its version."
+    else:
+        expected = f"This module needs 3D Slicer 5.8 or newer; this is {running}."
+    assert module.UNSUPPORTED_MESSAGE == expected
+    assert not hasattr(module, "BrainTumorSegmentationParameterNode") and not hasattr(module, "btl")
+
+    parent = types.SimpleNamespace()
+    module.BrainTumorSegmentation(parent)
+    assert (parent.title, parent.categories) == ("Brain Tumor Segmentation", ["Segmentation"])
+    assert parent.helpText.startswith(expected + "\n") and "Segments brain tumors" in parent.helpText
+    assert app.connected == []  # the sample data (which the Lib finds) are not registered
+
+    widget = module.BrainTumorSegmentationWidget()
+    widget.setup()
+    (label,) = widget.layout.widgets
+    assert isinstance(label, StandInQLabel) and label.text == expected and label.wordWrap
+    assert widget.logic is None and not hasattr(widget, "ui")  # no .ui loaded
+    widget.enter()  # showing and leaving the panel, and closing the application, do nothing more
+    widget.exit()
+    widget.cleanup()
+
+    test = module.BrainTumorSegmentationTest()
+    test.runTest()
+    assert test.displayed == [expected]
+
+
+@pytest.mark.parametrize(
+    "version, major, minor", [("5.8.1", 5, 8), ("5.10.0", 5, 10), ("5.11.0-2026-01-05", "5", "11"), ("6.0.0", 6, 0)]
+)
+def test_slicer_5_8_and_newer_get_the_parameter_node_class(import_module_in_slicer, version, major, minor):
+    """From Slicer 5.8 on the module is the full one: the parameter node class is made, and its type hints are
+    objects that resolve as Slicer's wrapper reads them (``typing.get_type_hints``, in this file's namespace);
+    the help is the module's own and the sample data are registered once Slicer has started."""
+    module, app = import_module_in_slicer(version, major, minor)
+    assert module.SLICER_SUPPORTED and module.UNSUPPORTED_MESSAGE is None
+    hints = typing.get_type_hints(module.BrainTumorSegmentationParameterNode, include_extras=True)
+    assert hints["inputVolume"] is slicer.vtkMRMLScalarVolumeNode
+    assert hints["outputSegmentation"] is slicer.vtkMRMLSegmentationNode
+    assert (hints["axis"], hints["device"], hints["outputProbability"]) == (module.SliceAxis, module.Device, bool)
+    assert typing.get_origin(hints["batchSize"]) is typing.Annotated
+    (within,) = hints["batchSize"].__metadata__
+    assert (typing.get_args(hints["batchSize"])[0], within.minimum, within.maximum) == (int, 1, 256)
+    assert module.btl is btl
+
+    parent = types.SimpleNamespace()
+    module.BrainTumorSegmentation(parent)
+    assert parent.helpText.lstrip().startswith("Segments brain tumors")
+    assert app.connected == ["startupCompleted()"]
