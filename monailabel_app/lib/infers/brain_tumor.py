@@ -85,6 +85,7 @@ class BrainTumorSegmentation(BasicInferTask):
         self.version = metadata.get("version")
         self._stages: Dict[str, Dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._slice_stack = self._parser().get_parsed_content("bundle_scripts").slice_stack  # puts it on sys.path
 
     def info(self) -> Dict[str, Any]:
         return {**super().info(), "version": self.version}
@@ -93,6 +94,13 @@ class BrainTumorSegmentation(BasicInferTask):
         return os.path.isfile(self.weights)
 
     # the bundle's stages, parsed once per device
+
+    def _parser(self) -> ConfigParser:
+        """The bundle's inference.json with MONAI Label's layer (configs/monailabel.json), rooted at the bundle."""
+        parser = ConfigParser()
+        parser.read_config([os.path.join(self.bundle_dir, "configs", name) for name in CONFIG_FILES])
+        parser["bundle_root"] = self.bundle_dir
+        return parser
 
     def _bundle(self, device: str) -> Dict[str, Any]:
         try:
@@ -104,19 +112,14 @@ class BrainTumorSegmentation(BasicInferTask):
         key = str(target)
         with self._lock:
             if key not in self._stages:
-                parser = ConfigParser()
-                parser.read_config([os.path.join(self.bundle_dir, "configs", name) for name in CONFIG_FILES])
-                parser["bundle_root"] = self.bundle_dir
+                parser = self._parser()
                 parser["device"] = target  # an object, not an expression: request text never becomes code
                 parser["label_batch_size"] = self.batch_size
                 parser["tumor_label"] = next(iter(self.labels.values()))
-                parser.get_parsed_content("bundle_scripts")  # puts the bundle's scripts on sys.path
                 self._stages[key] = {
                     "pre_transforms": parser.get_parsed_content("pre_transforms"),
                     "inferer": parser.get_parsed_content("slice_stack_inferer"),
                     "post_transforms": parser.get_parsed_content("post_transforms"),
-                    "write": parser.get_parsed_content("bundle_scripts").slice_stack.write_slice_stack_mask,
-                    "suffixes": parser.get_parsed_content("bundle_scripts").slice_stack.MASK_SUFFIXES,
                 }
                 logger.info(f"brainseg-monai bundle {self.version} loaded on {key}")
         return self._stages[key]
@@ -127,6 +130,7 @@ class BrainTumorSegmentation(BasicInferTask):
         image = request.get("image")
         upload = isinstance(image, str) and _is_upload(image)
         try:
+            self._check_result_fields({**self._config, **request})  # before the model runs
             return super().__call__(request, callbacks)
         except ValueError as e:  # the bundle names the file or field and what is wrong with it
             detail = " ".join(str(e).split())
@@ -137,6 +141,16 @@ class BrainTumorSegmentation(BasicInferTask):
             if upload and os.path.exists(image) and sys.exc_info()[0] is not None:
                 # MONAI Label removes an upload only after a successful answer: a refused one would stay behind
                 os.unlink(image)
+
+    def _check_result_fields(self, request: Dict[str, Any]) -> None:
+        """Refuse a ``result_dtype`` or ``result_extension`` the task cannot write (``ValueError`` naming the field)."""
+        dtype = request.get("result_dtype") or "uint8"
+        if dtype not in ("uint8", "uint16"):  # labels are written as uint8, which both hold
+            raise ValueError(f"result_dtype: {dtype!r} is not a label type (use uint8)")
+        ext = request.get("result_extension")
+        suffixes = self._slice_stack.MASK_SUFFIXES
+        if ext and str(ext).lower() not in suffixes:
+            raise ValueError(f"result_extension: {ext!r} is not a mask format (use {', '.join(suffixes)})")
 
     def pre_transforms(self, data=None):
         return self._bundle(data["device"])["pre_transforms"]
@@ -150,15 +164,8 @@ class BrainTumorSegmentation(BasicInferTask):
         return data
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None) -> Tuple[Any, Any]:
-        stages = self._bundle(data["device"])
         ndim = data[f"{self.input_key}_ndim"]
-        ext = extension or data.get("result_extension") or DEFAULT_EXTENSION[ndim]
-        dtype = dtype or data.get("result_dtype") or "uint8"
-        if dtype not in ("uint8", "uint16"):  # labels are written as uint8, which both hold
-            raise ValueError(f"result_dtype: {dtype!r} is not a label type (use uint8)")
-        if str(ext).lower() not in stages["suffixes"]:  # before anything is written
-            raise ValueError(f"result_extension: {ext!r} is not a mask format (use {', '.join(stages['suffixes'])})")
-        suffix = str(ext).lower()
+        suffix = str(extension or data.get("result_extension") or DEFAULT_EXTENSION[ndim]).lower()
         if suffix == ".png" and ndim == 3:
             raise ValueError(
                 "result_extension: '.png' holds one slice, and this input is a volume (use .nrrd or .nii.gz)"
@@ -166,7 +173,9 @@ class BrainTumorSegmentation(BasicInferTask):
         fd, path = tempfile.mkstemp(suffix=suffix, prefix="brainseg-")  # the server's temporary folder
         os.close(fd)
         try:
-            stages["write"](data[self.output_label_key], data.get(f"{self.input_key}_geometry"), path)
+            self._slice_stack.write_slice_stack_mask(
+                data[self.output_label_key], data.get(f"{self.input_key}_geometry"), path
+            )
         except BaseException:
             os.unlink(path)
             raise
