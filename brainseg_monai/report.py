@@ -33,6 +33,7 @@ __all__ = [
     "LR_TAGS",
     "OUTLINE_COLOR",
     "PANEL_INCHES",
+    "POSSIBLE_COLOR",
     "PRED_COLOR",
     "ImageLike",
     "MODEL_COLORS",
@@ -40,6 +41,7 @@ __all__ = [
     "overlay_gallery",
     "pick_gallery",
     "read_scalars",
+    "overlay_caption",
     "single_overlay",
     "training_curves",
 ]
@@ -49,6 +51,8 @@ DPI = 100
 PANEL_INCHES = 3.0
 BOX_COLOR = "yellow"
 PRED_COLOR = "red"
+#: Possible tumors (:mod:`scripts.verdict`) are drawn dashed in this colour.
+POSSIBLE_COLOR = "orange"
 OUTLINE_COLOR = "lime"
 # Contour colours of the models compared in one gallery, in order.
 MODEL_COLORS = ("red", "cyan", "magenta", "orange")
@@ -98,18 +102,31 @@ def _load_gray(image: ImageLike) -> np.ndarray:
 
 
 def _load_mask(mask: ImageLike) -> np.ndarray:
-    """A mask (array or 0/255 PNG) as a boolean (H, W) array."""
+    """A mask (array or 0/255 PNG) as a boolean (H, W) array: every labelled pixel."""
     return _load_gray(mask) > 0
 
 
-def _draw_contour(ax: Any, mask: np.ndarray, color: str, linewidth: float) -> None:
+def _load_labels(mask: ImageLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(tumor, possible)`` boolean masks of a label map (:mod:`scripts.verdict`: 1 and 2, or 255 and 128 in a PNG).
+
+    A 0/1 or 0/255 mask is all tumor.
+    """
+    from scripts.verdict import PNG_VALUES, POSSIBLE_TUMOR_LABEL, TUMOR_LABEL
+
+    arr = np.rint(_load_gray(mask)).astype(np.int64)
+    tumor = (arr == TUMOR_LABEL) | (arr == PNG_VALUES[TUMOR_LABEL])
+    possible = (arr == POSSIBLE_TUMOR_LABEL) | (arr == PNG_VALUES[POSSIBLE_TUMOR_LABEL])
+    return tumor, possible
+
+
+def _draw_contour(ax: Any, mask: np.ndarray, color: str, linewidth: float, linestyle: str = "solid") -> None:
     """The mask's outline, also along the image border (the mask is padded with background)."""
     if not mask.any():
         return
     height, width = mask.shape
     padded = np.pad(mask.astype(np.float32), 1)
     xs, ys = np.arange(-1, width + 1), np.arange(-1, height + 1)
-    ax.contour(xs, ys, padded, levels=[0.5], colors=[color], linewidths=linewidth)
+    ax.contour(xs, ys, padded, levels=[0.5], colors=[color], linewidths=linewidth, linestyles=linestyle)
 
 
 def _draw_boxes(ax: Any, boxes: Sequence[Sequence[float]], linewidth: float) -> None:
@@ -124,12 +141,15 @@ def _draw_overlay(
     boxes: Sequence[Sequence[float]] = (),
     outline: np.ndarray | None = None,
     linewidth: float = 1.0,
+    possible: np.ndarray | None = None,
 ) -> None:
-    """Greyscale image, COCO boxes, true outline and predicted contour on one axes."""
+    """Greyscale image, COCO boxes, true outline, predicted contour and dashed possible tumors on one axes."""
     ax.imshow(image, cmap="gray", interpolation="bilinear")
     _draw_boxes(ax, boxes, linewidth)
     if outline is not None:
         _draw_contour(ax, outline, OUTLINE_COLOR, linewidth)
+    if possible is not None:
+        _draw_contour(ax, possible, POSSIBLE_COLOR, linewidth, "dashed")
     if mask is not None:
         _draw_contour(ax, mask, PRED_COLOR, linewidth)
     ax.set_xlim(-0.5, image.shape[1] - 0.5)
@@ -138,8 +158,10 @@ def _draw_overlay(
     ax.set_yticks([])
 
 
-def _legend_handles(with_outline: bool) -> list[Line2D]:
-    handles = [Line2D([], [], color=BOX_COLOR, label="COCO box"), Line2D([], [], color=PRED_COLOR, label="prediction")]
+def _legend_handles(with_outline: bool, with_possible: bool = False) -> list[Line2D]:
+    handles = [Line2D([], [], color=BOX_COLOR, label="COCO box"), Line2D([], [], color=PRED_COLOR, label="tumor")]
+    if with_possible:
+        handles.append(Line2D([], [], color=POSSIBLE_COLOR, linestyle="dashed", label="possible tumor"))
     if with_outline:
         handles.append(Line2D([], [], color=OUTLINE_COLOR, label="true outline"))
     return handles
@@ -226,6 +248,7 @@ def overlay_gallery(
         raise ValueError("no image with a Dice to show")
     fig = _new_figure(n_each * PANEL_INCHES, _LEGEND_INCHES + len(groups) * (PANEL_INCHES + _CAPTION_INCHES))
     axes = fig.subplots(len(groups), n_each, squeeze=False)
+    any_possible = False
     for r, (group, indices) in enumerate(groups):
         for c in range(n_each):
             ax = axes[r][c]
@@ -234,17 +257,20 @@ def overlay_gallery(
                 continue
             i = indices[c]
             outline = outlines[i] if outlines else None
+            tumor, possible = _load_labels(pred_masks[i])
+            any_possible |= bool(possible.any())
             _draw_overlay(
                 ax,
                 _load_gray(image_paths[i]),
-                _load_mask(pred_masks[i]),
+                tumor,
                 gt_boxes[i],
                 None if outline is None else _load_mask(outline),
+                possible=possible,
             )
             ax.set_title(_caption(str(rows[i]["file_name"]), rows[i]), fontsize=8)
             if c == 0:
                 ax.set_ylabel(group, fontsize=10)
-    return _save_gallery(fig, _legend_handles(outlines is not None), output_path, left=0.04)
+    return _save_gallery(fig, _legend_handles(outlines is not None, any_possible), output_path, left=0.04)
 
 
 def _save_gallery(fig: Figure, handles: list[Line2D], output_path: str | os.PathLike, left: float) -> str:
@@ -329,17 +355,22 @@ def single_overlay(
     output_path: str | os.PathLike,
     boxes: Sequence[Sequence[float]] | None = None,
     outline: ImageLike | None = None,
+    caption: str | None = None,
 ) -> str:
-    """One image with the predicted contour (red), COCO boxes (yellow) and the true outline (green), at its own size.
+    """One image at its own size: the tumor's contour (red), possible tumors (orange, dashed), COCO boxes
+    (yellow) and the true outline (green), with a caption that says what was found.
 
-    A legend in the top-left corner names the colours drawn.
+    The legend names the colours drawn (only those drawn); it and the caption are sized as a
+    fraction of the image, so they neither cover a small image nor vanish on a large one.
 
     Args:
         image: the image (array (H, W) or (H, W, C), or a file), shown in the grey the model saw.
-        mask: the predicted mask (array or 0/255 PNG), same size as the image.
+        mask: the predicted label map (array or PNG: 1 or 255 tumor, 2 or 128 possible tumor),
+            same size as the image.
         output_path: the PNG to write; it is W x H pixels like the image.
         boxes: COCO boxes ``[x, y, w, h]`` to draw.
         outline: the true tumor outline (array or 0/255 PNG), same size as the image.
+        caption: a line written across the image's foot, e.g. :func:`overlay_caption`'s.
 
     Returns:
         ``output_path``.
@@ -347,7 +378,8 @@ def single_overlay(
     Raises:
         ValueError: the mask's or the outline's size differs from the image's.
     """
-    gray, pred = _load_gray(image), _load_mask(mask)
+    gray = _load_gray(image)
+    pred, possible = _load_labels(mask)
     truth = _load_mask(outline) if outline is not None else None
     for name, other in (("mask", pred), ("outline", truth)):
         if other is not None and gray.shape != other.shape:
@@ -355,13 +387,38 @@ def single_overlay(
     height, width = gray.shape
     fig = _new_figure(width / DPI, height / DPI)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    _draw_overlay(ax, gray, pred, boxes or (), outline=truth, linewidth=max(1.0, width / 400))
-    handles = _legend_handles(truth is not None)
-    if not boxes:
-        handles = [h for h in handles if h.get_label() != "COCO box"]
-    ax.legend(handles=handles, loc="upper left", fontsize=max(6.0, width / 90), framealpha=0.6)
+    _draw_overlay(ax, gray, pred, boxes or (), outline=truth, linewidth=max(1.0, width / 400), possible=possible)
+    # text a twentieth of the smaller side high (in points: pixels * 72 / DPI), so it fits a 64-pixel slice
+    fontsize = max(2.0, min(height, width) / 20 * 72 / DPI)
+    handles = [h for h in _legend_handles(truth is not None, bool(possible.any())) if h.get_label() != "COCO box"]
+    if boxes:
+        handles.insert(0, Line2D([], [], color=BOX_COLOR, label="COCO box"))
+    if not pred.any():
+        handles = [h for h in handles if h.get_label() != "tumor"]
+    if handles:
+        ax.legend(handles=handles, loc="upper left", fontsize=fontsize, framealpha=0.6, borderpad=0.3, handlelength=1.5)
+    if caption:
+        ax.text(
+            0.5,
+            0.01,
+            caption,
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=fontsize,
+            color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "linewidth": 0},
+            wrap=True,
+        )
     ax.set_axis_off()
     return _save(fig, output_path)
+
+
+def overlay_caption(name: str, verdict: str, score: float) -> str:
+    """The caption of an overlay: the input's name, its verdict (:mod:`scripts.verdict`) and tumor score."""
+    stem = image_stem(name)
+    short = stem if len(stem) <= 40 else stem[:39] + "…"
+    return f"{short}: {verdict} (score {float(score):.2f})"
 
 
 # --------------------------------------------------------------------------- training curves

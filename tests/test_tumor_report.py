@@ -1,4 +1,4 @@
-"""Tumor found / no tumor found: the post-processing's tumor score and components, and every front end's report."""
+"""Tumor / possible tumor / no tumor found: the post-processing's tumor score and components, and every front end's report."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from scripts.tumor_report import (
     tumor_count_summary,
     tumor_row,
     tumor_summary,
+    volume_row,
     write_tumor_report,
 )
+from scripts.verdict import NO_TUMOR, POSSIBLE_TUMOR, TUMOR
 from conftest import BUNDLE, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle
 
 
@@ -79,18 +81,66 @@ def test_min_confidence_outside_zero_one_is_refused(value):
         TumorProbabilityToMaskd(min_confidence=value)
 
 
+def test_candidates_below_the_operating_point_are_possible_tumors_not_dropped():
+    t = TumorProbabilityToMaskd(threshold=0.5, min_confidence=0.8, possible_min_confidence=0.5)
+    out = t({"pred": _scores(_two_blobs())})
+    assert out["pred_verdict"] == TUMOR
+    assert int(out["pred"].sum()) == 100  # the confident blob is the tumor
+    assert int(out["pred_possible"].sum()) == 256 and out["pred_possible"][0, 20:36, 20:36].all()
+    assert [c["confidence"] for c in out["pred_possible_components"]] == pytest.approx([0.55])
+    doubtful = np.where(_two_blobs() > 0.9, 0.0, _two_blobs())  # only the doubtful blob is left
+    alone = t({"pred": _scores(doubtful)})
+    assert alone["pred_verdict"] == POSSIBLE_TUMOR and alone["pred_components"] == []
+    assert int(alone["pred"].sum()) == 0 and int(alone["pred_possible"].sum()) == 256
+    higher = TumorProbabilityToMaskd(threshold=0.5, min_confidence=0.8, possible_min_confidence=0.6)
+    assert higher({"pred": _scores(doubtful)})["pred_verdict"] == NO_TUMOR  # 0.55 is below both operating points
+    default = TumorProbabilityToMaskd(threshold=0.5, min_confidence=0.8)  # no possible level unless asked
+    assert default({"pred": _scores(doubtful)})["pred_possible_components"] == []
+
+
+def test_possible_min_confidence_above_min_confidence_is_refused():
+    with pytest.raises(ValueError, match="possible_min_confidence: must be in"):
+        TumorProbabilityToMaskd(min_confidence=0.5, possible_min_confidence=0.6)
+
+
 def test_report_rows_sentences_and_atomic_csv(tmp_path: Path):
-    rows = [tumor_row("a.png", 0.9, [{"area": 10}, {"area": 5}]), tumor_row("b.png", 0.2, [])]
-    assert rows[0] == {"file_name": "a.png", "tumor_found": True, "tumor_score": 0.9, "n_components": 2,
-                       "tumor_area_px": 15, "input_unusual": False}  # fmt: skip
-    assert tumor_summary(rows) == "tumor found on 1 of 2 images"
-    assert tumor_summary(rows[1:], "slices") == "no tumor found on any of 1 slices"
+    rows = [
+        tumor_row("a.png", 0.9, [{"area": 10}, {"area": 5}]),
+        tumor_row("b.png", 0.2, []),
+        tumor_row("c.png", 0.4, [], possible_components=[{"area": 7}]),
+    ]
+    assert rows[0] == {"file_name": "a.png", "verdict": TUMOR, "tumor_found": True, "possible_tumor": False,
+                       "tumor_score": 0.9, "n_components": 2, "tumor_area_px": 15, "n_possible": 0,
+                       "possible_area_px": 0, "input_unusual": False}  # fmt: skip
+    assert rows[2]["verdict"] == POSSIBLE_TUMOR and rows[2]["possible_area_px"] == 7 and not rows[2]["tumor_found"]
+    assert tumor_summary(rows[:2]) == "tumor found on 1 of 2 images"
+    assert tumor_summary(rows) == "tumor found on 1 of 3 images; possible tumor on 1 more"
+    assert tumor_summary(rows[1:2], "slices") == "no tumor found on any of 1 slices"
     assert tumor_count_summary(7, 24, "slices") == "tumor found on 7 of 24 slices"
     path = write_tumor_report(rows, tmp_path / "r" / TUMOR_REPORT_FILE)
     with open(path, newline="", encoding="utf-8") as f:
         read = list(csv.DictReader(f))
     assert tuple(read[0]) == TUMOR_REPORT_FIELDS and read[1]["tumor_found"] == "False"
+    assert [r["verdict"] for r in read] == [TUMOR, NO_TUMOR, POSSIBLE_TUMOR]
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [TUMOR_REPORT_FILE]
+
+
+def test_volume_row_counts_slices_by_verdict_and_flags_the_volume_not_a_count():
+    def report(verdict, unusual=False):
+        comps = [{"area": 4, "confidence": 0.9}] if verdict == TUMOR else []
+        possible = [{"area": 3, "confidence": 0.4}] if verdict == POSSIBLE_TUMOR else []
+        return {"verdict": verdict, "tumor_score": 0.9 if comps else 0.4, "components": comps,
+                "possible_components": possible, "input_unusual": unusual}  # fmt: skip
+
+    reports = [report(TUMOR), report(POSSIBLE_TUMOR), report(POSSIBLE_TUMOR, True), report(NO_TUMOR)]
+    row = volume_row("case.nii.gz", reports)
+    assert row["verdict"] == TUMOR and row["tumor_found"] and row["possible_tumor"]
+    assert row["slices_with_tumor"] == "tumor found on 1 of 4 slices"
+    assert row["slices_with_possible_tumor"] == "possible tumor on 2 of 4 slices"
+    assert row["input_unusual"] is False and row["unusual_slices"] == 1  # a bool, and the count apart
+    assert row["tumor_area_px"] == 4 and row["possible_area_px"] == 6
+    only_possible = volume_row("v.nii.gz", [report(NO_TUMOR, True), report(POSSIBLE_TUMOR, True), report(NO_TUMOR)])
+    assert only_possible["verdict"] == POSSIBLE_TUMOR and only_possible["input_unusual"] is True
 
 
 def _blank_and_samples(folder: Path, n: int = 2) -> list[Path]:
@@ -118,8 +168,9 @@ def test_bundle_inference_writes_the_tumor_report(tmp_path: Path):
     for p in inputs:
         mask = np.asarray(Image.open(out / f"{p.stem}.png"))
         row = report[p.name]
-        assert (row["tumor_found"] == "True") == bool(mask.any()), p.name
-        assert int(row["tumor_area_px"]) == int((mask > 0).sum()), p.name
+        assert (row["tumor_found"] == "True") == bool((mask == 255).any()), p.name
+        assert int(row["tumor_area_px"]) == int((mask == 255).sum()), p.name
+        assert int(row["possible_area_px"]) == int((mask == 128).sum()), p.name
     assert "tumor found on" in proc.stdout + proc.stderr
 
 
@@ -136,13 +187,17 @@ def test_cli_segment_reports_each_image_and_each_volume_slice(smoke_model, tmp_p
     assert set(report) == {p.name for p in inputs} | {"case.nii.gz"}
     for p in inputs:
         mask = np.asarray(Image.open(out / f"{p.stem}.png"))
-        assert (report[p.name]["tumor_found"] == "True") == bool(mask.any())
-        said = "no tumor found" if not mask.any() else "tumor found"
+        assert set(np.unique(mask)) <= {0, 128, 255}  # the label map: 255 tumor, 128 possible tumor
+        assert (report[p.name]["tumor_found"] == "True") == bool((mask == 255).any())
+        assert (report[p.name]["possible_tumor"] == "True") == bool((mask == 128).any())
+        said = TUMOR if (mask == 255).any() else (POSSIBLE_TUMOR if (mask == 128).any() else NO_TUMOR)
+        assert report[p.name]["verdict"] == said
         assert str(out / f"{p.stem}.png") in captured.out.splitlines()  # stdout: one mask path per line
         assert any(line.startswith(f"{p}: {said} (tumor score") for line in captured.err.splitlines())
     volume = itk.array_from_image(itk.imread(str(out / "case.nii.gz")))
-    found = int(volume.reshape(3, -1).any(axis=1).sum())
+    found = int((volume == 1).reshape(3, -1).any(axis=1).sum())
     assert report["case.nii.gz"]["slices_with_tumor"] == tumor_count_summary(found, 3, "slices")
+    assert report["case.nii.gz"]["input_unusual"] in ("True", "False")
     assert "per-image report" in captured.err
 
 
@@ -155,10 +210,12 @@ def test_cli_evaluate_rows_say_whether_a_tumor_was_found(smoke_model, tmp_path: 
     assert len(rows) == 12
     for row in rows:
         mask = np.asarray(Image.open(out / "masks" / (Path(row["file_name"]).stem + ".png")))
-        assert (row["tumor_found"] == "True") == bool(mask.any())
+        assert (row["tumor_found"] == "True") == bool((mask == 255).any())
+        assert (row["possible_tumor"] == "True") == bool((mask == 128).any())
         assert 0.0 <= float(row["tumor_score"]) <= 1.0
     found = sum(r["tumor_found"] == "True" for r in rows)
-    assert tumor_count_summary(found, 12) in capsys.readouterr().out
+    possible = sum(r["tumor_found"] == "False" and r["possible_tumor"] == "True" for r in rows)
+    assert tumor_count_summary(found, 12, possible=possible) in capsys.readouterr().out
 
 
 def test_shipped_model_finds_no_tumor_on_a_blank_slice():

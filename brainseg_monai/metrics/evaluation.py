@@ -121,7 +121,7 @@ def evaluate_split(
         metric = workflow.parser.get_parsed_content("tumor_evaluation")  # the instance the evaluator filled
         if overlays:
             staged_overlays = stack.enter_context(atomic_folder(out / OVERLAYS_DIR))
-            _write_overlays(records, staged_masks, staged_overlays, outlines_dir)
+            _write_overlays(records, metric.rows, staged_masks, staged_overlays, outlines_dir)
     evaluation = Evaluation(rows=metric.rows, summary={**metric.summary, **notes}, coco_results=metric.coco_results)
     if gallery and records:
         _write_gallery(records, evaluation.rows, str(out / MASKS_DIR), outlines_dir, out / GALLERY_FILE)
@@ -141,21 +141,26 @@ def _boxes(record: Mapping[str, Any]) -> list[list[float]]:
 
 
 def _write_overlays(
-    records: Sequence[Mapping[str, Any]], masks_dir: str, folder: str, outlines_dir: str | os.PathLike | None
+    records: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    masks_dir: str,
+    folder: str,
+    outlines_dir: str | os.PathLike | None,
 ) -> None:
-    from PIL import Image
+    from brainseg_monai.report import overlay_caption, single_overlay
+    from scripts.verdict import verdict_of
 
-    from brainseg_monai.report import single_overlay
-
+    by_name = {row["file_name"]: row for row in rows}
     for record in records:
-        with Image.open(mask_output_path(record["image"], masks_dir)) as im:
-            mask = (np.asarray(im) > 0).astype("uint8")
+        row = by_name.get(os.path.basename(record["image"]), {})
+        verdict = verdict_of([1] * int(row.get("n_pred") or 0), [1] if row.get("possible_tumor") else [])
         single_overlay(
             record["image"],
-            mask,
+            mask_output_path(record["image"], masks_dir),  # the label map: tumor and possible tumor
             mask_output_path(record["image"], folder),
             boxes=_boxes(record),
             outline=outline_path(outlines_dir, record["image"]),
+            caption=overlay_caption(record["image"], verdict, float(row.get("tumor_score") or 0.0)),
         )
 
 

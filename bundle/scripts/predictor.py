@@ -24,6 +24,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from .handlers import load_weights
+from .verdict import label_map, verdict_of
 
 __all__ = ["BundlePredictor", "SlicePredictor", "TumorPrediction"]
 
@@ -45,6 +46,9 @@ class TumorPrediction:
         input_unusual: the input looks unlike the training slices
             (:class:`~scripts.input_check.InputLikenessd`): the mask may mean nothing.
         input_distance: how far its intensity histogram lies from the training slices'.
+        possible_mask: (H, W) uint8 0/1, the possible tumors (candidates between the bundle's
+            ``possible_min_confidence`` and ``min_confidence``); None for bundles without them.
+        possible_components: the possible tumors, as ``components``.
     """
 
     mask: np.ndarray
@@ -53,11 +57,23 @@ class TumorPrediction:
     components: list[dict[str, Any]] = field(default_factory=list)
     input_unusual: bool = False
     input_distance: float | None = None
+    possible_mask: np.ndarray | None = None
+    possible_components: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tumor_found(self) -> bool:
         """True when a component passed the bundle's operating point (``min_confidence``)."""
         return bool(self.components)
+
+    @property
+    def verdict(self) -> str:
+        """ "tumor", "possible tumor" or "no tumor found" (:mod:`scripts.verdict`)."""
+        return verdict_of(self.components, self.possible_components)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The (H, W) uint8 label map: 1 tumor, 2 possible tumor (:func:`scripts.verdict.label_map`)."""
+        return label_map(self.mask, self.possible_mask)
 
 
 class SlicePredictor:
@@ -78,6 +94,8 @@ class SlicePredictor:
         amp: autocast on CUDA.
         input_checks: the input likeness check (:class:`~scripts.input_check.InputLikenessd`).
         preprocessing: the file loader plus ``image_transforms``, for :meth:`predict_file`.
+        volume_rule: how a volume's slices are decided with their neighbours
+            (:class:`~scripts.verdict.NeighbourSupport`); :func:`~scripts.volumes.predict_volume` applies it.
     """
 
     def __init__(
@@ -91,6 +109,7 @@ class SlicePredictor:
         amp: bool = False,
         input_checks: Sequence[Any] | Compose = (),
         preprocessing: Sequence[Any] | Compose | None = None,
+        volume_rule: Any = None,
     ) -> None:
         from monai.inferers import SimpleInferer
 
@@ -103,6 +122,7 @@ class SlicePredictor:
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.device = torch.device(device)
         self.amp = bool(amp)
+        self.volume_rule = volume_rule
 
     @property
     def name(self) -> str:
@@ -151,6 +171,7 @@ class SlicePredictor:
             mask = np.asarray(d["pred"][0]).astype(np.uint8)
             if details:
                 d = self.input_checks(d)  # only its callers read the flag
+                possible = d.get("pred_possible")
                 out.append(
                     TumorPrediction(
                         mask,
@@ -159,6 +180,8 @@ class SlicePredictor:
                         list(d["pred_components"]),
                         bool(d.get("image_unusual", False)),
                         d.get("image_distance"),
+                        None if possible is None else np.asarray(possible[0]).astype(np.uint8),
+                        list(d.get("pred_possible_components") or []),
                     )
                 )
             else:
@@ -238,6 +261,8 @@ class BundlePredictor(SlicePredictor):
             # bundles made before the input check have no input_checks id
             input_checks=parser.get_parsed_content("input_checks") if "input_checks" in parser else (),
             preprocessing=parser.get_parsed_content("preprocessing"),
+            # bundles made before the three-level verdict decide each slice alone
+            volume_rule=parser.get_parsed_content("volume_rule") if "volume_rule" in parser else None,
         )
         meta_file = os.path.join(self.bundle_dir, METADATA)
         self.metadata: dict[str, Any] = (

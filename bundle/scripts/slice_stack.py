@@ -23,6 +23,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from .io import is_medical_image, read_grey, read_medical_image, write_mask, write_medical_mask
+from .verdict import POSSIBLE_TUMOR_LABEL, TUMOR_LABEL
 from .volumes import predict_volume
 
 __all__ = [
@@ -114,7 +115,7 @@ class LoadSliceStackd(MapTransform):
 
 
 class SliceStackInferer:
-    """Segment a slice stack with the bundle's slice loop: ``inferer(stack) -> (k, j, i)`` uint8 0/1.
+    """Segment a slice stack with the bundle's slice loop: ``inferer(stack) -> (k, j, i)`` uint8 labels (1 tumor, 2 possible).
 
     Args:
         predictor: the ``slice_predictor`` of ``inference.json`` (same network, transforms and
@@ -133,35 +134,43 @@ class SliceStackInferer:
             ValueError: ``slice_index`` is not the index of one of the stack's slices.
         """
         if slice_index is None:
-            mask, _ = predict_volume(stack, self.predictor, axis=2, batch_size=self.batch_size)
+            # with slice reports: the label map (tumor, possible tumor) decided with neighbouring slices
+            mask, _ = predict_volume(stack, self.predictor, axis=2, batch_size=self.batch_size, slice_reports=[])
             return mask
         if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)):
             raise ValueError(f"slice_index: expected a slice number, got {slice_index!r}")
         if not 0 <= slice_index < len(stack):
             raise ValueError(f"slice_index: {slice_index} is not a slice of this image (0 to {len(stack) - 1})")
-        one, _ = predict_volume(stack[slice_index : slice_index + 1], self.predictor, axis=2)
+        one, _ = predict_volume(stack[slice_index : slice_index + 1], self.predictor, axis=2, slice_reports=[])
         mask = np.zeros(np.shape(stack)[:3], dtype=np.uint8)
         mask[slice_index] = one[0]
         return mask
 
 
 class SliceStackToInputd(MapTransform):
-    """Give a stack's mask the input's dimensionality (a 2D input's one slice as a 2D mask) and label value.
+    """Give a stack's label map the input's dimensionality (a 2D input's one slice as a 2D mask) and label values.
 
     Args:
-        keys: the mask keys.
+        keys: the mask keys (label maps: 1 tumor, 2 possible tumor, :mod:`scripts.verdict`).
         ndim_key: where :class:`LoadSliceStackd` put the input's dimensionality.
         label: the value of a tumor pixel (the ``channel_def`` index of ``metadata.json``).
+        possible_label: the value of a possible-tumor pixel.
     """
 
-    def __init__(self, keys: KeysCollection, ndim_key: str = "image_ndim", label: int = 1) -> None:
+    def __init__(
+        self, keys: KeysCollection, ndim_key: str = "image_ndim", label: int = 1, possible_label: int = 2
+    ) -> None:
         super().__init__(keys)
         self.ndim_key = ndim_key
         self.label = int(label)
+        self.possible_label = int(possible_label)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            mask = (np.asarray(d[key]) != 0).astype(np.uint8) * np.uint8(self.label)
+            labels = np.asarray(d[key])
+            mask = np.zeros(labels.shape, dtype=np.uint8)
+            mask[labels == TUMOR_LABEL] = self.label
+            mask[labels == POSSIBLE_TUMOR_LABEL] = self.possible_label
             d[key] = mask[0] if d[self.ndim_key] == 2 else mask
         return d

@@ -22,6 +22,7 @@ from .components import components_to_boxes
 from .io import mask_output_path, to_grey, write_mask
 from .tumor_crops import context_square, crop_square, paste_square
 from .tumor_free import remove_tumor
+from .verdict import label_map, png_mask, verdict_of
 
 __all__ = [
     "CocoAnnotationsToBoxMapd",
@@ -253,6 +254,13 @@ class TumorProbabilityToMaskd(MapTransform):
     no tumor is found). The inference and evaluate workflows both use it, so what evaluate
     measures is what inference writes.
 
+    Candidates below the operating point are not dropped silently: those at or above
+    ``possible_min_confidence`` are **possible tumors** (:mod:`scripts.verdict`), written as
+    ``<key>_possible`` (a (1, H, W) 0/1 mask beside the tumor mask) and
+    ``<key>_possible_components``; ``<key>_verdict`` is "tumor", "possible tumor" or "no tumor
+    found". A confident component dropped by ``keep_largest_component`` is neither: the slice's
+    tumor is the largest one.
+
     Args:
         keys: prediction keys, softmax scores with the tumor in channel 1.
         threshold: tumor probability at or above which a pixel is tumor, in (0, 1).
@@ -260,10 +268,13 @@ class TumorProbabilityToMaskd(MapTransform):
         fill_holes: fill the kept components' holes.
         min_confidence: the operating point: components below it are dropped, in [0, 1).
         min_area_fraction: components smaller than this fraction of the image are dropped, in [0, 1).
+        possible_min_confidence: the lower operating point of possible tumors, in [0, ``min_confidence``];
+            None (the default) or ``min_confidence``: no possible tumors.
         allow_missing_keys: don't raise when a key is absent.
 
     Raises:
-        ValueError: ``threshold`` is not in (0, 1), ``min_confidence`` or ``min_area_fraction`` not in [0, 1).
+        ValueError: ``threshold`` is not in (0, 1), ``min_confidence`` or ``min_area_fraction`` not in
+            [0, 1), ``possible_min_confidence`` above ``min_confidence``.
     """
 
     def __init__(
@@ -274,6 +285,7 @@ class TumorProbabilityToMaskd(MapTransform):
         fill_holes: bool = False,
         min_confidence: float = 0.0,
         min_area_fraction: float = 0.0,
+        possible_min_confidence: float | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -283,6 +295,12 @@ class TumorProbabilityToMaskd(MapTransform):
             raise ValueError(f"min_confidence: must be a component confidence in [0, 1), got {min_confidence!r}")
         if not 0.0 <= float(min_area_fraction) < 1.0:
             raise ValueError(f"min_area_fraction: must be a fraction of the image in [0, 1), got {min_area_fraction!r}")
+        possible = float(min_confidence) if possible_min_confidence is None else float(possible_min_confidence)
+        if not 0.0 <= possible <= float(min_confidence):
+            raise ValueError(
+                f"possible_min_confidence: must be in [0, min_confidence={min_confidence}], got {possible_min_confidence!r}"
+            )
+        self.possible_min_confidence = possible
         self.threshold = float(threshold)
         self.min_area_fraction = float(min_area_fraction)
         self.keep_largest_component = bool(keep_largest_component)
@@ -299,11 +317,17 @@ class TumorProbabilityToMaskd(MapTransform):
             found = components_to_boxes(prob >= self.threshold, prob)
             found = [c for c in found if c.area >= self.min_area_fraction * prob.size]
             kept = [c for c in found if c.score >= self.min_confidence]
+            possible = [c for c in found if self.possible_min_confidence <= c.score < self.min_confidence]
             if self.keep_largest_component and kept:
                 kept = [max(kept, key=lambda c: c.area)]
             d[key] = self._as_output(scores, kept, prob.shape)
+            d[f"{key}_possible"] = self._as_output(scores, possible, prob.shape)
             d[f"{key}_tumor_score"] = max((c.score for c in found), default=0.0)
             d[f"{key}_components"] = [{"bbox": c.bbox, "area": c.area, "confidence": c.score} for c in kept]
+            d[f"{key}_possible_components"] = [
+                {"bbox": c.bbox, "area": c.area, "confidence": c.score} for c in possible
+            ]
+            d[f"{key}_verdict"] = verdict_of(kept, possible)
         return d
 
     def _as_output(self, scores: Any, kept: list, shape: tuple[int, int]) -> Any:
@@ -489,8 +513,9 @@ class RefineTumorOutlined(MapTransform):
 class SaveMaskd(MapTransform):
     """Write each predicted mask next to nothing else: ``output_dir/<input stem><ext>``.
 
-    The mask is the channel-first prediction after argmax (values 0/1); PNG files hold 0/255
-    (``scale``), NIfTI files hold the label values. Files are written to a temporary name and
+    The mask is the label map (:func:`~scripts.verdict.label_map`) of the tumor mask and, when
+    the record has one, ``<key>_possible``: PNG files hold 255 for the tumor and 128 for a
+    possible tumor (:data:`~scripts.verdict.PNG_VALUES`), NIfTI files hold the labels 1 and 2. Files are written to a temporary name and
     renamed, so a crash never leaves a half-written mask.
 
     Args:
@@ -498,7 +523,6 @@ class SaveMaskd(MapTransform):
         output_dir: the folder to write into (created if missing).
         output_ext: ``.png`` (default), ``.nii.gz`` or ``.nii``.
         source_key: the key whose metadata ``filename_or_obj`` names the input image.
-        scale: the PNG value of a foreground pixel.
     """
 
     def __init__(
@@ -507,14 +531,12 @@ class SaveMaskd(MapTransform):
         output_dir: str | os.PathLike = "./eval",
         output_ext: str = ".png",
         source_key: str = "image",
-        scale: int = 255,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = os.fspath(output_dir)
         self.output_ext = output_ext
         self.source_key = source_key
-        self.scale = scale
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -524,11 +546,19 @@ class SaveMaskd(MapTransform):
         if not filename:
             raise ValueError(f"SaveMaskd: {self.source_key} has no filename_or_obj metadata to name the mask after")
         for key in self.key_iterator(d):
-            pred = d[key]
-            mask = np.asarray(pred.detach().cpu() if isinstance(pred, torch.Tensor) else pred)
-            mask = mask[0] if mask.ndim == 3 else mask
-            write_mask(mask, mask_output_path(filename, self.output_dir, self.output_ext), scale=self.scale)
+            labels = label_map(
+                _plane(d[key]), None if d.get(f"{key}_possible") is None else _plane(d[f"{key}_possible"])
+            )
+            path = mask_output_path(filename, self.output_dir, self.output_ext)
+            # PNG: the table's grey values; other formats: the labels themselves
+            write_mask(png_mask(labels) if path.lower().endswith(".png") else labels, path, scale=1)
         return d
+
+
+def _plane(pred: Any) -> np.ndarray:
+    """A (H, W) array from a (1, H, W) or (H, W) tensor or array."""
+    arr = np.asarray(pred.detach().cpu() if isinstance(pred, torch.Tensor) else pred)
+    return arr[0] if arr.ndim == 3 else arr
 
 
 def _name(img: Any, key: Hashable) -> str:

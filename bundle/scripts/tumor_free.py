@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["remove_tumor", "tumor_source_indices", "write_tumor_free_split"]
+__all__ = [
+    "remove_tumor",
+    "tumor_free_slice_indices",
+    "tumor_source_indices",
+    "write_tumor_free_split",
+    "write_volume_tumor_free_split",
+]
 
 
 def _foreground(grey: np.ndarray) -> np.ndarray:
@@ -206,7 +212,7 @@ def write_tumor_free_split(
     """
     from PIL import Image
 
-    from .coco import ANNOTATION_FILE, coco_to_datalist, rasterize_annotations
+    from .coco import coco_to_datalist, rasterize_annotations
     from .io import atomic_output, image_stem
 
     src, out = Path(split_dir).resolve(), Path(output_dir).resolve()
@@ -231,12 +237,100 @@ def write_tumor_free_split(
         with atomic_output(out / name) as tmp:
             Image.fromarray(np.clip(np.rint(tumor_free[0]), 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
         images.append({"id": len(images) + 1, "file_name": name, "height": height, "width": width})
+    _write_unannotated_split(out, images, f"synthetic tumor-free slices made from {src.name} by scripts.tumor_free")
+    return {"n_source": len(records), "n_written": len(images), "skipped": skipped}
+
+
+def _write_unannotated_split(out: Path, images: list[dict[str, Any]], description: str) -> None:
+    """The ``_annotations.coco.json`` of a split of tumor-free images: the images, no annotation."""
+    from .coco import ANNOTATION_FILE
+    from .io import atomic_output
+
     coco = {
-        "info": {"description": f"synthetic tumor-free slices made from {src.name} by scripts.tumor_free"},
+        "info": {"description": description},
         "images": images,
         "annotations": [],
         "categories": [{"id": 1, "name": "Tumor", "supercategory": "none"}],
     }
     with atomic_output(out / ANNOTATION_FILE) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(coco, f, indent=1)
-    return {"n_source": len(records), "n_written": len(images), "skipped": skipped}
+
+
+def tumor_free_slice_indices(mask: np.ndarray, min_distance: int = 3) -> list[int]:
+    """The slices of a ``(k, j, i)`` mask volume at least ``min_distance`` slices from every masked slice.
+
+    A slice next to a masked one may still hold the edge of a tumor the mask missed; slices
+    farther away are safely tumor-free. A volume without any masked slice gives all its slices.
+
+    Raises:
+        ValueError: ``mask`` is not 3D or ``min_distance`` is below 1.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise ValueError(f"expected a (k, j, i) mask volume, got shape {mask.shape}")
+    if int(min_distance) < 1:
+        raise ValueError(f"min_distance must be at least 1 slice, got {min_distance!r}")
+    masked = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if masked.size == 0:
+        return list(range(mask.shape[0]))
+    return [k for k in range(mask.shape[0]) if int(np.abs(masked - k).min()) >= int(min_distance)]
+
+
+def write_volume_tumor_free_split(
+    cases: Sequence[tuple[str | os.PathLike, str | os.PathLike]], output_dir: str | os.PathLike, min_distance: int = 3
+) -> dict[str, Any]:
+    """A COCO split of the real tumor-free slices of volumes whose tumors are marked slice by slice.
+
+    Each case is a volume and its tumor mask on the same grid (NIfTI, NRRD, MetaImage). The
+    slices at least ``min_distance`` slices from every masked slice
+    (:func:`tumor_free_slice_indices`) are written as 8-bit grey PNGs ``<case>_<k>.png``, in the
+    order inference reads them (:func:`~scripts.io.read_medical_image`: rows, columns), windowed
+    to the volume's 0.5-99.5 percentiles, with an ``_annotations.coco.json`` listing them and no
+    annotation. The masks only choose slices: nothing of them is written. Every file is written
+    atomically.
+
+    Args:
+        cases: ``(volume, mask)`` paths.
+        output_dir: the new split's folder (created).
+        min_distance: slices this close to a masked slice are left out.
+
+    Returns:
+        ``{"n_cases": N, "n_slices": S, "n_written": K, "per_case": {case: K_case}}``.
+
+    Raises:
+        ValueError: a mask that does not fit its volume, or an unreadable file (named).
+    """
+    from PIL import Image
+
+    from .io import atomic_output, image_stem, read_medical_image
+
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    images: list[dict[str, Any]] = []
+    per_case: dict[str, int] = {}
+    n_slices = 0
+    for volume_path, mask_path in cases:
+        volume, _ = read_medical_image(volume_path)
+        mask, _ = read_medical_image(mask_path)
+        if volume.ndim != 3 or mask.shape != volume.shape:
+            raise ValueError(
+                f"{mask_path}: mask of shape {mask.shape} does not fit its volume {volume_path} of shape {volume.shape}"
+            )
+        n_slices += volume.shape[0]
+        low, high = np.percentile(volume, [0.5, 99.5])
+        scale = 255.0 / max(float(high - low), 1e-6)
+        case = image_stem(volume_path)
+        keep = tumor_free_slice_indices(mask, min_distance)
+        for k in keep:
+            grey = np.clip(np.rint((volume[k] - low) * scale), 0, 255).astype(np.uint8)
+            name = f"{case}_{k:03d}.png"
+            with atomic_output(out / name) as tmp:
+                Image.fromarray(grey, mode="L").save(tmp, format="PNG")
+            images.append({"id": len(images) + 1, "file_name": name, "height": grey.shape[0], "width": grey.shape[1]})
+        per_case[case] = len(keep)
+    _write_unannotated_split(
+        out,
+        images,
+        f"real tumor-free slices (at least {min_distance} slices from any masked slice) of {len(cases)} volumes",
+    )
+    return {"n_cases": len(cases), "n_slices": n_slices, "n_written": len(images), "per_case": per_case}

@@ -1,4 +1,4 @@
-"""The per-image "tumor found / no tumor found" report every front end writes.
+"""The per-image "tumor / possible tumor / no tumor found" report every front end writes.
 
 :class:`~scripts.transforms.TumorProbabilityToMaskd` gives each prediction a tumor score
 and the components it kept; this module turns those into one row per image (or per slice),
@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .io import atomic_output
+from .verdict import NO_TUMOR, POSSIBLE_TUMOR, TUMOR, verdict_of, volume_verdict
 
 __all__ = [
     "TUMOR_REPORT_FIELDS",
@@ -26,62 +27,112 @@ __all__ = [
     "tumor_count_summary",
     "tumor_row",
     "tumor_summary",
+    "volume_row",
     "write_tumor_report",
 ]
 
 #: The report's file name, in the folder the masks are written to.
 TUMOR_REPORT_FILE = "tumor_report.csv"
 
-#: Columns: the input, whether a tumor was found, the highest component confidence (0 when
-#: nothing passed the threshold), the components kept, the mask's pixel count, whether the input
-#: looks unlike the training slices (:mod:`scripts.input_check`; for a volume, how many of
-#: its slices do), and for a volume segmented slice by slice "tumor found on N of M slices"
-#: (empty for a 2D image).
+#: Columns: the input; its verdict ("tumor", "possible tumor", "no tumor found", :mod:`scripts.verdict`);
+#: whether a tumor was found (the verdict is "tumor") and whether a possible tumor is shown; the
+#: highest component confidence (0 when nothing passed the pixel threshold); the tumor components
+#: kept and their pixel count; the possible tumors and their pixel count; whether the input looks
+#: unlike the training slices (:mod:`scripts.input_check`; True/False for images and volumes alike)
+#: and, for a volume, how many of its slices do; and for a volume segmented slice by slice "tumor
+#: found on N of M slices" and "possible tumor on P of M slices" (empty for a 2D image).
 TUMOR_REPORT_FIELDS = (
     "file_name",
+    "verdict",
     "tumor_found",
+    "possible_tumor",
     "tumor_score",
     "n_components",
     "tumor_area_px",
+    "n_possible",
+    "possible_area_px",
     "input_unusual",
+    "unusual_slices",
     "slices_with_tumor",
+    "slices_with_possible_tumor",
 )
 
 UNUSUAL_INPUT_WARNING = "looks unlike the T1 contrast MRI slices the model was trained on: the result may mean nothing"
 
 
 def tumor_row(
-    file_name: str, score: float, components: Sequence[Mapping[str, Any]], input_unusual: bool | int = False
+    file_name: str,
+    score: float,
+    components: Sequence[Mapping[str, Any]],
+    input_unusual: bool = False,
+    possible_components: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """One report row from a prediction's tumor score and kept components.
+    """One report row from a prediction's tumor score, kept components and possible tumors.
 
     Args:
         file_name: the input's name.
         score: ``<key>_tumor_score`` from :class:`~scripts.transforms.TumorProbabilityToMaskd`.
         components: ``<key>_components`` from the same transform.
-        input_unusual: ``image_unusual`` from :class:`~scripts.input_check.InputLikenessd`
-            (for a volume, the number of unusual slices).
+        input_unusual: ``image_unusual`` from :class:`~scripts.input_check.InputLikenessd`.
+        possible_components: ``<key>_possible_components`` from the same transform.
     """
     return {
         "file_name": file_name,
+        "verdict": verdict_of(components, possible_components),
         "tumor_found": bool(components),
+        "possible_tumor": bool(possible_components),
         "tumor_score": round(float(score), 4),
         "n_components": len(components),
         "tumor_area_px": int(sum(int(c["area"]) for c in components)),
-        "input_unusual": input_unusual,
+        "n_possible": len(possible_components),
+        "possible_area_px": int(sum(int(c["area"]) for c in possible_components)),
+        "input_unusual": bool(input_unusual),
     }
 
 
+def volume_row(
+    file_name: str, slice_reports: Sequence[Mapping[str, Any]], input_unusual: bool | None = None
+) -> dict[str, Any]:
+    """The report row of a volume from its slices' reports (:func:`~scripts.volumes.predict_volume`).
+
+    Its verdict is the most certain of its slices' (a tumor on any slice: "tumor"); its components
+    are all its slices'.
+
+    Args:
+        file_name: the volume's name.
+        slice_reports: one per slice.
+        input_unusual: whether the volume as a whole is unlike the training data; None: more than
+            half its slices are.
+    """
+    components = [c for r in slice_reports for c in r["components"]]
+    possible = [c for r in slice_reports for c in r.get("possible_components", ())]
+    unusual_slices = sum(bool(r["input_unusual"]) for r in slice_reports)
+    if input_unusual is None:
+        input_unusual = unusual_slices > len(slice_reports) / 2
+    row = tumor_row(
+        file_name, max((r["tumor_score"] for r in slice_reports), default=0.0), components, input_unusual, possible
+    )
+    verdicts = [r.get("verdict", verdict_of(r["components"], r.get("possible_components", ()))) for r in slice_reports]
+    row["verdict"] = volume_verdict(verdicts)
+    row["unusual_slices"] = unusual_slices
+    row["slices_with_tumor"] = tumor_count_summary(verdicts.count(TUMOR), len(slice_reports), "slices")
+    row["slices_with_possible_tumor"] = (
+        f"possible tumor on {verdicts.count(POSSIBLE_TUMOR)} of {len(slice_reports)} slices"
+    )
+    return row
+
+
 def tumor_summary(rows: Sequence[Mapping[str, Any]], unit: str = "images") -> str:
-    """One sentence: "tumor found on N of M images" (or slices), or "no tumor found on any of M images"."""
-    return tumor_count_summary(sum(bool(r["tumor_found"]) for r in rows), len(rows), unit)
+    """One sentence: "tumor found on N of M images" (or slices), and how many more show a possible tumor."""
+    found = sum(r.get("verdict", TUMOR if r["tumor_found"] else NO_TUMOR) == TUMOR for r in rows)
+    possible = sum(r.get("verdict") == POSSIBLE_TUMOR for r in rows)
+    return tumor_count_summary(found, len(rows), unit, possible)
 
 
-def tumor_count_summary(found: int, total: int, unit: str = "images") -> str:
+def tumor_count_summary(found: int, total: int, unit: str = "images", possible: int = 0) -> str:
     """:func:`tumor_summary` from the counts."""
-    if found == 0:
-        return f"no tumor found on any of {total} {unit}"
-    return f"tumor found on {found} of {total} {unit}"
+    said = f"no tumor found on any of {total} {unit}" if found == 0 else f"tumor found on {found} of {total} {unit}"
+    return f"{said}; possible tumor on {possible} more" if possible else said
 
 
 def write_tumor_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
@@ -96,7 +147,8 @@ def write_tumor_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLik
 
 
 def read_tumor_report(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a report written by :func:`write_tumor_report` (values as text, ``tumor_found`` as bool).
+    """The rows of a report written by :func:`write_tumor_report` (values as text, ``tumor_found`` and
+    ``possible_tumor`` as bool; a report from before the possible-tumor level gets its verdict from ``tumor_found``).
 
     Raises:
         ValueError: the file is not a tumor report (named, with its header).
@@ -105,7 +157,15 @@ def read_tumor_report(path: str | os.PathLike) -> list[dict[str, Any]]:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "file_name" not in reader.fieldnames or "tumor_found" not in reader.fieldnames:
             raise ValueError(f"{path}: not a tumor report (header {reader.fieldnames})")
-        return [{**row, "tumor_found": row["tumor_found"] == "True"} for row in reader]
+        return [
+            {
+                **row,
+                "tumor_found": row["tumor_found"] == "True",
+                "possible_tumor": row.get("possible_tumor") == "True",
+                "verdict": row.get("verdict") or (TUMOR if row["tumor_found"] == "True" else NO_TUMOR),
+            }
+            for row in reader
+        ]
 
 
 class TumorReportWriter:
@@ -161,7 +221,9 @@ class TumorReportWriter:
             unusual = bool(item.get(f"{self.source_key}_unusual", False))
             if unusual:
                 self.logger.warning(f"{name} {UNUSUAL_INPUT_WARNING}")
-            self.rows.append(tumor_row(name, float(score), item.get(f"{self.key}_components") or [], unusual))
+            components = item.get(f"{self.key}_components") or []
+            possible = item.get(f"{self.key}_possible_components") or []
+            self.rows.append(tumor_row(name, float(score), components, unusual, possible))
 
     def add_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Add rows made outside the evaluator (the run's volumes, :mod:`scripts.volumes`); write the report again."""

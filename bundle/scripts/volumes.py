@@ -124,13 +124,16 @@ def predict_volume(
         with_probability: also return the tumor probability.
         progress: called with the fraction done (0.0 first, 1.0 last).
         cancel: callable or ``threading.Event``; when it fires :class:`SegmentationCancelled` is raised.
-        slice_reports: a list to fill with one ``{"index", "tumor_found", "tumor_score",
-            "input_unusual", "components"}`` per slice; the predictor must take ``details=True`` (a
-            ``BundlePredictor`` does).
+        slice_reports: a list to fill with one ``{"index", "verdict", "tumor_found", "tumor_score",
+            "input_unusual", "input_distance", "components", "possible_components"}`` per slice; the
+            predictor must take ``details=True`` (a ``BundlePredictor`` does). With it, the mask is a
+            label map (1 tumor, 2 possible tumor, :mod:`scripts.verdict`), and a volume of several
+            slices is decided with its neighbouring slices by the predictor's ``volume_rule``
+            (:class:`~scripts.verdict.NeighbourSupport`), when it has one.
 
     Returns:
-        ``(mask, probability)``: ``(k, j, i)`` uint8 0/1 and float32 (``None`` without
-        ``with_probability``).
+        ``(mask, probability)``: ``(k, j, i)`` uint8 labels (0/1 without ``slice_reports``) and
+        float32 (``None`` without ``with_probability``).
 
     Raises:
         ValueError: bad array shape, axis or batch size, or the predictor's answer does not fit.
@@ -162,24 +165,32 @@ def predict_volume(
         if len(results) != len(images):
             raise ValueError(f"the predictor returned {len(results)} results for {len(images)} slices")
         for index, image, result in zip(indices, images, results):
+            where = _slice_index(np_axis, index)
             if slice_reports is not None:
                 slice_reports.append(
                     {
                         "index": index,
+                        "verdict": result.verdict,
                         "tumor_found": bool(result.tumor_found),
                         "tumor_score": float(result.tumor_score),
                         "input_unusual": bool(result.input_unusual),
+                        "input_distance": result.input_distance,
                         "components": list(result.components),
+                        "possible_components": list(result.possible_components),
                     }
                 )
-                result = (result.mask, result.probability) if with_probability else result.mask
-            slice_mask, slice_prob = result if with_probability else (result, None)
-            where = _slice_index(np_axis, index)
-            mask[where] = _fit(slice_mask, image.shape[:2], "mask", index) != 0
+                mask[where] = _fit(result.labels, image.shape[:2], "mask", index)
+                slice_prob = result.probability
+            else:
+                slice_mask, slice_prob = result if with_probability else (result, None)
+                mask[where] = _fit(slice_mask, image.shape[:2], "mask", index) != 0
             if prob is not None:
                 prob[where] = _fit(slice_prob, image.shape[:2], "probability", index)
         _report(progress, (indices[-1] + 1) / n)
     _check_cancel(cancel)
+    rule = getattr(predictor, "volume_rule", None)
+    if slice_reports is not None and rule is not None:
+        rule.apply(mask, slice_reports[-n:], np_axis)
     return mask, prob
 
 
@@ -248,7 +259,7 @@ def segment_medical_file(
         ValueError: the input cannot be read or is not a 2D/3D scalar image (the message names it).
     """
     from .io import read_medical_image, write_medical_mask
-    from .tumor_report import tumor_count_summary, tumor_row
+    from .tumor_report import tumor_row, volume_row
 
     array, image = read_medical_image(path)
     reports: list[dict[str, Any]] = []
@@ -258,15 +269,13 @@ def segment_medical_file(
     )
     mask = mask[0] if array.ndim == 2 else mask
     written = write_medical_mask(mask, image, mask_path)
-    components = [c for r in reports for c in r["components"]]
-    unusual = sum(r["input_unusual"] for r in reports)  # for a volume: how many slices
     name = os.path.basename(os.path.normpath(os.fspath(path)))
-    row = tumor_row(name, max(r["tumor_score"] for r in reports), components, unusual)
-    if array.ndim == 3:
-        found = sum(r["tumor_found"] for r in reports)
-        row["slices_with_tumor"] = tumor_count_summary(found, len(reports), "slices")
-    else:
-        row["input_unusual"] = bool(unusual)
+    row = volume_row(name, reports) if array.ndim == 3 else None
+    if row is None:
+        (report,) = reports
+        row = tumor_row(
+            name, report["tumor_score"], report["components"], report["input_unusual"], report["possible_components"]
+        )
     return VolumeResult(os.fspath(path), written, array, mask, reports, row)
 
 
@@ -316,7 +325,7 @@ class VolumeSegmentation:
             target = mask_output_path(path, self.output_dir, self.output_ext)
             results.append(segment_medical_file(self.predictor, path, target, self.batch_size))
             row = results[-1].row
-            said = row.get("slices_with_tumor") or ("tumor found" if row["tumor_found"] else "no tumor found")
+            said = row.get("slices_with_tumor") or row["verdict"]
             self.logger.info(f"{os.path.basename(path)}: {said} -> {target}")
         if results and self.report is not None:
             self.report.add_rows([r.row for r in results])

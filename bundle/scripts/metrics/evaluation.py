@@ -70,6 +70,7 @@ ROW_FIELDS = (
     "outside_fraction",
     "outline_dice",
     "tumor_found",
+    "possible_tumor",
     "tumor_score",
     "input_unusual",
 )
@@ -82,6 +83,7 @@ def evaluate_image(
     outline: np.ndarray | str | os.PathLike | None = None,
     tumor_score: float | None = None,
     input_unusual: bool | None = None,
+    possible_tumor: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """All per-image metrics of one prediction.
 
@@ -94,6 +96,7 @@ def evaluate_image(
             (:class:`~scripts.transforms.TumorProbabilityToMaskd`); default: the highest
             score of the mask's components (0 for an empty mask).
         input_unusual: the input check's flag (:mod:`scripts.input_check`), None if not run.
+        possible_tumor: the post-processing showed a possible tumor (:mod:`scripts.verdict`).
 
     Returns:
         ``(row, results)``: the row has the keys :data:`ROW_FIELDS` (see :func:`summarize` for
@@ -136,6 +139,7 @@ def evaluate_image(
         "outside_fraction": outside_fraction(pred, gt_box_masks),
         "outline_dice": None if outline is None else outline_dice(pred, outline),
         "tumor_found": bool(components),
+        "possible_tumor": bool(possible_tumor),
         "tumor_score": round(
             float(tumor_score) if tumor_score is not None else max((c.score for c in components), default=0.0), 4
         ),
@@ -227,6 +231,19 @@ def summarize(
     summary["tumor_free_fp_rate"] = summary["tumor_free_images_with_fp"] / len(tumor_free) if tumor_free else None
     summary["n_images_tumor_found"] = sum(r["n_pred"] > 0 for r in rows)
     summary["n_images_no_tumor_found"] = len(rows) - summary["n_images_tumor_found"]
+
+    # the three-level verdict: a possible tumor is shown, not found; "nothing shown" is a silent miss
+    def nothing_shown(row: Mapping[str, Any]) -> bool:
+        return row["n_pred"] == 0 and not row.get("possible_tumor")
+
+    summary["n_images_possible_tumor"] = sum(r["n_pred"] == 0 and bool(r.get("possible_tumor")) for r in rows)
+    summary["n_images_nothing_shown"] = sum(map(nothing_shown, rows))
+    summary["tumor_images_found_rate"] = sum(r["n_pred"] > 0 for r in tumor) / len(tumor) if tumor else None
+    summary["tumor_images_nothing_shown"] = sum(map(nothing_shown, tumor))
+    summary["tumor_images_nothing_shown_rate"] = summary["tumor_images_nothing_shown"] / len(tumor) if tumor else None
+    summary["tumor_free_images_with_possible"] = sum(
+        r["n_pred"] == 0 and bool(r.get("possible_tumor")) for r in tumor_free
+    )
     summary["components_per_tumor_image_mean"] = _mean(r["n_pred"] for r in tumor)
     summary["n_images_input_unusual"] = sum(bool(r.get("input_unusual")) for r in rows)
     if gt_coco is not None:

@@ -106,6 +106,7 @@ class TumorEvaluation(Metric):
                 outline_path(self.outlines_dir, record["image"]),
                 None if score is None else float(score),
                 None if unusual is None else bool(unusual),
+                bool(item.get(f"{self.pred_key}_possible_components")),
             )
             self.rows.append(row)
             self.coco_results.extend(results)
@@ -153,6 +154,7 @@ def evaluate_predictions(
         if hasattr(prediction, "tumor_score"):  # a TumorPrediction
             mask, prob = prediction.mask, prediction.probability
             item["pred_tumor_score"], item["image_unusual"] = prediction.tumor_score, prediction.input_unusual
+            item["pred_possible_components"] = prediction.possible_components
         else:
             mask, prob = prediction if isinstance(prediction, tuple) else (prediction, None)
         item["pred"] = torch.as_tensor(np.asarray(mask)[None])

@@ -115,7 +115,9 @@ class BrainTumorSegmentation(BasicInferTask):
                 parser = self._parser()
                 parser["device"] = target  # an object, not an expression: request text never becomes code
                 parser["label_batch_size"] = self.batch_size
-                parser["tumor_label"] = next(iter(self.labels.values()))
+                parser["tumor_label"] = self.labels.get("tumor", next(iter(self.labels.values())))
+                if "possible tumor" in self.labels:  # bundles before the three-level verdict have no such label
+                    parser["possible_tumor_label"] = self.labels["possible tumor"]
                 self._stages[key] = {
                     "pre_transforms": parser.get_parsed_content("pre_transforms"),
                     "inferer": parser.get_parsed_content("slice_stack_inferer"),
@@ -180,6 +182,14 @@ class BrainTumorSegmentation(BasicInferTask):
             os.unlink(path)
             raise
         mask = data[self.output_label_key]
-        stack = mask[None] if ndim == 2 else mask
-        found = int(stack.reshape(len(stack), -1).any(axis=1).sum())
-        return path, {"tumor_slices": found, "slices": len(stack), "bundle_version": self.version}
+        stack = (mask[None] if ndim == 2 else mask).reshape(len(mask[None] if ndim == 2 else mask), -1)
+        tumor = (stack == self.labels.get("tumor", 1)).any(axis=1)
+        possible = (stack == self.labels.get("possible tumor", -1)).any(axis=1) & ~tumor
+        verdict = "tumor" if tumor.any() else ("possible tumor" if possible.any() else "no tumor found")
+        return path, {
+            "verdict": verdict,
+            "tumor_slices": int(tumor.sum()),
+            "possible_tumor_slices": int(possible.sum()),
+            "slices": len(stack),
+            "bundle_version": self.version,
+        }

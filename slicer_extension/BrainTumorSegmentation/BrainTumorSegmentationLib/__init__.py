@@ -31,6 +31,9 @@ from typing import Any
 from .inference import VOLUME_NAMES, bundle_info, find_bundle_dir, load_predictor
 
 _SEGMENTATION_NAMES = (
+    "POSSIBLE_SEGMENT_COLOR",
+    "POSSIBLE_SEGMENT_NAME",
+    "POSSIBLE_TERMINOLOGY",
     "PROBABILITY_REFERENCE_ROLE",
     "SEGMENT_COLOR",
     "SEGMENT_NAME",
@@ -44,6 +47,7 @@ _SEGMENTATION_NAMES = (
     "segment_ids",
     "segment_mask_array",
     "segment_volume",
+    "segmentation_label_map",
     "tumor_slice_summary",
     "UNUSUAL_SLICES_ATTRIBUTE",
     "unusual_slice_note",

@@ -1,4 +1,4 @@
-"""Segment MRML volume nodes into a "Brain tumor" segment: the extension's logic, free of Qt.
+"""Segment MRML volume nodes into a "Brain tumor" and a "Possible tumor" segment: the extension's logic, free of Qt.
 
 Works in 3D Slicer and in a plain Python process with the PyPI package ``slicer-core``
 (real MRML scene, no application): nothing here touches ``slicer.app``, ``slicer.modules``,
@@ -24,6 +24,9 @@ import vtk.util.numpy_support as vtk_np
 from .inference import bundle_module, load_predictor
 
 __all__ = [
+    "POSSIBLE_SEGMENT_COLOR",
+    "POSSIBLE_SEGMENT_NAME",
+    "POSSIBLE_TERMINOLOGY",
     "PROBABILITY_REFERENCE_ROLE",
     "SEGMENT_COLOR",
     "SEGMENT_NAME",
@@ -37,6 +40,7 @@ __all__ = [
     "segment_ids",
     "segment_mask_array",
     "segment_volume",
+    "segmentation_label_map",
     "tumor_slice_summary",
     "UNUSUAL_SLICES_ATTRIBUTE",
     "unusual_slice_note",
@@ -46,6 +50,10 @@ __all__ = [
 SEGMENT_NAME = "Brain tumor"
 #: Fixed display color of the segment (RGB in 0..1).
 SEGMENT_COLOR = (0.90, 0.30, 0.20)
+#: The second segment: candidates below the operating point, shown apart for a person to look at
+#: (the bundle's label 2, ``scripts.verdict``).
+POSSIBLE_SEGMENT_NAME = "Possible tumor"
+POSSIBLE_SEGMENT_COLOR = (1.00, 0.75, 0.10)
 #: Standard terminology (DICOM/SNOMED-CT) as Slicer serializes it in the segment's
 #: ``TerminologyEntry`` tag: context~category~type~typeModifier~anatomicContext~region~regionModifier,
 #: each code ``scheme^value^meaning``. Neoplasm (SCT 108369006) of the brain (SCT 12738006): Neoplasm
@@ -60,7 +68,22 @@ TERMINOLOGY = (
     "~SCT^12738006^Brain"
     "~^^"
 )
+#: A possible tumor is a lesion (SCT 52988006), not yet a neoplasm.
+POSSIBLE_TERMINOLOGY = (
+    "Segmentation category and type - DICOM master list"
+    "~SCT^49755003^Morphologically Altered Structure"
+    "~SCT^52988006^Lesion"
+    "~^^"
+    "~Anatomic codes - DICOM master list"
+    "~SCT^12738006^Brain"
+    "~^^"
+)
 TERMINOLOGY_TAG = "TerminologyEntry"
+#: label value of the bundle's label map -> (segment name, color, terminology)
+_SEGMENTS = {
+    1: (SEGMENT_NAME, SEGMENT_COLOR, TERMINOLOGY),
+    2: (POSSIBLE_SEGMENT_NAME, POSSIBLE_SEGMENT_COLOR, POSSIBLE_TERMINOLOGY),
+}
 #: Segment tag recording which bundle (name and version) made the segment.
 SOURCE_TAG = "BrainTumorSegmentation.Bundle"
 #: Segmentation node attribute: how many slices looked unlike the model's training data.
@@ -184,7 +207,12 @@ def segment_volume(
     cancel: Callable[[], bool] | threading.Event | None = None,
     predictor: Any = None,
 ) -> Any:
-    """Segment the brain tumor in a volume node into a "Brain tumor" segment.
+    """Segment the brain tumor in a volume node into a "Brain tumor" segment, and possible tumors into a second one.
+
+    The bundle's label map (``scripts.verdict``) becomes two segments: "Brain tumor" (label 1,
+    the tumor at the operating point) and "Possible tumor" (label 2: candidates below it, shown so
+    that nothing the network saw is hidden). A volume's slices are decided with their neighbours
+    (the bundle's ``volume_rule``).
 
     A single-slice volume (a JPEG/PNG loaded in Slicer, shape ``(1, H, W)``) is one 2D image;
     a 3D volume is segmented slice by slice along ``axis``, ``batch_size`` slices at a time.
@@ -193,7 +221,8 @@ def segment_volume(
     Args:
         volume_node: a scalar or RGB(A) vector volume node in a MRML scene.
         segmentation_node: output; a new ``vtkMRMLSegmentationNode`` is added when None. Running
-            again with the same node replaces its "Brain tumor" segment (other segments stay).
+            again with the same node replaces its "Brain tumor" and "Possible tumor" segments (other
+            segments stay).
         bundle_dir: the MONAI bundle (default: see :func:`~BrainTumorSegmentationLib.find_bundle_dir`).
         ckpt_path: weights (default: the bundle's ``models/model.pt``).
         config_files: JSON files layered on the bundle's ``inference.json`` (e.g. another network size).
@@ -254,29 +283,38 @@ def segment_volume(
     )
 
 
-def tumor_slice_summary(mask: np.ndarray, axis: int | str | None = None) -> str:
-    """Say on how many slices a tumor was found: "tumor found on 7 of 24 slices".
+def tumor_slice_summary(
+    mask: np.ndarray, axis: int | str | None = None, bundle_dir: str | os.PathLike | None = None
+) -> str:
+    """Say on how many slices a tumor, and a possible tumor, was found: "tumor found on 7 of 24 slices".
 
-    A slice counts when its mask holds any tumor voxel; the bundle's post-processing empties
-    the mask of a slice where it finds no tumor, so this is the bundle's own per-slice answer.
+    A slice counts as a tumor slice when its label map holds a tumor voxel (label 1), as a
+    possible-tumor slice when it holds only possible-tumor voxels (label 2): the bundle's own
+    per-slice verdicts (``scripts.verdict``).
 
     Args:
-        mask: the ``(k, j, i)`` mask (e.g. :func:`segment_mask_array`).
+        mask: the ``(k, j, i)`` label map (e.g. :func:`segment_mask_array` of each segment, or the
+            worker's mask).
         axis: the IJK axis the volume was segmented along (see :func:`resolve_axis`).
+        bundle_dir: the bundle that segmented it (its sentences are used).
 
     Returns:
-        for a single-slice image "tumor found" or "no tumor found"; for a volume "tumor found on
-        N of M slices" or "no tumor found on any of M slices".
+        for a single-slice image "tumor found", "possible tumor" or "no tumor found"; for a volume
+        "tumor found on N of M slices" or "no tumor found on any of M slices", with "; possible
+        tumor on P more" when there are some.
     """
     arr = np.asarray(mask)
     if arr.ndim != 3 or arr.size == 0:
         raise ValueError(f"expected a non-empty (k, j, i) mask, got shape {arr.shape}")
-    np_axis = 2 - bundle_module("volumes").resolve_axis(arr.shape, axis)
-    per_slice = np.moveaxis(arr != 0, np_axis, 0).reshape(arr.shape[np_axis], -1).any(axis=1)
-    found, total = int(per_slice.sum()), int(per_slice.size)
+    np_axis = 2 - bundle_module("volumes", bundle_dir).resolve_axis(arr.shape, axis)
+    per_slice = np.moveaxis(arr, np_axis, 0).reshape(arr.shape[np_axis], -1)
+    tumor = (per_slice == 1).any(axis=1)
+    possible = (per_slice == 2).any(axis=1) & ~tumor
+    found, maybe, total = int(tumor.sum()), int(possible.sum()), int(tumor.size)
+    report = bundle_module("tumor_report", bundle_dir)
     if total == 1:
-        return "tumor found" if found else "no tumor found"
-    return f"tumor found on {found} of {total} slices" if found else f"no tumor found on any of {total} slices"
+        return "tumor found" if found else ("possible tumor" if maybe else "no tumor found")
+    return report.tumor_count_summary(found, total, "slices", maybe)
 
 
 def unusual_slice_note(segmentation_node: Any) -> str:
@@ -298,7 +336,10 @@ def apply_prediction(
     source: str | None = None,
     unusual_slices: int | None = None,
 ) -> Any:
-    """Write a predicted ``(k, j, i)`` mask (and probability) for ``volume_node`` into the scene.
+    """Write a predicted ``(k, j, i)`` label map (and probability) for ``volume_node`` into the scene.
+
+    Label 1 becomes the "Brain tumor" segment, label 2 the "Possible tumor" segment; both are
+    always there (empty when nothing was found), so a run says "no tumor" visibly.
 
     ``unusual_slices``, the number of slices the bundle's input check flagged as unlike its
     training data, is kept on the segmentation node (:data:`UNUSUAL_SLICES_ATTRIBUTE`, read
@@ -321,7 +362,7 @@ def apply_prediction(
         raise ValueError(f"the mask has shape {mask.shape} but the volume has {shape} (k, j, i)")
     if probability is not None and np.asarray(probability).shape != shape:
         raise ValueError(f"the probability has shape {np.asarray(probability).shape} but the volume has {shape}")
-    labelmap = _oriented_labelmap(volume_node, mask)
+    labelmaps = {label: _oriented_labelmap(volume_node, mask == label) for label in _SEGMENTS}
     _register_converter_rules()
 
     scene = volume_node.GetScene()
@@ -341,7 +382,8 @@ def apply_prediction(
         try:
             segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
             segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
-            _replace_segment(segmentation_node, labelmap, source)
+            for label, (name, color, terminology) in _SEGMENTS.items():
+                _replace_segment(segmentation_node, labelmaps[label], source, name, color, terminology)
             if unusual_slices is not None:
                 segmentation_node.SetAttribute(UNUSUAL_SLICES_ATTRIBUTE, str(int(unusual_slices)))
         finally:
@@ -425,10 +467,17 @@ def segment_ids(segmentation: Any) -> list[str]:
     return [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]
 
 
-def _replace_segment(segmentation_node: Any, labelmap: Any, source: str | None) -> str:
-    """Put ``labelmap`` in the node's "Brain tumor" segment, at the old one's position if there was one."""
+def _replace_segment(
+    segmentation_node: Any,
+    labelmap: Any,
+    source: str | None,
+    name: str = SEGMENT_NAME,
+    color: tuple[float, float, float] = SEGMENT_COLOR,
+    terminology: str = TERMINOLOGY,
+) -> str:
+    """Put ``labelmap`` in the node's segment called ``name``, at the old one's position if there was one."""
     segmentation = segmentation_node.GetSegmentation()
-    old_ids = [sid for sid in segment_ids(segmentation) if segmentation.GetSegment(sid).GetName() == SEGMENT_NAME]
+    old_ids = [sid for sid in segment_ids(segmentation) if segmentation.GetSegment(sid).GetName() == name]
     index = segmentation.GetSegmentIndex(old_ids[0]) if old_ids else None
     for sid in old_ids:
         segmentation.RemoveSegment(sid)
@@ -438,20 +487,20 @@ def _replace_segment(segmentation_node: Any, labelmap: Any, source: str | None) 
     scalars = vtk_np.vtk_to_numpy(labelmap.GetPointData().GetScalars())
     if scalars.any():
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
-            labelmap, segmentation_node, SEGMENT_NAME, insert_before
+            labelmap, segmentation_node, name, insert_before
         )
         new_ids = [sid for sid in segment_ids(segmentation) if sid not in before]
         if not ok or len(new_ids) != 1:
-            raise RuntimeError(f"importing the tumor labelmap into {_describe(segmentation_node)} failed")
+            raise RuntimeError(f"importing the {name!r} labelmap into {_describe(segmentation_node)} failed")
         segment_id = new_ids[0]
     else:  # nothing found: keep an empty segment so the result is visible as "no tumor"
-        segment_id = segmentation.AddEmptySegment("", SEGMENT_NAME)
+        segment_id = segmentation.AddEmptySegment("", name)
         if index is not None:
             segmentation.SetSegmentIndex(segment_id, index)
     segment = segmentation.GetSegment(segment_id)
-    segment.SetName(SEGMENT_NAME)
-    segment.SetColor(*SEGMENT_COLOR)
-    segment.SetTag(TERMINOLOGY_TAG, TERMINOLOGY)
+    segment.SetName(name)
+    segment.SetColor(*color)
+    segment.SetTag(TERMINOLOGY_TAG, terminology)
     if source:
         segment.SetTag(SOURCE_TAG, str(source))
     for method in ("SetNameAutoGenerated", "SetColorAutoGenerated"):
@@ -517,6 +566,18 @@ def export_segment_labelmap(segmentation_node: Any, segment_name: str = SEGMENT_
 def segment_mask_array(segmentation_node: Any, segment_name: str = SEGMENT_NAME) -> np.ndarray:
     """The segment's ``(k, j, i)`` 0/1 mask on the input volume's voxel grid (see :func:`export_segment_labelmap`)."""
     return export_segment_labelmap(segmentation_node, segment_name)[0]
+
+
+def segmentation_label_map(segmentation_node: Any) -> np.ndarray:
+    """The ``(k, j, i)`` label map of the "Brain tumor" (1) and "Possible tumor" (2) segments, as the bundle wrote it.
+
+    A node made before the possible-tumor segment existed gives the tumor alone.
+    """
+    labels = segment_mask_array(segmentation_node, SEGMENT_NAME).astype(np.uint8)
+    if segmentation_node.GetSegmentation().GetSegmentIdBySegmentName(POSSIBLE_SEGMENT_NAME):
+        possible = segment_mask_array(segmentation_node, POSSIBLE_SEGMENT_NAME)
+        labels[(possible != 0) & (labels == 0)] = 2
+    return labels
 
 
 def save_segmentation(segmentation_node: Any, path: str | os.PathLike) -> str:

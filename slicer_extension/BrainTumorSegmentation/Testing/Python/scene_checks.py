@@ -28,16 +28,22 @@ import numpy as np
 
 from BrainTumorSegmentationLib.inference import bundle_module
 from BrainTumorSegmentationLib.segmentation import (
+    POSSIBLE_SEGMENT_COLOR,
+    POSSIBLE_SEGMENT_NAME,
+    POSSIBLE_TERMINOLOGY,
     PROBABILITY_REFERENCE_ROLE,
     SEGMENT_COLOR,
     SEGMENT_NAME,
     TERMINOLOGY,
     TERMINOLOGY_TAG,
+    apply_prediction,
     export_segment_labelmap,
     probability_node_of,
     save_segmentation,
     segment_ids,
     segment_volume,
+    segmentation_label_map,
+    tumor_slice_summary,
 )
 
 #: The Slicer convention for a 2D image file: i -> left, j -> posterior (LPS image axes in RAS).
@@ -193,14 +199,46 @@ def segment_tag(segment: Any, name: str) -> str | None:
 
 
 def check_segment_metadata(segmentation_node: Any) -> None:
-    """One "Brain tumor" segment with the fixed color and the standard terminology."""
+    """One "Brain tumor" and one "Possible tumor" segment, each with its fixed color and standard terminology."""
     segmentation = segmentation_node.GetSegmentation()
-    ids = [sid for sid in segment_ids(segmentation) if segmentation.GetSegment(sid).GetName() == SEGMENT_NAME]
-    assert len(ids) == 1, f"expected one {SEGMENT_NAME!r} segment, found {len(ids)}"
-    segment = segmentation.GetSegment(ids[0])
-    assert np.allclose(segment.GetColor(), SEGMENT_COLOR), f"segment color {segment.GetColor()} != {SEGMENT_COLOR}"
-    terminology = segment_tag(segment, TERMINOLOGY_TAG)
-    assert terminology == TERMINOLOGY, f"terminology tag is {terminology!r}"
+    for name, color, terms in (
+        (SEGMENT_NAME, SEGMENT_COLOR, TERMINOLOGY),
+        (POSSIBLE_SEGMENT_NAME, POSSIBLE_SEGMENT_COLOR, POSSIBLE_TERMINOLOGY),
+    ):
+        ids = [sid for sid in segment_ids(segmentation) if segmentation.GetSegment(sid).GetName() == name]
+        assert len(ids) == 1, f"expected one {name!r} segment, found {len(ids)}"
+        segment = segmentation.GetSegment(ids[0])
+        assert np.allclose(segment.GetColor(), color), f"{name} color {segment.GetColor()} != {color}"
+        terminology = segment_tag(segment, TERMINOLOGY_TAG)
+        assert terminology == terms, f"{name} terminology tag is {terminology!r}"
+
+
+def check_possible_tumor_segment(scene: Any, tmp_dir: str) -> None:
+    """The bundle's label map (1 tumor, 2 possible tumor) becomes two segments with the right voxels, which
+    the slice summary counts apart and a saved .seg.nrrd keeps (read back with slicerio when installed)."""
+    labels = np.zeros((3, 20, 30), np.uint8)
+    labels[0, 2:6, 3:9] = 1  # a tumor on slice 0
+    labels[1, 10:14, 10:20] = 2  # a possible tumor alone on slice 1
+    labels[0, 15:18, 20:25] = 2  # and one beside the tumor
+    volume = add_scalar_volume(scene, np.ones((3, 20, 30), np.float32), "possible")
+    segmentation = apply_prediction(volume, labels)
+    check_segment_metadata(segmentation)
+    assert np.array_equal(export_segment_labelmap(segmentation, SEGMENT_NAME)[0], labels == 1)
+    assert np.array_equal(export_segment_labelmap(segmentation, POSSIBLE_SEGMENT_NAME)[0], labels == 2)
+    assert np.array_equal(segmentation_label_map(segmentation), labels)
+    summary = tumor_slice_summary(segmentation_label_map(segmentation), 2)
+    assert summary == "tumor found on 1 of 3 slices; possible tumor on 1 more", summary
+    saved = save_segmentation(segmentation, os.path.join(tmp_dir, "possible.seg.nrrd"))
+    try:
+        import slicerio
+    except ImportError:
+        return
+    data = slicerio.read_segmentation(saved)
+    by_name = {s["name"]: s for s in data["segments"]}
+    assert set(by_name) == {SEGMENT_NAME, POSSIBLE_SEGMENT_NAME}, f"{saved}: segments {sorted(by_name)}"
+    assert by_name[POSSIBLE_SEGMENT_NAME]["terminology"]["type"] == ["SCT", "52988006", "Lesion"]
+    voxels = np.asarray(data["voxels"])
+    assert int((voxels == by_name[POSSIBLE_SEGMENT_NAME]["labelValue"]).sum()) == int((labels == 2).sum())
 
 
 def check_geometry(segmentation_node: Any, volume_node: Any) -> np.ndarray:
@@ -406,7 +444,7 @@ def check_rerun_replaces(scene: Any, predictor: Any, first: np.ndarray, second: 
     assert scene.GetNumberOfNodes() == nodes, f"rerun added nodes: {nodes} -> {scene.GetNumberOfNodes()}"
     seg = segmentation.GetSegmentation()
     names = [seg.GetSegment(sid).GetName() for sid in segment_ids(seg)]
-    assert names == [SEGMENT_NAME, "Manual edits"], f"segments after rerun: {names}"
+    assert names == [SEGMENT_NAME, POSSIBLE_SEGMENT_NAME, "Manual edits"], f"segments after rerun: {names}"
     check_segment_metadata(segmentation)
     expected = np.asarray(predictor.predict_array(second))
     assert np.array_equal(export_segment_labelmap(segmentation)[0][0], expected), "rerun did not replace the mask"
@@ -429,7 +467,7 @@ def check_no_tumor(scene: Any, tmp_dir: str) -> None:
     segment_volume(volume, segmentation, predictor=stand_in)
     seg = segmentation.GetSegmentation()
     names = [seg.GetSegment(sid).GetName() for sid in segment_ids(seg)]
-    assert names == [SEGMENT_NAME, "Manual edits"], f"segments after an empty rerun: {names}"
+    assert names == [SEGMENT_NAME, POSSIBLE_SEGMENT_NAME, "Manual edits"], f"segments after an empty rerun: {names}"
     check_segment_metadata(segmentation)
     mask = check_geometry(segmentation, volume)
     assert mask.shape == (1, 40, 50) and not mask.any(), "an empty result must export as zeros"
@@ -542,5 +580,7 @@ def run_all_checks(
     check_no_tumor(scene, tmp_dir)
     log("rerun replaces")
     check_rerun_replaces(scene, predictor, greys[0], greys[1])
+    log("possible tumors: a second segment")
+    check_possible_tumor_segment(scene, tmp_dir)
     log("overlap with the ground-truth boxes" + ("" if trained else " (computed only: not a trained model)"))
     check_tumor_overlap(scene, predictor, samples, trained)
