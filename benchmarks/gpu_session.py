@@ -20,9 +20,12 @@ two device calls. Then, on the device (the commands ``prepare`` prints):
   device-side augmentation); ``benchmarks/gpu_training.py``: images/s of the plain loop, the
   default ``train.json`` and the fast override against the floor, and a whole fast training
   timed with its start-up apart.
-* part 2 (``carry: [".whl", ".gpu_carry/b"]``): the shipped recipe's four stages
-  (:data:`RECIPE`), with more epochs than the CPU allows, each in the time left to it; the cascade
-  evaluated on the carried validation images; weights, logs, curves and ``session.json``.
+* part 2 (``carry: [".whl", ".gpu_carry/b"]``): the shipped recipe's stages, run by
+  :func:`brainseg_monai.recipe.run_recipe` (the code of ``brainseg train --recipe``), one call per
+  stage, with more epochs than the CPU allows, each in the time left to it (the free stage needs
+  real tumor-free slices, which are not carried: it is skipped, and the robust stage's model is
+  ``model.pt``); the cascade evaluated on the carried validation images; weights, logs, curves and
+  ``session.json``.
 
 Every stage writes its result into ``$OUT`` when it ends, and the session stops cleanly before
 ``--deadline``: what finished is kept when something fails or time runs short. Afterwards, here::
@@ -45,13 +48,13 @@ import tarfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # on the device the repository is not installed: its code is imported from here
 from brainseg_monai.bundle_zip import sha256_file as sha256  # noqa: E402
+from brainseg_monai.recipe import RECIPE, Stage, plan_stages  # noqa: E402  (RECIPE: gpu_accept.py reads it here)
 
 BUNDLE = REPO / "bundle"
 CONFIGS = REPO / "configs"
@@ -69,39 +72,6 @@ VALID_IMAGES = 100
 INSTALL = (
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "
     ".whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 || exit 1; "
-)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One training stage of the shipped recipe: the configs layered on ``train.json``, its CPU epochs,
-    the stage whose weights it starts from, the bundle file its weights become, and its share of the time."""
-
-    name: str
-    configs: tuple[str, ...]
-    cpu_epochs: int
-    start_from: str | None
-    weights: str
-    share: float
-
-
-#: The recipe of bundle v0.3.0 (bundle/docs/README.md, "Training"), stage by stage. The first stage
-#: runs with the fast override that part 1 smoke-tests; the others change the transforms and handlers
-#: that override replaces, so they run with train.json's own pipeline (AMP on CUDA).
-RECIPE = (
-    Stage("box", ("train_full.json", "fast_gpu.json"), 40, None, "model_box.pt", 0.40),
-    Stage("outline", ("train_full.json", "box_supervised.json"), 8, "box", "", 0.12),
-    Stage(
-        "robust", ("train_full.json", "box_supervised.json", "robust_finetune.json"), 16, "outline", "model.pt", 0.24
-    ),
-    Stage(
-        "cascade",
-        ("train_full.json", "box_supervised.json", "robust_finetune.json", "cascade_train.json"),
-        40,
-        "robust",
-        "model_outline.pt",
-        0.24,
-    ),
 )
 
 
@@ -390,40 +360,37 @@ def bench_stage(data: Path, device: str, dry_run: bool) -> Callable[[float], dic
 def train_stage(
     stage: Stage, data: Path, device: str, work: Path, out: Path, epochs_scale: float, dry_run: bool, budget_s: float
 ) -> Callable[[float], dict]:
+    """One stage of the recipe through :func:`brainseg_monai.recipe.run_recipe`, stopped in its time budget.
+
+    The recipe trains into ``work/<stage>`` from the stage before; the bundle files made so far go
+    into ``out`` as each stage ends, so a session cut short keeps them.
+    """
+
     def run(left: float) -> dict:
-        folder = work / stage.name
-        configs = [BUNDLE / "configs" / "train.json", *(CONFIGS / c for c in stage.configs)]
-        epochs = 1 if dry_run else max(1, round(stage.cpu_epochs * epochs_scale))
-        overrides: dict[str, Any] = {
-            "dataset_dir": str(data),
-            "device": f"$torch.device('{device}')",
-            "train#trainer#max_epochs": epochs,
-            "progress_bar": False,
-            "ckpt_dir": str(folder / "models"),
-            "output_dir": str(folder / "eval"),
-        }
-        if dry_run:
-            overrides["batch_size"] = 4
-        if stage.start_from:
-            overrides["pretrained"] = str(work / stage.start_from / "models" / "model.pt")
-        log = work / f"{stage.name}.log"
+        from brainseg_monai.recipe import run_recipe
+
         budget = min(left - 15, max(budget_s, 30.0))
-        code, timed_out = bundle_run(configs, overrides, log, budget)
-        weights = folder / "models" / "model.pt"
-        if not weights.is_file():
-            raise RuntimeError(f"no weights (exit {code}): {log.read_text(errors='replace')[-1500:]}")
-        if code != 0 and not timed_out:
-            raise RuntimeError(f"exit {code}: {log.read_text(errors='replace')[-1500:]}")
-        if stage.weights:
-            shutil.copy2(weights, out / stage.weights)
+        result = run_recipe(
+            data,
+            work,
+            stages=[stage.name],
+            device=device,
+            epochs_scale=1e-3 if dry_run else epochs_scale,  # the dry run: one epoch per stage
+            overrides={"batch_size": 4} if dry_run else None,
+            progress_bar=False,
+            time_limit_s=budget,
+        )
+        for name, path in result.bundle_models.items():
+            shutil.copy2(path, out / name)
+        record = result.stages[stage.name]
         return {
-            "epochs_planned": epochs,
-            "epochs_done": epochs_done(log),
-            "completed": not timed_out,
+            "epochs_planned": record["epochs"],
+            "epochs_done": record["epochs_done"],
+            "completed": not record["stopped_early"],
             "time_budget_s": round(budget, 1),
-            "best_val_dice": best_val_dice(log),
-            "configs": ["train.json", *stage.configs],
-            "weights": stage.weights or None,
+            "best_val_dice": record["best_val_dice"],
+            "configs": record["configs"],
+            "weights": [name for name, source in result.sources.items() if source == stage.name] or None,
         }
 
     return run
@@ -486,6 +453,9 @@ def finish(out: Path, work: Path, session: Session) -> None:
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted(work.glob("*.log")) + sorted(work.glob("*.png")):
             tar.add(path, arcname=path.name)
+        for stage in RECIPE:  # each recipe stage logs into its own folder
+            if (work / stage.name / "train.log").is_file():
+                tar.add(work / stage.name / "train.log", arcname=f"{stage.name}.log")
         for path in sorted(work.glob("*/eval/*.csv")) + sorted((work / "evaluation").glob("*.json")):
             tar.add(path, arcname=str(path.relative_to(work)))
     session.data["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p != session.path}
@@ -523,9 +493,10 @@ def run(part: str, out: Path, deadline_s: float, dry_run: bool, epochs_scale: fl
         session.stage("benchmarks", bench_stage(data, device, dry_run), minimum_s=60)
     if part in ("2", "all"):
         reserve = 5 if dry_run else 60  # the evaluation and the archive after the stages
-        for index, stage in enumerate(RECIPE):
+        stages = plan_stages(with_tumor_free=False)  # no real tumor-free slices are carried
+        for index, stage in enumerate(stages):
             # the stage's share of the time left: a stage that ends early leaves its time to the next ones
-            budget = stage.share / sum(s.share for s in RECIPE[index:]) * (session.left() - reserve)
+            budget = stage.share / sum(s.share for s in stages[index:]) * (session.left() - reserve)
             ok = session.stage(
                 f"train_{stage.name}",
                 train_stage(stage, data, device, work, out, epochs_scale, dry_run, budget),
@@ -551,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/gpu_session")))
     r.add_argument("--deadline", type=float, default=500.0, help="seconds from start; stages stop before it")
     r.add_argument(
-        "--epochs-scale", type=float, default=2.0, help="epochs per stage, as a multiple of the CPU recipe's"
+        "--epochs-scale", type=float, default=2.0, help="epochs per stage, as a multiple of the (CPU) recipe's"
     )
     r.add_argument("--dry-run", action="store_true", help="CPU, sample split, one epoch per stage")
     args = ap.parse_args(argv)

@@ -2,6 +2,7 @@
 
     brainseg check-data SPLIT_DIR
     brainseg train --dataset-dir ROOT --output-dir RUN
+    brainseg train --recipe --dataset-dir ROOT --output-dir RUN [--tumor-free-split DIR] [--resume]
     brainseg evaluate SPLIT_DIR --output-dir OUT [--outlines DIR]
     brainseg segment INPUT... --output-dir OUT
     brainseg unpack ZIP --dest DIR --sha256 HEX
@@ -123,7 +124,15 @@ def _bundle_dir(args: argparse.Namespace) -> str:
     return bundle
 
 
+RECIPE_ONLY = (("--tumor-free-split", "tumor_free_split"), ("--epochs-scale", "epochs_scale"), ("--stages", "stages"))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.recipe:
+        return _train_recipe(args)
+    for option, name in RECIPE_ONLY:
+        if getattr(args, name):
+            raise CommandError(f"{option}: only with --recipe")
     from monai.bundle import ConfigWorkflow
 
     from scripts.coco import split_dir, validate_split
@@ -176,6 +185,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = out / "models" / "model.pt"
     print(f"best model: {model}" if model.is_file() else f"no model saved in {out / 'models'}")
     return EXIT_OK
+
+
+def _train_recipe(args: argparse.Namespace) -> int:
+    """``brainseg train --recipe``: every stage of the shipped recipe (:mod:`brainseg_monai.recipe`)."""
+    from brainseg_monai.recipe import RecipeError, run_recipe
+
+    if args.epochs is not None:
+        raise CommandError("--epochs: not with --recipe (each stage has its own); use --epochs-scale")
+    bundle = _bundle_dir(args)
+    category_map = _category_map(args.category_map)
+    for option, value in (("--train-split", args.train_split), ("--val-split", args.val_split)):
+        _config_literal(option, value)  # they go into the config as text
+    device = _device("--device", args.device)
+    for extra in args.config:
+        if not os.path.isfile(extra):
+            raise CommandError(f"--config {extra}: file not found")
+    try:
+        run_recipe(
+            args.dataset_dir,
+            args.output_dir,
+            tumor_free_splits=args.tumor_free_split,
+            resume=args.resume,
+            device=device,
+            epochs_scale=1.0 if args.epochs_scale is None else args.epochs_scale,
+            stages=args.stages.split(",") if args.stages is not None else None,
+            bundle_dir=bundle,
+            extra_configs=args.config,
+            category_map=category_map,
+            train_split=args.train_split,
+            val_split=args.val_split,
+        )
+    except RecipeError as e:
+        raise CommandError(str(e)) from None
+    return EXIT_OK
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number above 0")
+    return value
 
 
 # -- evaluate ----------------------------------------------------------------------------
@@ -240,19 +296,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print("  ".join(f"{k}={summary[k]:.3f}" for k in keys if isinstance(summary.get(k), (int, float))))
     from scripts.tumor_report import tumor_count_summary
 
-    print(tumor_count_summary(summary["n_images_tumor_found"], summary["n_images"]))
+    print(
+        tumor_count_summary(
+            summary["n_images_tumor_found"], summary["n_images"], possible=summary.get("n_images_possible_tumor", 0)
+        )
+    )
     print(f"wrote {out / PER_IMAGE_FILE}, {out / SUMMARY_FILE}, masks and pictures in {out}")
     return EXIT_OK
 
 
 def _print_table(rows: Sequence[dict]) -> None:
-    """One line per image: the figures of its row and whether a tumor was found."""
+    """One line per image: the figures of its row and its verdict (tumor, possible tumor, NO TUMOR FOUND)."""
+    from scripts.verdict import NO_TUMOR, verdict_of
+
     cols = [c for c in ("dice", "iou", "box_iou", "outline_dice", "tumor_score") if rows and c in rows[0]]
-    print(f"{'image':<48} " + " ".join(f"{c:>12}" for c in cols) + "  tumor")
+    print(f"{'image':<48} " + " ".join(f"{c:>12}" for c in cols) + "  verdict")
     for row in rows:
         cells = " ".join(f"{row[c]:>12.3f}" if isinstance(row[c], (int, float)) else f"{'-':>12}" for c in cols)
-        found = "found" if row.get("tumor_found") else "NO TUMOR FOUND"
-        print(f"{row['file_name'][:48]:<48} {cells}  {found}")
+        verdict = verdict_of([1] if row.get("tumor_found") else [], [1] if row.get("possible_tumor") else [])
+        print(f"{row['file_name'][:48]:<48} {cells}  {verdict.upper() if verdict == NO_TUMOR else verdict}")
 
 
 # -- segment -----------------------------------------------------------------------------
@@ -396,8 +458,10 @@ def _unpack_bundle_zip(args: argparse.Namespace) -> None:
 
 def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, dict]:
     """Segment one input and write its mask; returns the mask's path and the input's tumor report row."""
+    from brainseg_monai.report import overlay_caption
     from scripts.io import is_medical_image, mask_output_path, write_mask
     from scripts.tumor_report import tumor_row
+    from scripts.verdict import png_mask
     from scripts.volumes import segment_medical_file
 
     name = os.path.basename(os.path.normpath(path))
@@ -409,36 +473,56 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
         if args.overlays:
             slices = [result.array] if result.array.ndim == 2 else list(result.array)
             masks = [result.mask] if result.mask.ndim == 2 else list(result.mask)
-            _volume_overlays(path, slices, masks, Path(args.output_dir) / "overlays")
+            _volume_overlays(path, slices, masks, result.slice_reports, Path(args.output_dir) / "overlays")
         return result.mask_path, result.row
     target = mask_output_path(path, args.output_dir, args.format)
     if args.skip_existing and os.path.exists(target):
         raise _AlreadyDone(target)
     prediction = predictor.predict_file(path, details=True)
-    write_mask(prediction.mask, target)
+    # the label map: 1 tumor, 2 possible tumor (PNG: 255 and 128)
+    labels = prediction.labels
+    write_mask(png_mask(labels) if target.lower().endswith(".png") else labels, target, scale=1)
     if args.overlays:
         from brainseg_monai.report import single_overlay
         from scripts.io import read_grey
 
         grey = read_grey(path)  # the grey the model saw
-        single_overlay(grey, prediction.mask, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
-    return target, tumor_row(name, prediction.tumor_score, prediction.components, prediction.input_unusual)
+        caption = overlay_caption(name, prediction.verdict, prediction.tumor_score)
+        single_overlay(
+            grey, labels, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"), caption=caption
+        )
+    return target, tumor_row(
+        name, prediction.tumor_score, prediction.components, prediction.input_unusual, prediction.possible_components
+    )
 
 
-def _volume_overlays(path: str, slices: Sequence[Any], masks: Sequence[Any], folder: Path) -> list[str]:
+def _volume_overlays(
+    path: str, slices: Sequence[Any], masks: Sequence[Any], reports: Sequence[dict], folder: Path
+) -> list[str]:
     """Overlays of a NIfTI/NRRD/DICOM input: ``<stem>.png`` for a 2D one; for a volume, one
-    ``<stem>_slice<k>.png`` per slice with a tumor (the middle slice when there is none)."""
-    from brainseg_monai.report import single_overlay
+    ``<stem>_slice<k>.png`` per slice with a tumor or a possible tumor (the middle slice when there is
+    none), each captioned with the slice's verdict and score."""
+    from brainseg_monai.report import overlay_caption, single_overlay
     from scripts.io import mask_output_path, to_grey
 
     def grey(s):
         return to_grey(s[None])[0]
 
+    name = os.path.basename(os.path.normpath(path))
     if len(slices) == 1:
-        return [single_overlay(grey(slices[0]), masks[0], mask_output_path(path, folder, ".png"))]
+        caption = overlay_caption(name, reports[0]["verdict"], reports[0]["tumor_score"])
+        return [single_overlay(grey(slices[0]), masks[0], mask_output_path(path, folder, ".png"), caption=caption)]
     picked = [k for k, m in enumerate(masks) if m.any()] or [len(slices) // 2]
     stem = Path(mask_output_path(path, folder, ".png")).stem
-    return [single_overlay(grey(slices[k]), masks[k], folder / f"{stem}_slice{k:03d}.png") for k in picked]
+    return [
+        single_overlay(
+            grey(slices[k]),
+            masks[k],
+            folder / f"{stem}_slice{k:03d}.png",
+            caption=overlay_caption(f"{name} slice {k}", reports[k]["verdict"], reports[k]["tumor_score"]),
+        )
+        for k in picked
+    ]
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -479,8 +563,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             continue
         rows.append(row)
         print(target, flush=True)  # stream: a caller sees each mask as soon as it is written
-        found = row.get("slices_with_tumor") or ("tumor found" if row["tumor_found"] else "no tumor found")
-        print(f"{path}: {found} (tumor score {row['tumor_score']:.2f})", file=sys.stderr, flush=True)
+        said = row["verdict"]
+        if row.get("slices_with_tumor"):  # a volume: per slice too
+            said = f"{said} ({row['slices_with_tumor']}; {row['slices_with_possible_tumor']})"
+        print(f"{path}: {said} (tumor score {row['tumor_score']:.2f})", file=sys.stderr, flush=True)
         if row["input_unusual"]:
             print(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", file=sys.stderr, flush=True)
     done = len(files) - len(failures) - skipped
@@ -550,19 +636,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
     p.set_defaults(func=cmd_check_data)
 
-    p = sub.add_parser("train", help="train the bundle's U-Net on a Roboflow/COCO dataset root")
+    p = sub.add_parser(
+        "train",
+        help="train the bundle's U-Net on a Roboflow/COCO dataset root (--recipe: every stage of the shipped recipe)",
+    )
     p.add_argument("--dataset-dir", required=True, help="dataset root holding train/ and valid/ split folders")
-    p.add_argument("--output-dir", required=True, help="run folder: models/ (model.pt, checkpoint_latest.pt) and eval/")
+    p.add_argument(
+        "--output-dir",
+        required=True,
+        help="run folder: models/ (model.pt, checkpoint_latest.pt) and eval/; with --recipe one such folder per "
+        "stage, OUTPUT_DIR/<stage>/, and the bundle's weights files in OUTPUT_DIR/bundle_models/",
+    )
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
     p.add_argument(
-        "--config", action="append", default=[], help="extra override JSON layered on train.json " + CONFIG_IS_CODE
+        "--config",
+        action="append",
+        default=[],
+        help="extra override JSON layered on train.json (with --recipe: after each stage's configs) " + CONFIG_IS_CODE,
     )
     p.add_argument("--epochs", type=_positive_int, help="number of epochs (train#trainer#max_epochs), at least 1")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="valid")
+    p.add_argument("--train-split", default="train", help="training split folder under --dataset-dir (default: train)")
+    p.add_argument("--val-split", default="valid", help="validation split folder under --dataset-dir (default: valid)")
     p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when present)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/models/checkpoint_latest.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT_DIR/models/checkpoint_latest.pt (with --recipe: the interrupted stage, "
+        "from OUTPUT_DIR/<stage>/models/checkpoint_latest.pt)",
+    )
+    p.add_argument(
+        "--recipe",
+        action="store_true",
+        help="retrain the shipped recipe, every stage in order (box, outline, robust, free, cascade), each from the "
+        "one before; stages already done in OUTPUT_DIR are skipped",
+    )
+    p.add_argument(
+        "--tumor-free-split",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --recipe: a COCO split folder of real tumor-free slices (images, no annotation) for the free "
+        "stage (repeatable); without it the free stage is skipped",
+    )
+    p.add_argument(
+        "--epochs-scale",
+        type=_positive_float,
+        metavar="F",
+        help="with --recipe: multiply every stage's epochs by F (rounded, at least 1), e.g. 0.1 for a short trial",
+    )
+    p.add_argument(
+        "--stages",
+        metavar="NAMES",
+        help="with --recipe: comma-separated stages to run, e.g. box,outline (default: all); "
+        "the stages they start from must be done already",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="segment a COCO split and measure against its boxes (and true outlines)")

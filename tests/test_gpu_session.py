@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -56,6 +57,12 @@ def test_dry_run_runs_every_stage_and_keeps_each_result(dry_run):
     for name in ("box", "outline", "robust", "cascade"):
         assert stages[f"train_{name}"]["epochs_done"] == 1 and stages[f"train_{name}"]["completed"]
     assert stages["evaluate"]["n_images"] == 12 and 0.0 <= stages["evaluate"]["outline_dice_mean"] <= 1.0
+    # brainseg_monai.recipe ran the stages: no real tumor-free slices are carried, so the free stage is
+    # left out and the robust stage's model is model.pt; each stage's log is in the archive
+    made = [stages[f"train_{name}"]["weights"] for name in ("box", "outline", "robust", "cascade")]
+    assert made == [["model_box.pt"], None, ["model.pt"], ["model_outline.pt"]]
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        assert {"box.log", "outline.log", "robust.log", "cascade.log"} <= set(tar.getnames())
     # at most 8 files come back from the device: weights, the session, one archive of logs and curves
     names = sorted(p.name for p in out.iterdir())
     assert names == ["logs.tar.gz", "model.pt", "model_box.pt", "model_outline.pt", "session_partall.json"]
