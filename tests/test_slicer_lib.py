@@ -10,6 +10,7 @@ smoke-trained bundle model and a numpy intensity stand-in whose masks are far fr
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -298,32 +299,105 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _launcher_script(folder) -> str:
+    """A stand-in for ``PythonSlicer``: an executable that runs the real interpreter (``python-real``) as its
+    child with its own arguments and waits for it, as Slicer's launcher does."""
+    path = folder / "PythonSlicer"
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import subprocess, sys\n"
+        "sys.exit(subprocess.call([sys.executable, *sys.argv[1:]]))\n"
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+#: A worker that starts a child which sleeps, says both PIDs, and sleeps too.
+_SPAWNING_WORKER = (
+    "import os, subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+    "print('PIDS', os.getpid(), child.pid, flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_cancel_stops_the_worker_and_everything_it_started(tmp_path):
-    """Cancel must not leave a grandchild (a data loader, a compiler...) running."""
+def test_cancel_stops_the_launcher_the_worker_and_everything_it_started(tmp_path):
+    """Cancel must not leave ``python-real`` or a grandchild (a data loader, a compiler...) running: a real tree,
+    launcher -> worker -> child, as ``PythonSlicer worker.py`` makes it."""
     from BrainTumorSegmentationLib.background import WorkerRun
 
     worker = tmp_path / "spawning_worker.py"
-    worker.write_text(
-        "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        "print('CHILD', child.pid, flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    run = WorkerRun(np.zeros((2, 8, 8), np.float32), str(BUNDLE), worker=str(worker))
+    worker.write_text(_SPAWNING_WORKER)
+    run = WorkerRun(np.zeros((2, 8, 8), np.float32), str(BUNDLE), python=_launcher_script(tmp_path), worker=str(worker))
     deadline = time.monotonic() + 60
-    while not any(line.startswith("CHILD") for line in run.log) and time.monotonic() < deadline:
+    while not any(line.startswith("PIDS") for line in run.log) and time.monotonic() < deadline:
         run.poll()
         time.sleep(0.05)
-    child = int(next(line for line in run.log if line.startswith("CHILD")).split()[1])
-    assert _alive(child) and _alive(run.process.pid)
+    pids = [int(p) for p in next(line for line in run.log if line.startswith("PIDS")).split()[1:]]
+    tree = [run.process.pid, *pids]  # the launcher, the worker it runs, the worker's child
+    assert len(set(tree)) == 3 and all(_alive(pid) for pid in tree)
     run.cancel()
     assert run.wait(30)
     assert run.cancelled and run.result is None
     deadline = time.monotonic() + 10
-    while (_alive(child) or _alive(run.process.pid)) and time.monotonic() < deadline:
+    while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(run.process.pid) and not _alive(child)
+    assert not [pid for pid in tree if _alive(pid)]
+
+
+def test_on_windows_the_worker_starts_without_a_window_and_cancel_ends_its_process_tree(monkeypatch):
+    """The Windows branch, run here with ``os.name`` set to ``"nt"`` and Windows' process calls recorded (the
+    only stand-ins: the OS edge). The worker's process gets ``CREATE_NO_WINDOW`` and a hidden-window
+    ``STARTUPINFO``; Cancel runs ``taskkill /F /T /PID <launcher>``, which ends ``python-real`` and its children
+    too (``Popen.terminate`` would end only the launcher)."""
+    from BrainTumorSegmentationLib import background
+
+    class StartupInfo:  # subprocess.STARTUPINFO exists on Windows only
+        def __init__(self):
+            self.dwFlags = 0
+            self.wShowWindow = 1  # SW_SHOWNORMAL
+
+    started, ran = [], []
+
+    class RecordingPopen:
+        def __init__(self, args, **kwargs):
+            started.append((args, kwargs))
+            self.pid, self.returncode, self.stdout = 4242, None, io.StringIO("")  # the worker said nothing
+
+        def poll(self):
+            return self.returncode
+
+        def kill(self):
+            pytest.fail("taskkill ran: Popen.kill is only its fallback")
+
+    def recording_run(args, **kwargs):
+        ran.append((args, kwargs))
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(subprocess, "STARTUPINFO", StartupInfo, raising=False)
+    monkeypatch.setattr(subprocess, "Popen", RecordingPopen)
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    monkeypatch.setattr(os, "name", "nt")
+    monkeypatch.setattr(sys, "platform", "win32")
+
+    options = background.popen_options()
+    assert options["creationflags"] == 0x08000000 and "start_new_session" not in options  # CREATE_NO_WINDOW
+    assert options["startupinfo"].dwFlags & 0x1 and options["startupinfo"].wShowWindow == 0  # SW_HIDE
+    run = background.WorkerRun(np.zeros((1, 4, 4), np.float32), str(BUNDLE), python="PythonSlicer.exe", device="cpu")
+    ((args, kwargs),) = started
+    assert args[0] == "PythonSlicer.exe" and args[1].endswith("worker.py")
+    assert kwargs["creationflags"] == 0x08000000 and kwargs["startupinfo"].wShowWindow == 0
+    assert kwargs["env"]["CUDA_VISIBLE_DEVICES"] == "-1" and kwargs["env"]["PYTHONIOENCODING"] == "utf-8"
+    assert (kwargs["encoding"], kwargs["errors"], kwargs["stderr"]) == ("utf-8", "replace", subprocess.STDOUT)
+    assert "start_new_session" not in kwargs
+    run.cancel()
+    ((command, kill_kwargs),) = ran
+    assert command == ["taskkill", "/F", "/T", "/PID", "4242"]
+    assert kill_kwargs["creationflags"] == 0x08000000  # taskkill opens no window either
+    run.process.returncode = 1
+    assert run.wait(10) and run.cancelled and run.result is None
+    assert [c for c, _ in ran] == [command, command]  # and once more when the run is over: nothing outlives it
 
 
 def test_background_run_reports_the_workers_error(tmp_path):

@@ -481,3 +481,234 @@ def test_slicer_5_8_and_newer_get_the_parameter_node_class(import_module_in_slic
     module.BrainTumorSegmentation(parent)
     assert parent.helpText.lstrip().startswith("Segments brain tumors")
     assert app.connected == ["startupCompleted()"]
+
+
+# -- the worker's process, as the module starts it ---------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a reparented child may wait unreaped in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_modules_launcher_uses_slicers_environment_and_cancel_ends_the_whole_tree(
+    import_module_in_slicer, monkeypatch, tmp_path
+):
+    """``_slicerLauncher`` (the process runner the module gives the Lib) starts the worker with Slicer's startup
+    environment, in a session of its own, so Cancel ends a real tree: the ``PythonSlicer`` stand-in, the
+    ``python-real`` it runs, and the worker's child."""
+    import os
+    import time
+
+    import numpy as np
+
+    module, _ = import_module_in_slicer("5.8.1", 5, 8)
+    startup = {**os.environ, "BRAINSEG_TEST_STARTUP": "Slicer's startup environment"}
+    monkeypatch.setattr(slicer.util, "startupEnvironment", lambda: dict(startup), raising=False)
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(
+        f"#!{sys.executable}\nimport subprocess, sys\nsys.exit(subprocess.call([sys.executable, *sys.argv[1:]]))\n"
+    )
+    launcher.chmod(0o755)
+    worker = tmp_path / "spawning_worker.py"
+    worker.write_text(
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print('PIDS', os.getpid(), child.pid, os.getsid(0), flush=True)\n"
+        "print('STARTUP', os.environ.get('BRAINSEG_TEST_STARTUP'), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    run = module.background.WorkerRun(
+        np.zeros((1, 4, 4), np.float32),
+        str(BUNDLE),
+        python=str(launcher),
+        worker=str(worker),
+        launcher=module._slicerLauncher,
+    )
+    deadline = time.monotonic() + 60
+    while not any(line.startswith("STARTUP") for line in run.log) and time.monotonic() < deadline:
+        run.poll()
+        time.sleep(0.05)
+    worker_pid, child_pid, session = (int(p) for p in next(x for x in run.log if x.startswith("PIDS")).split()[1:])
+    assert session == run.process.pid != os.getsid(0)  # the launcher leads a session of its own
+    assert "STARTUP Slicer's startup environment" in run.log
+    tree = [run.process.pid, worker_pid, child_pid]
+    assert all(_alive(pid) for pid in tree)
+    run.cancel()
+    assert run.wait(30) and run.cancelled and run.result is None
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in tree if _alive(pid)]
+
+
+def test_on_windows_the_modules_launcher_opens_no_console_window(import_module_in_slicer, monkeypatch):
+    """The Windows branch of ``_slicerLauncher``, with ``os.name`` set to ``"nt"`` and ``Popen`` recorded (the
+    OS edge only): ``CREATE_NO_WINDOW`` and a hidden ``STARTUPINFO`` window, Slicer's startup environment with
+    the run's additions, UTF-8 text output."""
+    import os
+    import subprocess
+
+    module, _ = import_module_in_slicer("5.8.1", 5, 8)
+
+    class StartupInfo:  # subprocess.STARTUPINFO exists on Windows only
+        def __init__(self):
+            self.dwFlags, self.wShowWindow = 0, 1
+
+    recorded = []
+    monkeypatch.setattr(slicer.util, "startupEnvironment", lambda: {"PATH": r"C:\Slicer\bin"}, raising=False)
+    monkeypatch.setattr(subprocess, "STARTUPINFO", StartupInfo, raising=False)
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kwargs: recorded.append((args, kwargs)) or "process")
+    monkeypatch.setattr(os, "name", "nt")
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert module._slicerLauncher(("PythonSlicer.exe", "worker.py"), {"CUDA_VISIBLE_DEVICES": "-1"}) == "process"
+    ((args, kwargs),) = recorded
+    assert args == ["PythonSlicer.exe", "worker.py"]
+    assert kwargs["creationflags"] == 0x08000000 and "start_new_session" not in kwargs  # CREATE_NO_WINDOW
+    assert kwargs["startupinfo"].dwFlags & 0x1 and kwargs["startupinfo"].wShowWindow == 0  # SW_HIDE
+    assert kwargs["env"] == {"PATH": r"C:\Slicer\bin", "CUDA_VISIBLE_DEVICES": "-1"}
+    assert (kwargs["encoding"], kwargs["errors"]) == ("utf-8", "replace")
+
+
+# -- the summary follows the chosen bundle -------------------------------------------------------
+
+
+@pytest.fixture
+def bundle_code_not_loaded():
+    """This process as Slicer's is before the module has run anything: no bundle code (``scripts``) loaded.
+    What was loaded (the tests' own bundle code) and ``sys.path`` are put back afterwards."""
+
+    def loaded():
+        return {name: m for name, m in sys.modules.items() if name == "scripts" or name.startswith("scripts.")}
+
+    saved, path = loaded(), list(sys.path)
+    for name in saved:
+        del sys.modules[name]
+    yield
+    for name in loaded():
+        del sys.modules[name]
+    sys.modules.update(saved)
+    sys.path[:] = path
+
+
+def test_the_status_summary_counts_along_the_axis_the_chosen_bundle_picks(
+    import_module_in_slicer, bundle_code_not_loaded, tmp_path, caplog
+):
+    """A second, real bundle folder (the shipped one copied, another metadata name, and a slice loop whose Auto
+    axis is J): the axis the run uses, and so the "tumor found on N of M slices" the status line shows, come from
+    the bundle chosen in the panel, not from the default one."""
+    import json
+    import logging
+    import shutil
+
+    import numpy as np
+
+    module, _ = import_module_in_slicer("5.8.1", 5, 8)
+    second = tmp_path / "second_bundle"
+    shutil.copytree(BUNDLE, second, ignore=shutil.ignore_patterns("eval", "__pycache__", "*.pt", "*.ts", "*.onnx"))
+    metadata = json.loads((second / "configs" / "metadata.json").read_text())
+    metadata["name"] = "Second bundle (J slices)"
+    (second / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    volumes = second / "scripts" / "volumes.py"
+    source = volumes.read_text()
+    auto = re.search(r"(\n    if axis is None:\n(?:        .*\n)*?)        return 2\n", source)
+    assert auto, "resolve_axis's Auto branch is not where this test expects it"
+    volumes.write_text(source.replace(auto.group(0), auto.group(1) + "        return 1  # J: this bundle's choice\n"))
+    assert btl.bundle_info(second)["name"] == "Second bundle (J slices)"
+
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mri")
+    slicer.util.updateVolumeFromArray(volume, np.zeros((4, 5, 6), np.float32))  # (k, j, i)
+    mask = np.zeros((4, 5, 6), np.uint8)
+    mask[1, 2, 3] = mask[3, 2, 0] = 1  # on K slices 1 and 3; on J slice 2 only
+    segmentation = btl.apply_prediction(volume, mask)
+    logic = module.BrainTumorSegmentationLogic
+
+    axis = logic.sliceAxis(volume, None, str(second))
+    assert axis == 1 and sys.modules["scripts.volumes"].__file__ == str(volumes)
+    assert logic.tumorSummary(segmentation, axis) == "tumor found on 1 of 5 slices"
+    assert logic.sliceAxis(volume, "K", str(second)) == 2  # a chosen axis is kept
+    # Python keeps the bundle code loaded first: another bundle chosen later is told, not silently used
+    with caplog.at_level(logging.WARNING):
+        assert logic.sliceAxis(volume, None, str(BUNDLE)) == 1
+    assert any(
+        "loaded first in this session" in r.getMessage() and str(second) in r.getMessage() for r in caplog.records
+    )
+
+
+def test_the_status_summary_of_the_default_bundle(import_module_in_slicer, bundle_code_not_loaded):
+    """The same volume and mask with the shipped bundle (Auto: K) and with no folder chosen (the default)."""
+    import numpy as np
+
+    module, _ = import_module_in_slicer("5.8.1", 5, 8)
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mri")
+    slicer.util.updateVolumeFromArray(volume, np.zeros((4, 5, 6), np.float32))
+    mask = np.zeros((4, 5, 6), np.uint8)
+    mask[1, 2, 3] = mask[3, 2, 0] = 1
+    segmentation = btl.apply_prediction(volume, mask)
+    logic = module.BrainTumorSegmentationLogic
+    assert logic.sliceAxis(volume, None, str(BUNDLE)) == logic.sliceAxis(volume, None, None) == 2
+    assert logic.tumorSummary(segmentation, 2) == "tumor found on 2 of 4 slices"
+    with pytest.raises(ImportError, match="no bundle code"):
+        logic.sliceAxis(volume, None, str(BUNDLE / "configs"))  # a folder without scripts/: Apply says so
+
+
+# -- the Extensions Index entry ----------------------------------------------------------------
+
+
+def _cmake_set(text: str, name: str) -> str:
+    """The value of ``set(NAME "value")`` in a CMakeLists.txt, with the ``${VAR}`` of its own ``set``s expanded."""
+    values = {m.group(1): m.group(2) for m in re.finditer(r'^set\((\w+) "([^"]*)"\)', text, re.MULTILINE)}
+    return re.sub(
+        r"\$\{(\w+)\}", lambda m: _cmake_set(text, m.group(1)) if m.group(1) in values else m.group(0), values[name]
+    )
+
+
+def test_the_extensions_index_entry_parses_and_matches_cmakelists():
+    """``slicer_extension/BrainTumorSegmentation.json`` is what goes to the root of Slicer/ExtensionsIndex as
+    ``BrainTumorSegmentation.json``: catalog entry schema v1.0.2 (only its keys: the schema allows no other), the
+    category, repository and extension dependencies of the top-level CMakeLists.txt, whose icon and screenshot
+    URLs point at files of this repository; LICENSE.txt, packaged with the extension, is the project's license."""
+    import json
+
+    entry = json.loads((REPO / "slicer_extension" / "BrainTumorSegmentation.json").read_text())
+    schemas = "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/"
+    assert entry["$schema"] == schemas + "slicer-extension-catalog-entry-schema-v1.0.2.json#"
+    allowed = {
+        "$schema",
+        "category",
+        "scm_url",
+        "scm_revision",
+        "scm_type",
+        "build_dependencies",
+        "build_subdirectory",
+        "enabled",
+        "tier",
+        "dicom_support_rule",
+    }
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert all(isinstance(entry[k], str) for k in ("$schema", "category", "scm_url", "scm_revision"))
+    assert entry["scm_type"] == "git" and entry["build_subdirectory"] == "." and entry["tier"] == 1
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert re.search(r"^project\(BrainTumorSegmentation\)", top, re.MULTILINE)  # the entry's file name
+    assert entry["category"] == _cmake_set(top, "EXTENSION_CATEGORY")
+    repository = _cmake_set(top, "BRAINSEG_REPOSITORY_URL")
+    assert entry["scm_url"] == repository
+    depends = re.search(r"^set\(EXTENSION_DEPENDS ([^)#]*)\)", top, re.MULTILINE).group(1).split()
+    assert entry["build_dependencies"] == depends == ["PyTorch"]  # as SlicerTotalSegmentator and MONAIAuto3DSeg
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        url = _cmake_set(top, key)
+        assert url.startswith(repository + "/"), key
+        if "/raw/" in url:  # the file the URL shows is in the repository, where the URL says, at the entry's revision
+            assert (REPO / url.split(f"/raw/{entry['scm_revision']}/", 1)[1]).is_file(), url
+    assert "segmentation result rendered off-screen, not a Slicer window" in top
+    readme = (REPO / "slicer_extension" / "README.md").read_text()
+    assert "segmentation result rendered off-screen, not a Slicer window" in readme and repository in readme
+    assert _cmake_set(top, "EXTENSION_LICENSE_FILE") == "${CMAKE_CURRENT_SOURCE_DIR}/LICENSE.txt"
+    assert (REPO / "LICENSE.txt").read_text() == (REPO / "LICENSE").read_text()

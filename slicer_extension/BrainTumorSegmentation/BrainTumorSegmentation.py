@@ -25,7 +25,6 @@ import logging
 import os
 import pathlib
 import shutil
-import subprocess
 import tempfile
 import time
 from typing import Optional
@@ -368,7 +367,9 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             info = btl.bundle_info(self.bundleDir())
             if not info["is_bundle"] or not info["has_weights"]:
                 raise ValueError(f"{info['label']}\nChoose the bundle folder (with models/model.pt) in 'Model bundle'.")
-        except ValueError as e:
+            # the chosen bundle decides the axis once: the worker slices along it and the summary counts along it
+            axis = self.logic.sliceAxis(volume, parameters.axis.choice, self.bundleDir())
+        except (ValueError, ImportError) as e:
             slicer.util.errorDisplay(f"Cannot segment: {e}")
             return
         if not self.logic.setupPythonRequirements(self.bundleDir()):
@@ -378,7 +379,7 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.progressBar.setVisible(True)
         self.ui.statusLabel.text = "Starting the model..."
         self._started = time.time()
-        self._axis = parameters.axis.choice
+        self._axis = axis
         try:
             self.run = self.logic.startProcessing(
                 volume,
@@ -427,8 +428,7 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             return
         if self._parameterNode is not None:
             self._parameterNode.outputSegmentation = segmentationNode  # the selector follows
-        what = btl.tumor_slice_summary(btl.segment_mask_array(segmentationNode), self._axis)
-        what += btl.unusual_slice_note(segmentationNode)
+        what = self.logic.tumorSummary(segmentationNode, self._axis)
         self.ui.statusLabel.text = f"Done in {time.time() - self._started:.1f} s: {what}."
         self.onLog(self.ui.statusLabel.text)
 
@@ -580,6 +580,49 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
 
     # processing
 
+    @staticmethod
+    def sliceAxis(inputVolume, axis=None, bundleDir=None):
+        """The IJK axis a run slices ``inputVolume`` along, as the chosen bundle's slice loop decides it.
+
+        The bundle's ``scripts/volumes.py`` (``resolve_axis``) picks the axis for Auto; asking the chosen
+        bundle, not the default one, and passing the answer to the worker and to :meth:`tumorSummary` keeps
+        the status line counting along the axis that was segmented.
+
+        Args:
+            inputVolume: the volume to segment.
+            axis: None (Auto), 0 (I), 1 (J), 2 (K) or ``"I"``/``"J"``/``"K"``.
+            bundleDir: the bundle folder chosen in the panel (None: ``btl.find_bundle_dir``'s).
+
+        Returns:
+            0 (I), 1 (J) or 2 (K).
+
+        Raises:
+            ValueError: ``axis`` is not an axis.
+            ImportError: the folder holds no bundle code (``scripts/``).
+        """
+        bundle = btl.find_bundle_dir(bundleDir)
+        volumes = inference.bundle_module("volumes", bundle)
+        loaded = os.path.dirname(os.path.dirname(os.path.abspath(volumes.__file__)))
+        if os.path.normcase(loaded) != os.path.normcase(os.path.abspath(bundle)):
+            # Python keeps the bundle code loaded first (module "scripts"): say so rather than hide it
+            logging.warning(
+                f"BrainTumorSegmentation: the slice axis follows the bundle code loaded first in this session "
+                f"({loaded}), not {bundle}'s; restart Slicer to use that bundle's code in Slicer's process"
+            )
+        return volumes.resolve_axis(slicer.util.arrayFromVolume(inputVolume).shape, axis)
+
+    @staticmethod
+    def tumorSummary(segmentationNode, axis):
+        """The status line's outcome: "tumor found on 7 of 24 slices; possible tumor on 2 more" and the
+        unusual-slice note, if any.
+
+        Args:
+            segmentationNode: the run's result (its "Brain tumor" and "Possible tumor" segments).
+            axis: the axis the volume was segmented along, as :meth:`sliceAxis` gave it.
+        """
+        labels = btl.segmentation_label_map(segmentationNode)
+        return btl.tumor_slice_summary(labels, axis) + btl.unusual_slice_note(segmentationNode)
+
     def process(
         self,
         inputVolume,
@@ -663,7 +706,8 @@ def _settingInt(value):
 class BackgroundSegmentation:
     """One background run (``BrainTumorSegmentationLib.background.WorkerRun``), polled by a Qt timer.
 
-    The Lib starts the ``PythonSlicer`` worker in its own process group and reads its protocol;
+    The Lib starts the ``PythonSlicer`` worker (its own process group on POSIX, no console window on
+    Windows; ``_slicerLauncher``) and reads its protocol;
     this class only polls it from the main thread and applies a successful result to the scene
     (``btl.apply_prediction``), so Cancel (which stops the worker and everything it started)
     leaves the scene unchanged.
@@ -778,18 +822,17 @@ class BackgroundSegmentation:
 
 
 def _slicerLauncher(command, environment=None):
-    """Start the worker with Slicer's startup environment (as launchConsoleProcess does), in its own session."""
+    """Start the worker with Slicer's startup environment, as ``slicer.util.launchConsoleProcess`` does.
+
+    Not through ``launchConsoleProcess`` itself: it decodes the output with the system code page and starts
+    the process in Slicer's own process group, so Cancel could not stop ``python-real`` and what it started.
+    The Lib's ``background.start_process`` hides the console window on Windows as that function does
+    (and more: ``CREATE_NO_WINDOW``), and starts a session of its own on POSIX, so that
+    ``background.kill_process_tree`` ends the whole tree (``taskkill /F /T`` on Windows).
+    """
     startup = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
     env = {**(startup if startup is not None else os.environ), **(environment or {})}
-    return subprocess.Popen(
-        list(command),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        encoding="utf-8",
-        errors="replace",
-        start_new_session=True,
-    )
+    return background.start_process(command, env)
 
 
 #

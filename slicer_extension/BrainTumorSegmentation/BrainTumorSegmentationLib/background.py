@@ -2,9 +2,14 @@
 
 The Slicer module polls a :class:`WorkerRun` from a Qt timer and applies the result to the
 scene; everything else lives here, so it is tested with a real subprocess outside Slicer. The
-process is started by an injected ``launcher`` (Slicer's passes its startup environment), in a
-session of its own, so Cancel stops the worker and anything it started (the whole process
-group), not only the Python launcher.
+process is started by an injected ``launcher`` (Slicer's passes its startup environment) through
+:func:`start_process`, so that Cancel stops the worker and anything it started, not only the
+``PythonSlicer`` launcher (which runs the real interpreter, ``python-real``, as its child):
+
+- POSIX: the process starts a session of its own, and the whole process group is signalled;
+- Windows: the process starts without a console window (``CREATE_NO_WINDOW``, and a hidden
+  window as ``slicer.util.launchConsoleProcess`` asks), and ``taskkill /F /T`` ends its process
+  tree (a console process without a window cannot be asked to close: it is ended at once).
 """
 
 from __future__ import annotations
@@ -21,34 +26,134 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .inference import resolve_device
 
-__all__ = ["Launcher", "WorkerResult", "WorkerRun", "default_launcher", "worker_command"]
+__all__ = [
+    "Launcher",
+    "WorkerResult",
+    "WorkerRun",
+    "default_launcher",
+    "kill_process_tree",
+    "leads_process_group",
+    "popen_options",
+    "start_process",
+    "worker_command",
+]
 
 #: ``launcher(command, environment_update) -> Popen`` with text stdout (stderr merged into it).
 Launcher = Callable[[Sequence[str], "Mapping[str, str] | None"], subprocess.Popen]
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-#: Seconds between asking the process group to stop and killing it.
+#: Seconds between asking the process group to stop and killing it (POSIX).
 KILL_AFTER = 3.0
+#: Windows' process creation flag for a console process without a console window (``subprocess`` has it on
+#: Windows only; the value is Windows' own).
+CREATE_NO_WINDOW = 0x08000000
+#: ``STARTUPINFO.dwFlags``: use ``wShowWindow``; and its value that hides the window (Windows' values).
+STARTF_USESHOWWINDOW = 0x00000001
+SW_HIDE = 0
 
 
-def default_launcher(command: Sequence[str], environment: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """Start ``command`` in a new session (its own process group), stdout and stderr as text lines."""
-    env = {**os.environ, **(environment or {})}
+def popen_options() -> dict[str, Any]:
+    """``subprocess.Popen`` keyword arguments that make the worker's process tree stoppable as one, windowless.
+
+    POSIX: a new session, so the process leads its own process group and :func:`kill_process_tree` signals the
+    group (the launcher, the interpreter it runs, their children). Windows: no console window for the process
+    and the console processes it starts (``CREATE_NO_WINDOW``; they share its hidden console instead of each
+    opening one), and a hidden window (``STARTUPINFO``, as ``slicer.util.launchConsoleProcess`` does) for a
+    launcher that is a GUI program.
+    """
+    if os.name == "nt":
+        info = subprocess.STARTUPINFO()
+        info.dwFlags |= getattr(subprocess, "STARTF_USESHOWWINDOW", STARTF_USESHOWWINDOW)
+        info.wShowWindow = getattr(subprocess, "SW_HIDE", SW_HIDE)
+        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", CREATE_NO_WINDOW), "startupinfo": info}
+    return {"start_new_session": True}
+
+
+def start_process(command: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start ``command`` with :func:`popen_options`, its stdout and stderr merged as UTF-8 text lines.
+
+    Args:
+        command: the program and its arguments (no shell).
+        env: the whole environment of the process (None: this process's).
+    """
     return subprocess.Popen(
         list(command),
-        env=env,
+        env=dict(env) if env is not None else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         encoding="utf-8",
         errors="replace",  # a stray byte (a Windows code page) must not stop the reader draining the pipe
         bufsize=1,
-        start_new_session=True,
+        **popen_options(),
     )
+
+
+def default_launcher(command: Sequence[str], environment: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start ``command`` (:func:`start_process`) with this process's environment updated by ``environment``."""
+    return start_process(command, {**os.environ, **(environment or {})})
+
+
+def leads_process_group(process: subprocess.Popen) -> bool:
+    """POSIX: whether ``process`` leads its own process group (it was started in a session of its own).
+
+    Asked while the process exists (running, or exited but not yet waited for); False on Windows, or when it
+    is gone.
+    """
+    if os.name == "nt":
+        return False
+    try:
+        return os.getpgid(process.pid) == process.pid
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def kill_process_tree(process: subprocess.Popen, force: bool = False, process_group: bool | None = None) -> None:
+    """Stop ``process`` and every process it started.
+
+    POSIX: SIGTERM (SIGKILL when ``force``) to its process group when it leads one (started by
+    :func:`start_process`), else to the process alone. Windows: ``taskkill /F /T /PID``, always forced: the
+    worker's console processes have no window to close, and ``Popen.terminate`` would end only the
+    ``PythonSlicer`` launcher, leaving ``python-real`` running. Popen keeps the process's handle open, so
+    its PID is not reused by another process while ``process`` exists: the tree killed is the worker's.
+    A process already gone is not an error.
+
+    Args:
+        process: the process started by the launcher.
+        force: kill at once (POSIX SIGKILL) rather than ask to stop.
+        process_group: POSIX: whether ``process`` leads its own group, as :func:`leads_process_group` said
+            while it ran; None asks now. Remembered from the start, the group's leftovers are still killed
+            once the process itself has exited and was waited for (the group outlives its leader).
+    """
+    if os.name == "nt":
+        try:
+            subprocess.run(
+                ["taskkill", "/F", "/T", "/PID", str(process.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", CREATE_NO_WINDOW),
+                timeout=30,
+                check=False,  # "not found": the tree has already ended
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            logging.getLogger(__name__).warning("taskkill could not stop process %s", process.pid, exc_info=True)
+            process.kill()
+        return
+    sig = signal.SIGKILL if force else signal.SIGTERM
+    if process_group is None:
+        process_group = leads_process_group(process)
+    try:
+        if process_group:
+            os.killpg(process.pid, sig)  # the whole group: the worker's own session
+        elif process.poll() is None:  # a launcher that did not start a session: the group is not the worker's
+            process.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def worker_command(
@@ -170,6 +275,7 @@ class WorkerRun:
         except BaseException:
             shutil.rmtree(self._temp, ignore_errors=True)
             raise
+        self._process_group = leads_process_group(self.process)  # asked now, while the process surely exists
         self._lines: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -180,23 +286,12 @@ class WorkerRun:
         self.process.stdout.close()
 
     def cancel(self) -> None:
-        """Stop the worker and every process it started; the result is dropped."""
+        """Stop the worker and every process it started (:func:`kill_process_tree`); the result is dropped."""
         if self.finished or self.cancelled:
             return
         self.cancelled = True
-        self._signal(signal.SIGTERM)
+        kill_process_tree(self.process, process_group=self._process_group)
         self._kill_at = time.monotonic() + KILL_AFTER
-
-    def _signal(self, sig: int) -> None:
-        try:
-            if os.name == "posix":
-                os.killpg(self.process.pid, sig)  # the worker's whole process group (its own session)
-            elif sig == signal.SIGTERM:
-                self.process.terminate()
-            else:
-                self.process.kill()
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def poll(self) -> bool:
         """Handle what the worker said since the last call; True once the run is over."""
@@ -208,7 +303,7 @@ class WorkerRun:
             except queue.Empty:
                 break
         if self._kill_at is not None and time.monotonic() > self._kill_at:
-            self._signal(signal.SIGKILL)
+            kill_process_tree(self.process, force=True, process_group=self._process_group)
             self._kill_at = None
         if self.process.poll() is None or self._reader.is_alive():
             return False
@@ -253,7 +348,7 @@ class WorkerRun:
                     int(out["input_unusual"].sum()) if "input_unusual" in out.files else None,
                 )
         finally:
-            self._signal(signal.SIGKILL)  # nothing of the run outlives it
+            kill_process_tree(self.process, force=True, process_group=self._process_group)  # nothing outlives the run
             shutil.rmtree(self._temp, ignore_errors=True)
 
     def wait(self, timeout: float = 600.0, interval: float = 0.05) -> bool:

@@ -1,8 +1,17 @@
 """Which Python packages the module needs in Slicer's Python, and what is missing or too old.
 
 Qt-free and import-free: versions come from package metadata (``importlib.metadata``), so
-checking never imports torch or MONAI. :mod:`.installer` installs what is missing. ``itk`` is
-not needed: Slicer reads the images and hands the worker arrays.
+checking never imports torch or MONAI. :mod:`.installer` installs what is missing.
+
+The list is what the background worker (``worker.py``) imports when it runs the bundle's
+inference: the bundle's ``scripts/`` (predictor, transforms, components, tumor_free...) and
+MONAI. Each package is one the bundle's ``configs/metadata.json`` lists (``monai_version``,
+``numpy_version``, ``required_packages_version``), with a floor that the versions pinned in the
+repository's ``constraints.txt`` meet and that Slicer 5.8's Python 3.9 can install. The
+metadata's training-only packages are left out (``tensorboard``, ``tqdm``, ``fire``), and so is
+``itk``: Slicer reads the images and hands the worker arrays. ``tests/test_slicer_install.py``
+runs the worker in a fresh virtual environment holding only these packages (installed by
+:mod:`.installer`) and what Slicer ships, so a package missing here fails there.
 """
 
 from __future__ import annotations
@@ -53,15 +62,20 @@ class Status:
 
 #: Installed through the PyTorch Utils module (it picks the CUDA/CPU build for this computer).
 TORCH = Requirement("torch", "torch", "2.4")
-#: Installed with pip: what the bundle's inference needs (its configs/metadata.json lists the versions it was
-#: made with). The bundle carries its own code, so brainseg-monai itself is not needed in Slicer.
+#: Installed with pip: what the bundle's inference imports (its configs/metadata.json lists the versions it was
+#: made with). The bundle carries its own code, so brainseg-monai itself is not needed in Slicer. Slicer ships
+#: numpy, scipy and pillow: they are checked, and only installed by a Slicer built without them.
 REQUIREMENTS = (
     Requirement("numpy", "numpy", "1.24"),
     Requirement("monai", "monai", "1.4"),
-    Requirement("pytorch-ignite", "ignite", "0.4.11"),
+    Requirement("pytorch-ignite", "ignite", "0.4.11"),  # scripts/handlers.py (the weights loader)
     Requirement("pycocotools", "pycocotools", "2.0.7"),
     Requirement("pillow", "PIL", "10"),
     Requirement("nibabel", "nibabel", "5"),
+    Requirement("scipy", "scipy", "1.10"),  # scripts/components.py, tumor_free.py (ndimage)
+    # scripts/components.py: TumorProbabilityToMaskd's connected components (skimage.measure); 0.24 is the
+    # last release for Python 3.9 (Slicer 5.8), so the floor stays below it
+    Requirement("scikit-image", "skimage", "0.21"),
 )
 
 

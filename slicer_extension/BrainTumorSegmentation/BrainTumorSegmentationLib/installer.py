@@ -79,7 +79,8 @@ class DependencyInstaller:
     Args:
         pip_install: runs ``pip install`` with the given arguments (requirements, ``-c FILE``);
             raises on failure.
-        install_torch: installs torch (PyTorch Utils); returns False when it did not.
+        install_torch: installs torch (PyTorch Utils); returns False when it did not. What it raises
+            (PyTorch Utils' ``subprocess.CalledProcessError`` offline) becomes the outcome's message.
         confirm: shows the text (what will be installed) and returns whether to go on.
         requirements: the pip-installed packages (default :data:`~.dependencies.REQUIREMENTS`).
         torch: torch's requirement (default :data:`~.dependencies.TORCH`); None to leave torch alone.
@@ -123,8 +124,10 @@ class DependencyInstaller:
         )
         if not self.confirm(text):
             return InstallOutcome(ready=False)
-        if torch is not None and not torch.ok and not self.install_torch():
-            return InstallOutcome(ready=False, message="PyTorch was not installed.")
+        if torch is not None and not torch.ok:
+            failure = self._install_torch()
+            if failure:
+                return InstallOutcome(ready=False, message=failure)
         specs = [s.requirement.spec for s in missing if s.requirement in self.requirements]
         if specs:
             try:
@@ -138,6 +141,24 @@ class DependencyInstaller:
         restart = needs_restart(statuses)
         return InstallOutcome(ready=not restart, restart=restart, installed=specs)
 
+    def _install_torch(self) -> str:
+        """Run ``install_torch``; the message for the user when PyTorch was not installed, else ``""``.
+
+        PyTorch Utils raises (``subprocess.CalledProcessError`` from its pip run when offline, an
+        ``OSError``...) rather than returning False: caught here like pip's failures, so the user
+        gets a dialog saying what failed and what to do, not a traceback in the Python console.
+        """
+        advice = (
+            "Check the network connection (PyTorch is downloaded, 1-3 GB) and apply again, or install PyTorch "
+            "with the PyTorch Utils module (PyTorch extension, Extensions Manager), restart Slicer and apply again."
+        )
+        try:
+            installed = self.install_torch()
+        except Exception as e:  # noqa: BLE001 - whatever PyTorch Utils or pip raised, the user is told
+            logging.getLogger(__name__).exception("installing PyTorch failed")
+            return f"Installing PyTorch failed: {_failure_text(e)}\n\n{advice}"
+        return "" if installed else f"PyTorch was not installed.\n\n{advice}"
+
     def _pip(self, specs: list[str]) -> None:
         pins = pinned_constraints(check((TORCH, Requirement("numpy", "numpy", "0"))))
         if not pins:
@@ -150,3 +171,15 @@ class DependencyInstaller:
             self.pip_install([*specs, "-c", path])
         finally:
             os.unlink(path)
+
+
+def _failure_text(error: BaseException) -> str:
+    """What failed, in words: the exception, and the end of a failed command's output when it kept it."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, subprocess.CalledProcessError):
+        output = error.output if error.output is not None else error.stderr
+        if isinstance(output, bytes):
+            output = output.decode("utf-8", "replace")
+        if isinstance(output, str) and output.strip():
+            text += "\n" + "\n".join(output.strip().splitlines()[-8:])
+    return text
