@@ -115,7 +115,9 @@ class LoadSliceStackd(MapTransform):
 
 
 class SliceStackInferer:
-    """Segment a slice stack with the bundle's slice loop: ``inferer(stack) -> (k, j, i)`` uint8 labels (1 tumor, 2 possible).
+    """Segment a slice stack with the bundle's slice loop.
+
+    ``inferer(stack) -> (k, j, i)`` uint8 labels (1 tumor, 2 possible).
 
     Args:
         predictor: the ``slice_predictor`` of ``inference.json`` (same network, transforms and

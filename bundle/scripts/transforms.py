@@ -298,7 +298,8 @@ class TumorProbabilityToMaskd(MapTransform):
         possible = float(min_confidence) if possible_min_confidence is None else float(possible_min_confidence)
         if not 0.0 <= possible <= float(min_confidence):
             raise ValueError(
-                f"possible_min_confidence: must be in [0, min_confidence={min_confidence}], got {possible_min_confidence!r}"
+                f"possible_min_confidence: must be in [0, min_confidence={min_confidence}], "
+                f"got {possible_min_confidence!r}"
             )
         self.possible_min_confidence = possible
         self.threshold = float(threshold)
@@ -515,8 +516,8 @@ class SaveMaskd(MapTransform):
 
     The mask is the label map (:func:`~scripts.verdict.label_map`) of the tumor mask and, when
     the record has one, ``<key>_possible``: PNG files hold 255 for the tumor and 128 for a
-    possible tumor (:data:`~scripts.verdict.PNG_VALUES`), NIfTI files hold the labels 1 and 2. Files are written to a temporary name and
-    renamed, so a crash never leaves a half-written mask.
+    possible tumor (:data:`~scripts.verdict.PNG_VALUES`), NIfTI files hold the labels 1 and 2.
+    Files are written to a temporary name and renamed, so a crash never leaves a half-written mask.
 
     Args:
         keys: prediction keys.

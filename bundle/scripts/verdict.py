@@ -118,7 +118,10 @@ class NeighbourSupport:
         self.standalone_confidence = float(standalone_confidence)
 
     def support(self, labels: np.ndarray, index: int, np_axis: int = 0) -> float:
-        """The fraction of slice ``index``'s tumor pixels under something shown on an adjacent slice (0 without a tumor)."""
+        """The fraction of slice ``index``'s tumor pixels under something shown on an adjacent slice.
+
+        0 without a tumor.
+        """
         tumor = np.take(labels, index, axis=np_axis) == TUMOR_LABEL
         area = int(tumor.sum())
         if area == 0:
