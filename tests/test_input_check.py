@@ -11,29 +11,62 @@ from PIL import Image
 
 from scripts.predictor import BundlePredictor
 from scripts.input_check import (
+    FEATURE_WEIGHTS,
     N_BINS,
+    N_FEATURES,
     InputLikenessd,
     build_input_reference,
     input_distance,
     intensity_features,
     load_input_reference,
+    outer_layer_brightness,
+    unusual_volume,
 )
-from conftest import BUNDLE, SAMPLE_SPLIT
+from conftest import BUNDLE, REPO, SAMPLE_SPLIT
 
 REFERENCE = BUNDLE / "models" / "input_reference.json"
+LGG_VOLUMES = REPO.parent / "shared" / "data" / "lgg_volumes"
 
 
 def _greys() -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("F"), np.float32) for p in sorted(SAMPLE_SPLIT.glob("*.jpg"))]
 
 
-def test_features_are_background_share_and_a_normalised_histogram():
+def _head(size: int = 64, radius: float = 24.0, scalp: float = 0.9, brain: float = 0.45) -> np.ndarray:
+    """An axial slice in miniature: a disc of brain inside a ring of scalp 2 pixels thick, on black air."""
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - size / 2, xx - size / 2)
+    image = np.where(r <= radius, brain, 0.0)
+    image[(r <= radius) & (r > radius - 2)] = scalp
+    return image.astype(np.float32)
+
+
+def test_features_are_background_share_a_normalised_histogram_and_the_outer_layer():
     image = np.zeros((1, 10, 10), np.float32)
     image[0, :5] = 0.5
     feats = intensity_features(image)
-    assert feats.shape == (N_BINS + 1,) and feats[0] == pytest.approx(0.5)
-    assert feats[1:].sum() == pytest.approx(1.0) and np.count_nonzero(feats[1:]) == 1
-    assert intensity_features(np.zeros((4, 4)))[1:].sum() == 0.0  # blank: all background, no NaN
+    assert feats.shape == (N_FEATURES,) == (N_BINS + 2,) and feats[0] == pytest.approx(0.5)
+    hist = feats[1 : N_BINS + 1]
+    assert hist.sum() == pytest.approx(1.0) and np.count_nonzero(hist) == 1
+    assert feats[-1] == pytest.approx(0.5)  # the head is uniform: its outer layer too
+    blank = intensity_features(np.zeros((4, 4)))
+    assert blank[1:].sum() == 0.0 and np.isfinite(blank).all()  # blank: all background, no head, no NaN
+    assert len(FEATURE_WEIGHTS) == N_FEATURES and FEATURE_WEIGHTS[-1] == sum(FEATURE_WEIGHTS[:-1])
+
+
+def test_outer_layer_is_the_scalp_bright_in_t1_dark_in_flair():
+    t1_like, flair_like = _head(scalp=0.9), _head(scalp=0.3)
+    assert outer_layer_brightness(t1_like[None]) == pytest.approx(0.9, abs=0.05)  # (1, H, W) as the transforms give
+    assert outer_layer_brightness(flair_like) == pytest.approx(0.3, abs=0.05)
+    # noise in the air, a fifth of it above BACKGROUND, is not head: the layer is still the scalp
+    noisy = np.clip(t1_like + np.abs(np.random.default_rng(0).normal(0, 0.04, t1_like.shape)), 0, 1)
+    assert (noisy[t1_like == 0] > 0.05).mean() > 0.15
+    assert outer_layer_brightness(noisy) == pytest.approx(0.9, abs=0.05)
+    # a head cut by the frame's edge: that edge is an edge of the head too
+    cut = _head(radius=40)
+    assert 0.45 <= outer_layer_brightness(cut) <= 0.9
+    assert outer_layer_brightness(np.zeros((64, 64))) == 0.0 and outer_layer_brightness(np.ones((4, 4))) == 0.0
+    assert outer_layer_brightness(np.full((64, 64), np.nan)) == 0.0
 
 
 def test_reference_from_slices_accepts_them_and_is_written_atomically(tmp_path: Path):
@@ -52,7 +85,10 @@ def test_reference_from_slices_accepts_them_and_is_written_atomically(tmp_path: 
 @pytest.mark.parametrize(
     "content, message",
     [("{}", "not an input reference"), ("[1, 2", "not an input reference"),
-     (json.dumps({"mean": [0] * 3, "std": [1] * 3, "max_distance": 1}), "expected 17 means")],
+     (json.dumps({"mean": [0] * 3, "std": [1] * 3, "max_distance": 1}), f"expected {N_FEATURES} means"),
+     (json.dumps({"mean": [0] * 17, "std": [1] * 17, "max_distance": 1}), "rebuild it with benchmarks/make_input_ref"),
+     (json.dumps({"mean": [0] * 18, "std": [1] * 18, "weights": [-1] * 18, "max_distance": 1}), "non-negative"),
+     (json.dumps({"mean": [0] * 18, "std": [1] * 18, "max_distance": 1, "max_volume_distance": 0}), "positive dist")],
 )  # fmt: skip
 def test_a_broken_reference_is_refused_naming_the_file(tmp_path: Path, content: str, message: str):
     path = tmp_path / "ref.json"
@@ -73,3 +109,77 @@ def test_shipped_reference_accepts_real_slices_and_flags_inverted_ones():
     assert sum(p.input_unusual for p in inverted) >= 9
     assert all(p.input_distance is not None for p in real + inverted)
     assert REFERENCE.is_file()
+
+
+# -- whole volumes ---------------------------------------------------------------------------
+
+REF = {"mean": [0.0] * N_FEATURES, "std": [1.0] * N_FEATURES, "max_distance": 1.2}
+
+
+def test_a_volume_is_unusual_when_most_of_its_slices_are():
+    # a T1 contrast volume of 40 slices: the skull base and vertex slices far, the brain-bearing ones near
+    t1 = [3.0, 2.6, 2.1, 1.5] + [0.8] * 32 + [1.4, 2.2, 4.0, 14.5]
+    assert not unusual_volume(t1, REF)
+    flair = [1.4] * 25 + [0.9] * 15  # most slices past max_distance
+    assert unusual_volume(flair, REF)
+    assert unusual_volume(np.array(flair), REF)  # a numpy array of distances, as a report column gives
+    assert not unusual_volume([0.5, 1.3, 1.3, 0.4, 0.2], REF)  # 2 of 5 past: not most
+
+
+def test_a_volume_rule_uses_the_references_volume_limit_and_skips_missing_distances():
+    calibrated = {**REF, "max_volume_distance": 0.7}
+    assert unusual_volume([0.8] * 36, calibrated) and not unusual_volume([0.8] * 36, REF)
+    assert not unusual_volume([0.5, None, float("nan"), 0.6, 3.0], calibrated)  # median of 0.5, 0.6, 3.0
+    assert not unusual_volume([], REF) and not unusual_volume([None, float("nan")], REF)
+    assert unusual_volume([2.0], REF)  # a 2D image: one slice
+
+
+def test_reference_with_training_volumes_gets_a_volume_limit_no_training_volume_exceeds(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    slices = [np.clip(_head() + rng.normal(0, 0.03, (64, 64)), 0, 1) for _ in range(30)]
+
+    def volume(n: int) -> list[np.ndarray]:
+        # the head's section grows then shrinks along k, as from vertex to skull base
+        radii = 6 + 22 * np.sin(np.linspace(0.15, np.pi - 0.15, n))
+        return [np.clip(_head(radius=r) + rng.normal(0, 0.03, (64, 64)), 0, 1) for r in radii]
+
+    volumes = [volume(n) for n in (12, 20, 16)]
+    path = tmp_path / "ref.json"
+    ref = build_input_reference(slices, path=path, volumes=volumes)
+    assert load_input_reference(path)["max_volume_distance"] == ref["max_volume_distance"] > 0
+    assert ref["n_volumes"] == 3 and 30 < ref["n_images"] < 30 + 12 + 20 + 16  # the thin end slices left out
+    assert ref["weights"] == list(FEATURE_WEIGHTS)
+    for v in volumes:
+        assert not unusual_volume([input_distance(intensity_features(s), ref) for s in v], ref)
+    plain = build_input_reference(slices)
+    assert "max_volume_distance" not in plain and "n_volumes" not in plain
+
+
+def _lgg_distances(path: Path) -> list[float]:
+    """The slices' distances as inference sees a volume: read_medical_image, one slice per k, slice_transforms."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    from scripts.io import read_medical_image
+    from scripts.predictor import _as_channel_first
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser["bundle_root"] = str(BUNDLE)
+    transforms = Compose([*parser.get_parsed_content("slice_transforms"), *parser.get_parsed_content("input_checks")])
+    array, _ = read_medical_image(path)
+    return [transforms({"image": _as_channel_first(s)})["image_distance"] for s in array]
+
+
+def test_shipped_reference_on_real_volumes_passes_t1_contrast_and_flags_a_flair_volume():
+    """Three T1 contrast volumes of the cases held apart (never used to build anything) pass; a FLAIR volume
+    is flagged while the T1 contrast volume of the same patient passes. On all of them
+    (benchmarks/input_check_volumes.py): 2 of 54 T1 contrast volumes flagged, 5 of 12 FLAIR ones."""
+    if not (LGG_VOLUMES / "t1c").is_dir():
+        pytest.skip("../shared/data/lgg_volumes is not present on this machine")
+    reference = load_input_reference(REFERENCE)
+    for case in ("TCGA_DU_5852_19950709", "TCGA_FG_6688_20020215", "TCGA_DU_7306_19930512"):
+        assert not unusual_volume(_lgg_distances(LGG_VOLUMES / "t1c" / f"{case}.nii.gz"), reference), case
+    case = "TCGA_FG_8189_20030516"
+    assert unusual_volume(_lgg_distances(LGG_VOLUMES / "flair" / f"{case}.nii.gz"), reference)
+    assert not unusual_volume(_lgg_distances(LGG_VOLUMES / "t1c" / f"{case}.nii.gz"), reference)

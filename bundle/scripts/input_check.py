@@ -1,11 +1,13 @@
-"""Does an input look like the slices the model was trained on? A check on its intensity histogram.
+"""Does an input look like the slices the model was trained on? A check on its intensities.
 
 The model was trained on T1 contrast-enhanced MRI slices. Another sequence (T2, FLAIR), an
 inverted or badly windowed export, a photo or a blank frame reaches the network all the same
-and gets a mask. :class:`InputLikenessd` compares the preprocessed slice's intensity histogram
-(the network's own input, after the bundle's percentile scaling) with those of the training
-slices and flags one that lies farther from them than ``max_distance``, which
-:func:`build_input_reference` sets at a high percentile of the training slices' own distances.
+and gets a mask. :class:`InputLikenessd` compares the preprocessed slice (the network's own
+input, after the bundle's percentile scaling) with the training slices: its intensity histogram,
+and the brightness of the head's outer layer (scalp fat, the brightest tissue of a T1-weighted
+image, darker in FLAIR and T2). It flags a slice that lies farther from them than
+``max_distance``, which :func:`build_input_reference` sets at a high percentile of the training
+slices' own distances. :func:`unusual_volume` judges a whole volume from its slices' distances.
 The flag travels with the prediction into every report, so the user is told "this input looks
 unlike the training data" instead of being handed a mask that may mean nothing.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,36 +26,143 @@ from monai.transforms import MapTransform
 
 from .io import atomic_output
 
-__all__ = ["InputLikenessd", "build_input_reference", "input_distance", "intensity_features", "load_input_reference"]
+__all__ = [
+    "FEATURE_WEIGHTS",
+    "N_FEATURES",
+    "InputLikenessd",
+    "build_input_reference",
+    "input_distance",
+    "intensity_features",
+    "load_input_reference",
+    "outer_layer_brightness",
+    "unusual_volume",
+]
 
 N_BINS = 16
 #: Scaled intensities at or below this are background (air), counted apart from the head's histogram.
 BACKGROUND = 0.05
+#: The head's outer layer: this fraction of its depth (the scalp and its fat in an axial slice).
+OUTER_LAYER = 0.05
+#: The background share, the head's histogram, the brightness of its outer layer.
+N_FEATURES = N_BINS + 2
+#: How much each feature weighs in :func:`input_distance`. The outer layer's brightness weighs as much
+#: as the 17 histogram features together: the histograms of T1 contrast volumes from other scanners
+#: differ from the training slices' about as much as FLAIR ones do, the outer layer less so. On the
+#: TCGA-LGG volumes (benchmarks/input_check_volumes.py) it flags 5 of 12 FLAIR volumes for 2 of 54 T1
+#: contrast ones; the histogram alone, at a limit that flags as few T1 contrast volumes, flags 3.
+FEATURE_WEIGHTS = (1.0,) * (N_BINS + 1) + (float(N_BINS + 1),)
+#: A training volume's slices join the reference where the head's section is at least this share of its
+#: largest: the vertex and skull base hold little brain, and the 2D training slices show none of them.
+BRAIN_BEARING = 0.5
+
+
+def _plane(image: Any) -> np.ndarray:
+    """The slice as a finite (H, W) float32 array: a channel-first (C, H, W) slice is averaged over C."""
+    arr = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
+    arr = np.nan_to_num(arr)
+    if arr.ndim < 2:
+        return arr.reshape(1, -1)
+    return arr.reshape(-1, *arr.shape[-2:]).mean(axis=0)
+
+
+def outer_layer_brightness(image: Any) -> float:
+    """The mean scaled intensity of the head's outer layer, the outer :data:`OUTER_LAYER` of its depth.
+
+    In an axial slice that layer is the scalp: subcutaneous fat, the brightest tissue of a T1-weighted
+    image, darker in FLAIR and T2 images after the same percentile scaling. The head is what lies
+    above half the slice's Otsu threshold (noise and faint margins in the air stay outside, where the
+    fixed :data:`BACKGROUND` would take some in), opened, holes filled, its largest piece. The
+    frame's edge counts as outside: a head cut by the frame has an edge there.
+
+    Args:
+        image: one preprocessed slice ((1, H, W) or (H, W), scaled to [0, 1]).
+
+    Returns:
+        the layer's mean intensity; 0.0 for a slice without a head (blank, or too small to tell).
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    plane = _plane(image)
+    if min(plane.shape) < 8 or not np.ptp(plane) > 1e-6:
+        return 0.0
+    head = ndimage.binary_fill_holes(ndimage.binary_opening(plane > 0.5 * threshold_otsu(plane), iterations=2))
+    labels, count = ndimage.label(head)
+    if count == 0:
+        return 0.0
+    head = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    depth = ndimage.distance_transform_edt(np.pad(head, 1))[1:-1, 1:-1]
+    # at least the one-pixel edge: a small section (vertex) is thinner than 1/OUTER_LAYER pixels
+    layer = head & (depth <= max(1.0, OUTER_LAYER * float(depth.max())))
+    return float(plane[layer].mean())
 
 
 def intensity_features(image: Any) -> np.ndarray:
-    """The features of one preprocessed slice ((1, H, W) or (H, W), scaled to [0, 1]).
+    """The :data:`N_FEATURES` features of one preprocessed slice ((1, H, W) or (H, W), scaled to [0, 1]).
 
-    The fraction of background pixels, then the head's (non-background) intensity histogram in
-    :data:`N_BINS` bins over (``BACKGROUND``, 1], as fractions of the head's pixels.
+    The fraction of background pixels; the head's (non-background) intensity histogram in
+    :data:`N_BINS` bins over (``BACKGROUND``, 1], as fractions of the head's pixels; the brightness
+    of the head's outer layer (:func:`outer_layer_brightness`).
     """
-    arr = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
-    arr = np.nan_to_num(arr.reshape(-1))
+    plane = _plane(image)
+    arr = plane.reshape(-1)
     head = arr[arr > BACKGROUND]
     hist, _ = np.histogram(np.clip(head, BACKGROUND, 1.0), bins=N_BINS, range=(BACKGROUND, 1.0))
     hist = hist / max(1, head.size)
-    return np.concatenate([[1.0 - head.size / max(1, arr.size)], hist]).astype(np.float64)
+    features = [1.0 - head.size / max(1, arr.size), *hist, outer_layer_brightness(plane)]
+    return np.asarray(features, dtype=np.float64)
 
 
 def input_distance(features: np.ndarray, reference: Mapping[str, Any]) -> float:
-    """Root-mean-square z-score of ``features`` against the reference's per-feature mean and spread."""
+    """Weighted root-mean-square z-score of ``features`` against the reference's per-feature mean and spread.
+
+    The weights are the reference's ``weights`` (:data:`FEATURE_WEIGHTS` when it was built); equal
+    weights for a reference without them.
+    """
     mean = np.asarray(reference["mean"], dtype=np.float64)
     std = np.asarray(reference["std"], dtype=np.float64)
-    return float(np.sqrt(np.mean(((np.asarray(features) - mean) / std) ** 2)))
+    weights = np.asarray(reference.get("weights", np.ones_like(mean)), dtype=np.float64)
+    z2 = ((np.asarray(features, dtype=np.float64) - mean) / std) ** 2
+    return float(np.sqrt(np.sum(weights * z2) / np.sum(weights)))
+
+
+def unusual_volume(distances: Sequence[float], reference: Mapping[str, Any]) -> bool:
+    """Does a whole volume look unlike the training data, judged from its slices' :func:`input_distance`?
+
+    The median slice distance is compared with the reference's ``max_volume_distance``, the largest
+    median among its training volumes (:func:`build_input_reference` with ``volumes``), so no training
+    volume is flagged; a reference built from 2D slices only has none and ``max_distance`` stands in
+    (about: more than half the slices unusual). The median, not the share of flagged slices or the largest
+    distance: the vertex, skull base and neck slices of a T1 contrast volume lie far from the training
+    slices too, while another sequence or a bad export is unlike them on most of its slices.
+
+    Args:
+        distances: the slices' distances (``<key>_distance`` of :class:`InputLikenessd`, the
+            ``input_distance`` of a prediction), in any order; None and non-finite values are left out.
+        reference: the reference (:func:`load_input_reference`).
+
+    Returns:
+        True when the volume looks unusual; False for a volume without any distance.
+    """
+    values = np.asarray([d for d in distances if d is not None], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return False
+    limit = float(reference.get("max_volume_distance", reference["max_distance"]))
+    return bool(np.median(values) > limit)
+
+
+def _brain_bearing(features: np.ndarray) -> np.ndarray:
+    """Which slices of a volume (rows of its features) cut the head at least :data:`BRAIN_BEARING` of its widest."""
+    head = 1.0 - features[:, 0]
+    return head >= BRAIN_BEARING * head.max()
 
 
 def build_input_reference(
-    images: Iterable[Any], percentile: float = 99.0, path: str | os.PathLike | None = None
+    images: Iterable[Any],
+    percentile: float = 99.0,
+    path: str | os.PathLike | None = None,
+    volumes: Iterable[Iterable[Any]] | None = None,
 ) -> dict[str, Any]:
     """The reference from the training slices, preprocessed as the network sees them.
 
@@ -61,20 +170,39 @@ def build_input_reference(
         images: preprocessed training slices (e.g. the bundle's ``image_transforms`` output).
         percentile: ``max_distance`` is this percentile of the training slices' own distances.
         path: where to write it as JSON (atomically); not written when None.
+        volumes: training volumes, each its preprocessed slices in order. Their brain-bearing slices
+            (:data:`BRAIN_BEARING`) join ``images``; ``max_volume_distance`` is the largest median
+            slice distance among them (:func:`unusual_volume`).
 
     Raises:
         ValueError: fewer than 10 slices.
     """
-    feats = np.stack([intensity_features(im) for im in images])
+    feats = [intensity_features(im) for im in images]
+    volume_feats = [np.stack([intensity_features(s) for s in volume]) for volume in volumes or ()]
+    volume_feats = [v for v in volume_feats if len(v)]
+    for v in volume_feats:
+        feats.extend(v[_brain_bearing(v)])
     if len(feats) < 10:
         raise ValueError(f"an input reference needs at least 10 training slices, got {len(feats)}")
-    mean = feats.mean(axis=0)
-    std = feats.std(axis=0) + 0.01  # a floor: a bin empty in training must not make any pixel there infinitely odd
-    reference = {"n_bins": N_BINS, "background": BACKGROUND, "mean": mean.tolist(), "std": std.tolist()}
-    distances = [input_distance(f, reference) for f in feats]
+    stacked = np.stack(feats)
+    mean = stacked.mean(axis=0)
+    std = stacked.std(axis=0) + 0.01  # a floor: a bin empty in training must not make any pixel there infinitely odd
+    reference: dict[str, Any] = {
+        "n_bins": N_BINS,
+        "background": BACKGROUND,
+        "outer_layer": OUTER_LAYER,
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "weights": list(FEATURE_WEIGHTS),
+    }
+    distances = [input_distance(f, reference) for f in stacked]
     reference["max_distance"] = float(np.percentile(distances, percentile))
     reference["percentile"] = float(percentile)
-    reference["n_images"] = int(len(feats))
+    reference["n_images"] = int(len(stacked))
+    if volume_feats:
+        medians = [np.median([input_distance(f, reference) for f in v]) for v in volume_feats]
+        reference["max_volume_distance"] = float(max(medians))
+        reference["n_volumes"] = len(volume_feats)
     if path is not None:
         with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump(reference, f, indent=4)  # as Model Zoo's pretty-format-json hook wants it
@@ -96,11 +224,20 @@ def load_input_reference(path: str | os.PathLike) -> dict[str, Any]:
         with open(p, encoding="utf-8") as f:
             ref = json.load(f)
         mean, std = np.asarray(ref["mean"], float), np.asarray(ref["std"], float)
+        weights = np.asarray(ref.get("weights", np.ones_like(mean)), float)
         max_distance = float(ref["max_distance"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        max_volume_distance = float(ref.get("max_volume_distance", max_distance))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{p}: not an input reference ({type(e).__name__}: {e})") from None
-    if mean.shape != (N_BINS + 1,) or std.shape != mean.shape or not (std > 0).all() or not max_distance > 0:
-        raise ValueError(f"{p}: not an input reference (expected {N_BINS + 1} means, positive spreads and distance)")
+    if mean.shape != (N_FEATURES,):
+        raise ValueError(
+            f"{p}: not an input reference for these features (expected {N_FEATURES} means, got shape {mean.shape}): "
+            "rebuild it with benchmarks/make_input_reference.py"
+        )
+    if std.shape != mean.shape or weights.shape != mean.shape or not (std > 0).all():
+        raise ValueError(f"{p}: not an input reference (expected {N_FEATURES} positive spreads and weights)")
+    if not ((weights >= 0).all() and weights.sum() > 0 and max_distance > 0 and max_volume_distance > 0):
+        raise ValueError(f"{p}: not an input reference (expected non-negative weights, positive distances)")
     return ref
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [  # noqa: F822 - PILImageReader is built on first use (__getattr__)
+    "DICOM_MODALITY_TAG",
     "MAX_PIXELS",
     "MEDICAL_SUFFIXES",
     "PLAIN_IMAGE_SUFFIXES",
@@ -174,25 +175,31 @@ def read_medical_image(path: str | os.PathLike):
         ITK image whose geometry a mask is written with.
 
     Raises:
-        ValueError: the file cannot be read or is not 2D/3D scalar.
+        ValueError: the file cannot be read or is not 2D/3D scalar, or it is a DICOM whose Modality
+            is not MR (:func:`_check_dicom_modality`).
     """
     import itk
 
     p = os.fspath(path)
     if not os.path.isdir(p):
         _check_medical_header(p)  # before ITK reads a pixel
+        _check_dicom_modality(p, p)
     try:
         if os.path.isdir(p):
             names = itk.GDCMSeriesFileNames.New(Directory=p)
             uids = names.GetSeriesUIDs()
             if not uids:
                 raise ValueError(f"{p}: no DICOM series in this folder")
-            image = itk.imread(list(names.GetFileNames(uids[0])), itk.F)
+            files = list(names.GetFileNames(uids[0]))
+            # Modality is a series-level attribute: the first file's header speaks for the series
+            _check_dicom_modality(p, files[0])
+            image = itk.imread(files, itk.F)
         else:
             image = itk.imread(p, itk.F)
     except (RuntimeError, OSError) as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{p}: cannot read image ({first})") from None
+        # ITK's "No ImageIO is registered" says neither what the file is nor what to do
+        raise ValueError(f"{p}: {_unreadable_reason(p) or f'cannot read image ({first})'}") from None
     array = itk.array_from_image(image)
     if p.lower().endswith((".nii", ".nii.gz")):
         stored = _nifti_shape(p)  # ITK reads a dimension of length 0 as 1: a volume that holds nothing
@@ -201,13 +208,54 @@ def read_medical_image(path: str | os.PathLike):
     if array.size == 0:
         raise ValueError(f"{p}: image has a dimension of length 0 (shape {array.shape}): nothing to segment")
     if array.ndim not in (2, 3):
-        raise ValueError(f"{p}: expected a 2D or 3D scalar image, got array of shape {array.shape}")
+        raise ValueError(_dimension_problem(p, array.shape))
     bad = array.size - int(np.isfinite(array).sum())
     if not bad and p.lower().endswith((".nii", ".nii.gz")):
         bad = _nifti_non_finite(p)  # ITK's NIfTI reader turns NaN into 0: look at the stored values
     if bad:
         raise ValueError(f"{p}: image contains {bad} NaN or infinite value(s)")
     return array.astype(np.float32, copy=False), image
+
+
+#: DICOM Modality (0008,0060), as ITK's GDCMImageIO names it in its metadata dictionary.
+DICOM_MODALITY_TAG = "0008|0060"
+#: Modalities read: MR, and OT ("other"), what secondary captures and converters (ITK's own writer among
+#: them) put on MR slices saved as DICOM; every other (CT, US, CR, PT...) is refused.
+ACCEPTED_MODALITIES = ("MR", "OT")
+
+
+def _check_dicom_modality(path: str, dicom_file: str) -> None:
+    """Refuse a DICOM whose Modality (0008,0060) is not MR, from its header, before any pixel is read.
+
+    The model segments T1 contrast MRI: a CT, ultrasound or radiograph would still get a mask, and
+    one that means nothing. A file without the tag (or with it empty), or with OT ("other", what
+    secondary captures and format converters write), is accepted: neither says anything against MR.
+    Files that are not DICOM (NIfTI, NRRD...) are left alone.
+
+    Args:
+        path: the input as the user named it (a file or a series folder), named in the message.
+        dicom_file: the file whose header is read (``path`` itself, or a series' first file).
+
+    Raises:
+        ValueError: ``"<path>: DICOM Modality is CT, not MR: this model segments T1 contrast MRI only"``.
+    """
+    import itk
+
+    try:
+        io = itk.ImageIOFactory.CreateImageIO(dicom_file, itk.CommonEnums.IOFileMode_ReadMode)
+        if io is None or io.GetNameOfClass() != "GDCMImageIO":
+            return  # not DICOM: nothing to check
+        io.SetFileName(dicom_file)
+        io.ReadImageInformation()  # the header only: GDCM stops before the pixel data
+        tags = io.GetMetaDataDictionary()
+        if not tags.HasKey(DICOM_MODALITY_TAG):
+            return
+        modality = str(tags[DICOM_MODALITY_TAG]).strip().upper()  # DICOM pads odd-length values with a space
+    except (RuntimeError, AttributeError, TypeError):
+        return  # an unreadable header: imread names the problem
+    if modality and modality not in ACCEPTED_MODALITIES:
+        shown = modality if modality.isprintable() and len(modality) <= 16 else repr(modality[:16])
+        raise ValueError(f"{path}: DICOM Modality is {shown}, not MR: this model segments T1 contrast MRI only")
 
 
 def _size_problem(name: str, dims) -> str | None:
@@ -286,6 +334,49 @@ def _nifti_non_finite(path: str) -> int:
         return 0
     data = np.asanyarray(image.dataobj)
     return int(data.size - np.isfinite(data).sum())
+
+
+def _unreadable_reason(path: str) -> str | None:
+    """What a file ITK cannot read is and what to do about it, from its first bytes; None when unknown.
+
+    ITK answers a NIfTI-2 file and a truncated DICOM alike: "No ImageIO is registered to handle the
+    given file", which names neither.
+    """
+    import gzip
+    import struct
+
+    if os.path.isdir(path):
+        return None
+    try:
+        with (gzip.open if path.lower().endswith(".gz") else open)(path, "rb") as f:
+            head = f.read(132)
+    except (OSError, EOFError):  # a broken gzip stream is an OSError too
+        head = b""
+    # NIfTI-2: sizeof_hdr 540 (either byte order) and the magic "n+2" (one file) or "ni2" (header and image apart)
+    if len(head) >= 8 and 540 in struct.unpack("<i", head[:4]) + struct.unpack(">i", head[:4]):
+        if head[4:8] in (b"n+2\x00", b"ni2\x00"):
+            return (
+                "NIfTI-2 is not supported: save it as NIfTI-1 (e.g. nibabel: "
+                "nib.save(nib.Nifti1Image.from_image(nib.load(path)), 'image.nii.gz'))"
+            )
+    if head[128:132] == b"DICM" or path.lower().endswith(".dcm"):
+        return "not a readable DICOM file (truncated or damaged): copy or export it again from its source"
+    return None
+
+
+def _dimension_problem(path: str, shape: Sequence[int]) -> str:
+    """Why an image that is not 2D or 3D is refused, with its size in the file's own axis order (x, y, z, t)."""
+    size = [int(n) for n in reversed(shape)]  # ITK's numpy order is the file's reversed: (t, z, y, x)
+    shown = " x ".join(map(str, size))
+    if len(size) <= 4:
+        shown = f"{', '.join('xyzt'[: len(size)])} = {shown}"
+    if len(size) == 4:
+        return (
+            f"{path}: a 4D image ({shown}: {size[3]} volumes): only a 2D or 3D image can be segmented; pick one "
+            "volume, e.g. the first time point, into a file of its own (for NIfTI with nibabel: "
+            "nib.save(nib.load(path).slicer[..., 0], 'first.nii.gz'))"
+        )
+    return f"{path}: a {len(size)}D image ({shown}): only a 2D or 3D scalar image can be segmented"
 
 
 def write_medical_mask(mask: np.ndarray, reference, path: str | os.PathLike) -> str:

@@ -129,6 +129,15 @@ class SlicePredictor:
         """What a report names as the model."""
         return type(self.network).__name__
 
+    @property
+    def input_reference(self) -> dict[str, Any] | None:
+        """The training slices' reference of the input check (:mod:`scripts.input_check`), None without one."""
+        for transform in self.input_checks.transforms:
+            reference = getattr(transform, "reference", None)
+            if reference is not None:
+                return reference
+        return None
+
     def predict_file(self, path: str | os.PathLike, with_probability: bool = False, details: bool = False):
         """Segment a JPEG/PNG file with the bundle's own loader.
 

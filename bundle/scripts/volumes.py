@@ -258,6 +258,7 @@ def segment_medical_file(
     Raises:
         ValueError: the input cannot be read or is not a 2D/3D scalar image (the message names it).
     """
+    from .input_check import unusual_volume
     from .io import read_medical_image, write_medical_mask
     from .tumor_report import tumor_row, volume_row
 
@@ -270,7 +271,11 @@ def segment_medical_file(
     mask = mask[0] if array.ndim == 2 else mask
     written = write_medical_mask(mask, image, mask_path)
     name = os.path.basename(os.path.normpath(os.fspath(path)))
-    row = volume_row(name, reports) if array.ndim == 3 else None
+    reference = getattr(predictor, "input_reference", None)
+    row = None
+    if array.ndim == 3:  # the volume as a whole, from its slices' distances (its skull base is unusual anyway)
+        unusual = unusual_volume([r["input_distance"] for r in reports], reference) if reference else None
+        row = volume_row(name, reports, unusual)
     if row is None:
         (report,) = reports
         row = tumor_row(

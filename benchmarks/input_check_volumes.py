@@ -1,0 +1,158 @@
+"""Measure the input check on whole volumes: another sequence (FLAIR) should be flagged, T1 contrast not.
+
+    python benchmarks/input_check_volumes.py [../shared/data/lgg_volumes] [--cases runs/lgg/cases.json]
+        [--coco-valid ../shared/data/brain_tumor_coco/valid] [--bundle bundle] [--json results.json]
+
+Each volume of ``<lgg_dir>/flair`` and ``<lgg_dir>/t1c`` is read as inference reads it
+(:func:`scripts.io.read_medical_image`, one slice per k of its array), each slice goes through the
+bundle's ``slice_transforms`` and ``input_checks`` (:class:`scripts.input_check.InputLikenessd`, the
+bundle's ``models/input_reference.json``) without the network, and the volume is judged by
+:func:`scripts.input_check.unusual_volume` from its slices' distances. Printed per sequence: the
+share of volumes flagged and of slices flagged; T1 contrast also per list of ``--cases`` (the
+training cases may have built the reference, the held-apart ``tune`` ones never). Then the 2D
+validation images, one flag each as ``brainseg segment`` gives it (should stay low), and the same
+images inverted (what the check was first made for: should be flagged).
+
+Goals (issue 22): FLAIR volumes flagged >= 95 %, T1 contrast volumes flagged <= 5 %.
+A bundle whose input_check has no ``unusual_volume`` (older code) is judged by the rule it would
+have had: the median slice distance above ``max_distance``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+GOALS = {"flair": ">= 0.95 of volumes flagged", "t1c": "<= 0.05 of volumes flagged"}
+
+
+def _checks(bundle: str) -> tuple[Any, Any, Any, Mapping[str, Any], Callable[[Sequence[float], Mapping], bool], str]:
+    """The bundle's file loader, slice transforms, input checks, reference and volume rule."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    from scripts import input_check
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(bundle, "configs", "inference.json"))
+    parser["bundle_root"] = bundle
+    slice_transforms = Compose(parser.get_parsed_content("slice_transforms"))
+    load = Compose([parser.get_parsed_content("load_image"), slice_transforms])
+    checks = Compose(parser.get_parsed_content("input_checks"))
+    reference = input_check.load_input_reference(parser.get_parsed_content("input_reference"))
+    rule = getattr(input_check, "unusual_volume", None)
+    if rule is not None:
+        return load, slice_transforms, checks, reference, rule, "unusual_volume"
+
+    def median_rule(distances: Sequence[float], ref: Mapping) -> bool:
+        return bool(np.median(distances) > ref["max_distance"])
+
+    return load, slice_transforms, checks, reference, median_rule, "median distance > max_distance (fallback)"
+
+
+def _flags(items: Sequence[dict], checks: Any) -> tuple[list[float], list[bool]]:
+    out = [checks(item) for item in items]
+    return [float(d["image_distance"]) for d in out], [bool(d["image_unusual"]) for d in out]
+
+
+def measure_volume(path: str, slice_transforms: Any, checks: Any) -> tuple[list[float], list[bool]]:
+    """Each slice's distance and flag, as inference preprocesses a volume."""
+    from scripts.io import read_medical_image
+    from scripts.predictor import _as_channel_first  # the predictor's own array-to-slice step: the same pixels
+
+    array, _ = read_medical_image(path)
+    volume = array[None] if array.ndim == 2 else array
+    return _flags([slice_transforms({"image": _as_channel_first(s)}) for s in volume], checks)
+
+
+def _row(name: str, volumes: Mapping[str, tuple[list[float], list[bool]]], reference: Mapping, rule: Callable) -> dict:
+    flagged = [case for case, (dist, _) in volumes.items() if rule(dist, reference)]
+    slices = [f for _, flags in volumes.values() for f in flags]
+    return {
+        "set": name,
+        "volumes": len(volumes),
+        "volumes_flagged": len(flagged),
+        "volume_fraction": round(len(flagged) / max(1, len(volumes)), 3),
+        "slices": len(slices),
+        "slices_flagged": int(sum(slices)),
+        "slice_fraction": round(sum(slices) / max(1, len(slices)), 3),
+        "flagged_cases": sorted(flagged),
+        "median_distances": {c: round(float(np.median(d)), 3) for c, (d, _) in sorted(volumes.items())},
+    }
+
+
+def measure_images(folder: str, load: Any, slice_transforms: Any, checks: Any) -> list[dict]:
+    """Rows for the 2D images of a COCO split as they are and inverted (head bright-for-dark)."""
+    from PIL import Image
+
+    from scripts.coco import coco_to_datalist
+    from scripts.predictor import _as_channel_first
+
+    files = [r["image"] for r in coco_to_datalist(folder)]
+    _, flags = _flags([load({"image": f}) for f in files], checks)
+    greys = (np.asarray(Image.open(f).convert("F"), np.float32) for f in files)
+    # as tests/test_input_check.py inverts: the head's intensities reversed, the air left dark
+    inverted = [slice_transforms({"image": _as_channel_first(np.where(g > 20, 255.0 - g, 0.0))}) for g in greys]
+    _, inverted_flags = _flags(inverted, checks)
+    return [
+        {"set": name, "images": len(f), "images_flagged": int(sum(f)), "image_fraction": round(sum(f) / len(f), 3)}
+        for name, f in (("coco valid", flags), ("coco valid inverted", inverted_flags))
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("lgg_dir", nargs="?", default="../shared/data/lgg_volumes", help="holds flair/ and t1c/")
+    ap.add_argument("--cases", help="JSON of case lists (train, tune): T1 contrast figures per list")
+    ap.add_argument("--coco-valid", default="../shared/data/brain_tumor_coco/valid")
+    ap.add_argument("--bundle", default="bundle")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    bundle = os.path.abspath(args.bundle)
+    os.environ["BRAINSEG_BUNDLE"] = bundle  # `scripts` is the measured bundle's code, not the checkout's
+    import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
+
+    load, slice_transforms, checks, reference, rule, rule_name = _checks(bundle)
+    results: dict[str, Any] = {"bundle": bundle, "volume_rule": rule_name, "goals": GOALS, "rows": []}
+    results["reference"] = {k: reference.get(k) for k in ("max_distance", "max_volume_distance", "n_images")}
+    by_sequence: dict[str, dict[str, tuple[list[float], list[bool]]]] = {}
+    for sequence in ("flair", "t1c"):
+        paths = sorted(glob.glob(os.path.join(args.lgg_dir, sequence, "*.nii.gz")))
+        if not paths:
+            sys.exit(f"{os.path.join(args.lgg_dir, sequence)}: no volumes")
+        by_sequence[sequence] = {
+            os.path.basename(p)[: -len(".nii.gz")]: measure_volume(p, slice_transforms, checks) for p in paths
+        }
+        results["rows"].append(_row(sequence, by_sequence[sequence], reference, rule))
+    if args.cases:
+        with open(args.cases, encoding="utf-8") as f:
+            lists = json.load(f)
+        for key, cases in lists.items():
+            subset = {c: v for c, v in by_sequence["t1c"].items() if c in set(cases)}
+            if subset:
+                results["rows"].append(_row(f"t1c {key}", subset, reference, rule))
+    if os.path.isdir(args.coco_valid):
+        results["rows"].extend(measure_images(args.coco_valid, load, slice_transforms, checks))
+    print(f"bundle {bundle}; volume rule: {rule_name}; reference: {json.dumps(results['reference'])}")
+    print(f"{'set':<22} {'volumes flagged':>18} {'slices/images flagged':>24}")
+    for r in results["rows"]:
+        if "volumes" in r:
+            vol = f"{r['volumes_flagged']}/{r['volumes']} ({r['volume_fraction']:.1%})"
+            print(f"{r['set']:<22} {vol:>18} {r['slices_flagged']:>9}/{r['slices']} ({r['slice_fraction']:.1%})")
+        else:
+            print(f"{r['set']:<22} {'':>18} {r['images_flagged']:>9}/{r['images']} ({r['image_fraction']:.1%})")
+    print(f"goals: FLAIR {GOALS['flair']}; T1 contrast {GOALS['t1c']}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
