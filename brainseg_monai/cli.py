@@ -3,12 +3,13 @@
     brainseg check-data SPLIT_DIR
     brainseg train --dataset-dir ROOT --output-dir RUN
     brainseg train --recipe --dataset-dir ROOT --output-dir RUN [--tumor-free-split DIR] [--resume]
-    brainseg evaluate SPLIT_DIR --output-dir OUT [--outlines DIR]
-    brainseg segment INPUT... --output-dir OUT
+    brainseg evaluate SPLIT_DIR --output-dir OUT [--outlines DIR] [--min-confidence X]
+    brainseg segment INPUT... --output-dir OUT [--min-confidence X]
     brainseg unpack ZIP --dest DIR --sha256 HEX
 
 On failure each subcommand prints one line naming the cause and exits with a non-zero
-code; ``--debug`` shows the traceback instead.
+code; ``--debug`` shows the traceback instead. Long runs show their progress on stderr (a bar
+with the time left on a terminal, a line now and then otherwise) and end with a short summary.
 """
 
 from __future__ import annotations
@@ -101,15 +102,38 @@ def _print_problems(problems: Sequence[Any]) -> None:
 def cmd_check_data(args: argparse.Namespace) -> int:
     from scripts.coco import validate_split
 
-    problems = validate_split(args.split_dir, _category_map(args.category_map), max_label=_max_label(args))
+    category_map = _category_map(args.category_map)
+    problems = validate_split(args.split_dir, category_map, max_label=_max_label(args))
     errors = [p for p in problems if p.severity == "error"]
     _print_problems(problems)
     warnings = len(problems) - len(errors)
+    counts = _split_counts(args.split_dir, category_map)
+    counted = f"{counts}; " if counts else ""
     if errors:
-        print(f"{args.split_dir}: {len(errors)} error(s), {warnings} warning(s)", file=sys.stderr)
+        print(f"{args.split_dir}: {counted}{len(errors)} error(s), {warnings} warning(s)", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{args.split_dir}: OK ({warnings} warning(s))")
+    print(f"{args.split_dir}: {counted}OK ({warnings} warning(s))")
     return EXIT_OK
+
+
+def _split_counts(split: str, category_map: dict | None) -> str | None:
+    """The split's counts, "12 images, 14 tumor annotations, 3 tumor-free images"; None when its file is unreadable.
+
+    Counted from the JSON alone (no image is opened): the annotations are those the category map
+    makes tumors, a tumor-free image one without any of them.
+    """
+    from scripts.coco import ANNOTATION_FILE, load_coco_json, resolve_category_map
+
+    try:
+        data = load_coco_json(Path(split) / ANNOTATION_FILE)
+        labels = resolve_category_map(data["categories"], category_map)
+        tumors = [a for a in data["annotations"] if labels.get(int(a["category_id"]), 0)]
+        annotated = {str(a["image_id"]) for a in tumors}
+        free = sum(str(im["id"]) not in annotated for im in data["images"])
+        n_images = len(data["images"])
+    except Exception:  # noqa: BLE001 - a broken file: its problems are listed already, the counts are left out
+        return None
+    return f"{n_images} images, {len(tumors)} tumor annotations, {free} tumor-free images"
 
 
 # -- train -------------------------------------------------------------------------------
@@ -177,10 +201,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         workflow_type="train",
         **overrides,
     )
+    from scripts.handlers import ProgressHandler
+
+    # epochs and the time left on stderr (ignite's bar, on a terminal, shows the iterations of one epoch)
+    progress = ProgressHandler("train", "epoch")
     try:
         workflow.initialize()
+        progress.attach(workflow.parser.get_parsed_content("train#trainer"))  # the instance run() runs
         workflow.run()
     finally:
+        progress.close()
         workflow.finalize()
     model = out / "models" / "model.pt"
     print(f"best model: {model}" if model.is_file() else f"no model saved in {out / 'models'}")
@@ -234,11 +264,29 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _confidence(text: str) -> float:
+    """An argparse type: a confidence in [0, 1) (at 1 no component could ever count as a tumor)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0 and below 1")
+    return value
+
+
+MIN_CONFIDENCE_HELP = (
+    "operating point: a component counts as a tumor from this confidence on, in [0, 1) (default: the bundle's "
+    "min_confidence, in configs/inference.json); lower finds more tumors and more false ones. Candidates below it "
+    "down to possible_min_confidence are shown as possible tumors; that bound is lowered to X when it is above X"
+)
+
+
 # -- evaluate ----------------------------------------------------------------------------
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from brainseg_monai.metrics import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_split
+    from brainseg_monai.metrics import PER_IMAGE_FILE, evaluate_split
     from scripts.coco import validate_split
 
     # Check the split before anything is written: a bad split leaves no output folder behind.
@@ -262,6 +310,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             outlines_dir=args.outlines,
             category_map=_category_map(args.category_map),
             overlays=args.overlays,
+            show_progress=True,
+            overrides=_operating_point(args, "train.json", "evaluate.json"),
         )
     except ValueError as e:
         raise CommandError(_with_fitting_config(e, args)) from None
@@ -282,27 +332,81 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         elif matched < summary["n_images"]:
             print(f"--outlines: outlines for {matched} of {summary['n_images']} images", file=sys.stderr)
-    keys = (
-        "dice_mean",
-        "iou_mean",
-        "box_iou_mean",
-        "detection_f1",
-        "containment_f1",
-        "bbox_AP50",
-        "fill_ratio_median",
-        "outside_fraction_mean",
-        "outline_dice_mean",
-    )
-    print("  ".join(f"{k}={summary[k]:.3f}" for k in keys if isinstance(summary.get(k), (int, float))))
+    _warn_unusual(evaluation.rows, out / PER_IMAGE_FILE)
+    sys.stderr.flush()  # the warnings before the summary, on a terminal where both streams meet
+    for line in _evaluation_summary(summary, out, args):
+        print(line)
+    return EXIT_OK
+
+
+def _evaluation_summary(summary: dict[str, Any], out: Path, args: argparse.Namespace) -> list[str]:
+    """What ``evaluate`` says at the end, for a person: the verdicts, the misses, the main figures, the files.
+
+    Every figure is in ``metrics_summary.json``; these few lines are the ones to read first.
+    """
+    from brainseg_monai.metrics import GALLERY_FILE, MASKS_DIR, OVERLAYS_DIR, PER_IMAGE_FILE, SUMMARY_FILE
     from scripts.tumor_report import tumor_count_summary
 
-    print(
-        tumor_count_summary(
-            summary["n_images_tumor_found"], summary["n_images"], possible=summary.get("n_images_possible_tumor", 0)
+    n = summary["n_images"]
+    possible = summary.get("n_images_possible_tumor", 0)
+    lines = [
+        f"{tumor_count_summary(summary['n_images_tumor_found'], n, possible=possible)}; "
+        f"nothing found on {summary.get('n_images_nothing_shown', n - summary['n_images_tumor_found'] - possible)}"
+    ]
+    checks = []
+    if summary.get("n_tumor_images"):
+        checks.append(
+            f"of the {summary['n_tumor_images']} images with an annotated tumor, "
+            f"{summary.get('tumor_images_nothing_shown', 0)} show nothing"
         )
+    if summary.get("n_tumor_free_images"):
+        checks.append(
+            f"of the {summary['n_tumor_free_images']} tumor-free images, "
+            f"{summary.get('tumor_free_images_with_fp', 0)} show a tumor"
+        )
+    if checks:
+        lines.append("; ".join(checks))
+    figures = [
+        f"{label} {summary[key]:.3f}"
+        for key, label in (
+            ("dice_mean", "Dice"),
+            ("iou_mean", "IoU"),
+            ("detection_f1", "detection F1"),
+            ("bbox_AP50", "box AP50"),
+        )
+        if isinstance(summary.get(key), (int, float))
+    ]
+    if figures:
+        lines.append(", ".join(figures) + " (masks against the COCO annotations)")
+    if args.outlines and isinstance(summary.get("outline_dice_mean"), (int, float)):
+        lines.append(f"outline Dice {summary['outline_dice_mean']:.3f} (mean over {summary['n_outlines']} outlines)")
+    files = [PER_IMAGE_FILE, SUMMARY_FILE, f"{MASKS_DIR}/"]
+    files += [name for name in (GALLERY_FILE, "training_curves.png") if (out / name).is_file()]
+    files += [f"{OVERLAYS_DIR}/"] if (out / OVERLAYS_DIR).is_dir() else []
+    lines.append(f"files in {out}: {', '.join(files)}")
+    return lines
+
+
+#: More unusual inputs than this are counted and the first of them named, not listed one per line.
+MAX_LISTED_UNUSUAL = 5
+
+
+def _warn_unusual(rows: Sequence[dict], table: Path) -> None:
+    """One warning per image the input check found unlike the training slices (a count and the first few past
+    :data:`MAX_LISTED_UNUSUAL`): their figures may mean nothing, as ``segment`` says of each such input."""
+    from scripts.tumor_report import UNUSUAL_INPUT_WARNING
+
+    unusual = [_shown(str(row["file_name"])) for row in rows if row.get("input_unusual")]
+    if len(unusual) <= MAX_LISTED_UNUSUAL:
+        for name in unusual:
+            print(f"WARNING {name} {UNUSUAL_INPUT_WARNING}", file=sys.stderr)
+        return
+    first = ", ".join(unusual[:MAX_LISTED_UNUSUAL])
+    print(
+        f"WARNING {len(unusual)} images look unlike the T1 contrast MRI slices the model was trained on, their "
+        f"results may mean nothing: {first} and {len(unusual) - MAX_LISTED_UNUSUAL} more (input_unusual in {table})",
+        file=sys.stderr,
     )
-    print(f"wrote {out / PER_IMAGE_FILE}, {out / SUMMARY_FILE}, masks and pictures in {out}")
-    return EXIT_OK
 
 
 def _print_table(rows: Sequence[dict]) -> None:
@@ -366,10 +470,12 @@ def _check_output_dir(output_dir: str, inputs: Sequence[str | None]) -> None:
         raise CommandError(f"--output-dir {output_dir}: not writable ({e.strerror})") from None
 
 
-def _load_predictor(predictor_class, args: argparse.Namespace, device):
+def _load_predictor(predictor_class, args: argparse.Namespace, device, overrides: dict[str, Any] | None = None):
     """The bundle's predictor; weights that do not fit get a one-line error naming a config that fits them."""
     try:
-        return predictor_class(args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config)
+        return predictor_class(
+            args.bundle_dir, ckpt_path=args.model, device=device, config_files=args.config, overrides=overrides
+        )
     except ValueError as e:
         raise CommandError(_with_fitting_config(e, args)) from None
 
@@ -456,8 +562,11 @@ def _unpack_bundle_zip(args: argparse.Namespace) -> None:
     args.bundle_dir = str(unpack_bundle(args.bundle_zip, Path(args.unpacked.name) / "bundle", args.sha256))
 
 
-def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, dict]:
-    """Segment one input and write its mask; returns the mask's path and the input's tumor report row."""
+def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) -> tuple[str, dict]:
+    """Segment one input and write its mask; returns the mask's path and the input's tumor report row.
+
+    ``progress`` is called with the fraction of a volume's slices done.
+    """
     from brainseg_monai.report import overlay_caption
     from scripts.io import is_medical_image, mask_output_path, write_mask
     from scripts.tumor_report import tumor_row
@@ -469,7 +578,7 @@ def _segment_one(predictor, path: str, args: argparse.Namespace) -> tuple[str, d
         target = mask_output_path(path, args.output_dir, ".nii.gz")
         if args.skip_existing and os.path.exists(target):
             raise _AlreadyDone(target)
-        result = segment_medical_file(predictor, path, target, batch_size=args.batch_size)
+        result = segment_medical_file(predictor, path, target, batch_size=args.batch_size, progress=progress)
         if args.overlays:
             slices = [result.array] if result.array.ndim == 2 else list(result.array)
             masks = [result.mask] if result.mask.ndim == 2 else list(result.mask)
@@ -525,9 +634,62 @@ def _volume_overlays(
     ]
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class _SliceProgress:
+    """The progress callback of one input: moves the run's bar through a volume slice by slice.
 
+    :func:`~scripts.volumes.segment_medical_file` reports the fraction of slices done after each
+    batch of ``batch_size`` slices, so the first fraction below 1 gives the volume's slice count.
+    A 2D input calls nothing; :meth:`finish` moves the bar to the input's end either way.
+    """
+
+    def __init__(self, progress: Any, name: str, batch_size: int) -> None:
+        self.progress, self.name, self.batch_size = progress, name, batch_size
+        self.start = progress.done  # the inputs done before this one
+        self.slices: int | None = None
+
+    def __call__(self, fraction: float) -> None:
+        if self.slices is None and 0 < fraction < 1:
+            self.slices = round(self.batch_size / fraction)
+        note = f"{self.name} slice {round(fraction * self.slices)} of {self.slices}" if self.slices else self.name
+        self.progress.set(self.start + fraction, note=note)
+
+    def finish(self) -> None:
+        self.progress.set(self.start + 1, note="")
+
+
+def _operating_point(args: argparse.Namespace, *workflow: str) -> dict[str, float]:
+    """``--min-confidence X`` as config overrides, objects (never config text): ``min_confidence`` X, and
+    ``possible_min_confidence`` lowered to X when the run's is above it (a possible tumor lies below the
+    operating point: the bundle refuses a lower bound above it).
+
+    Args:
+        args: the command's options (``--min-confidence``, ``--bundle-dir``, ``--config``).
+        workflow: the bundle's config files the run reads before ``--config`` (``"inference.json"``).
+    """
+    value = getattr(args, "min_confidence", None)
+    if value is None:
+        return {}
+    from monai.bundle import ConfigParser
+
+    from brainseg_monai.bundle_code import default_bundle_dir
+
+    bundle = os.path.abspath(args.bundle_dir or default_bundle_dir())
+    overrides = {"min_confidence": value}
+    try:
+        parser = ConfigParser()
+        files = [os.path.join(bundle, "configs", name) for name in workflow]
+        parser.read_config([*files, *map(os.path.abspath, args.config)])
+        parser["bundle_root"] = bundle
+        possible = parser.get_parsed_content("possible_min_confidence") if "possible_min_confidence" in parser else None
+    except Exception:  # noqa: BLE001 - unreadable: lower it anyway, the only value sure to fit
+        possible = 1.0
+    if possible is not None and float(possible) > value:
+        overrides["possible_min_confidence"] = value
+    return overrides
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from scripts.handlers import Progress
     from scripts.predictor import BundlePredictor
     from scripts.tumor_report import (
         TUMOR_REPORT_FILE,
@@ -536,39 +698,47 @@ def cmd_segment(args: argparse.Namespace) -> int:
         tumor_summary,
         write_tumor_report,
     )
+    from scripts.verdict import NO_TUMOR
 
     files = _expand_inputs(args.inputs)
     _check_distinct_outputs(files, args.format)
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
     _check_output_dir(args.output_dir, [*args.inputs, args.model, *args.config])
     device = _device("--device", args.device)
-    predictor = _load_predictor(BundlePredictor, args, device)
+    predictor = _load_predictor(BundlePredictor, args, device, _operating_point(args, "inference.json"))
     failures: list[str] = []
     rows: list[dict] = []
     skipped = 0
-    for path in tqdm(files, desc="segment", unit="image", disable=not sys.stderr.isatty()):
-        try:
-            target, row = _segment_one(predictor, path, args)
-        except _AlreadyDone:
-            skipped += 1
-            continue
-        except Exception as e:  # noqa: BLE001 - keep going past a bad file, report it
-            if args.debug:
-                raise
-            failures.append(path)
-            message = _one_line(e)
-            if message.startswith(f"{path}: "):  # the reader names the file already
-                message = message[len(path) + 2 :]
-            print(f"FAILED {_shown(path)}: {message}", file=sys.stderr, flush=True)
-            continue
-        rows.append(row)
-        print(target, flush=True)  # stream: a caller sees each mask as soon as it is written
-        said = row["verdict"]
-        if row.get("slices_with_tumor"):  # a volume: per slice too
-            said = f"{said} ({row['slices_with_tumor']}; {row['slices_with_possible_tumor']})"
-        print(f"{path}: {said} (tumor score {row['tumor_score']:.2f})", file=sys.stderr, flush=True)
-        if row["input_unusual"]:
-            print(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", file=sys.stderr, flush=True)
+    progress = Progress(len(files), "segment", "image")
+    try:
+        for path in files:
+            slices = _SliceProgress(progress, os.path.basename(os.path.normpath(path)), args.batch_size)
+            try:
+                target, row = _segment_one(predictor, path, args, slices)
+            except _AlreadyDone:
+                skipped += 1
+                continue
+            except Exception as e:  # noqa: BLE001 - keep going past a bad file, report it
+                if args.debug:
+                    raise
+                failures.append(path)
+                message = _one_line(e)
+                if message.startswith(f"{path}: "):  # the reader names the file already
+                    message = message[len(path) + 2 :]
+                progress.write(f"FAILED {_shown(path)}: {message}", sys.stderr)
+                continue
+            finally:
+                slices.finish()
+            rows.append(row)
+            progress.write(target, sys.stdout)  # stream: a caller sees each mask as soon as it is written
+            said = row["verdict"]
+            if row.get("slices_with_tumor"):  # a volume: per slice too
+                said = f"{said} ({row['slices_with_tumor']}; {row['slices_with_possible_tumor']})"
+            progress.write(f"{path}: {said} (tumor score {row['tumor_score']:.2f})", sys.stderr)
+            if row["input_unusual"]:
+                progress.write(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", sys.stderr)
+    finally:
+        progress.close()
     done = len(files) - len(failures) - skipped
     already = f", {skipped} already done (--skip-existing)" if skipped else ""
     print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}{already}", file=sys.stderr)
@@ -579,7 +749,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         rows = [r for r in read_tumor_report(report_path) if r["file_name"] not in fresh] + rows
     if rows:
         report = write_tumor_report(rows, report_path)
-        print(f"{tumor_summary(rows)}; per-image report: {report}", file=sys.stderr)
+        nothing = sum(row["verdict"] == NO_TUMOR for row in rows)
+        print(f"{tumor_summary(rows)}; nothing found on {nothing}; per-image report: {report}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} failed: {', '.join(map(_shown, failures))}", file=sys.stderr)
         return EXIT_FAILED
@@ -708,10 +879,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--category-map", help="JSON object: category id or name -> label (default: Tumor -> 1)")
     p.add_argument("--device", help="cpu, cuda... (default: CUDA when present)")
+    p.add_argument("--min-confidence", type=_confidence, metavar="X", help=MIN_CONFIDENCE_HELP)
     _add_bundle_zip_options(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("segment", help="segment images (JPG/PNG, NIfTI, NRRD, DICOM) into masks")
+    p = sub.add_parser(
+        "segment",
+        help="segment images (JPG/PNG, NIfTI, NRRD, DICOM) into masks",
+        description="Segment each input into a mask in OUTPUT_DIR, named after the input's stem. A mask is a label "
+        "map: in a PNG 255 is tumor, 128 possible tumor (a candidate below the operating point, --min-confidence) "
+        "and 0 the rest; in a NIfTI mask (NIfTI, NRRD and DICOM inputs, or --format .nii.gz) 1 is tumor, 2 possible "
+        "tumor. OUTPUT_DIR/tumor_report.csv has one row per input: its verdict (tumor, possible tumor, no tumor "
+        "found), tumor score, the areas found, whether the input looks unlike the training slices (input_unusual) "
+        "and, for a volume, on how many slices a tumor was found.",
+    )
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--output-dir", required=True, help="where masks go (named after each input's stem)")
     p.add_argument("--format", default=".png", choices=[".png", ".nii.gz"], help="mask format for JPG/PNG inputs")
@@ -724,6 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", action="append", default=[], help="override JSON layered on inference.json " + CONFIG_IS_CODE
     )
     p.add_argument("--device", help="cpu, cuda... (default: CUDA when present)")
+    p.add_argument("--min-confidence", type=_confidence, metavar="X", help=MIN_CONFIDENCE_HELP)
     _add_bundle_zip_options(p)
     p.set_defaults(func=cmd_segment)
 
@@ -733,7 +915,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", required=True, help="the zip's expected sha256 (64 hex digits); refused if it differs")
     p.set_defaults(func=cmd_unpack)
 
-    p = sub.add_parser("package", help="zip the bundle, its weights and this package's source for the MONAI Model Zoo")
+    packaged = (
+        "zip the bundle folder for the MONAI Model Zoo: its configs, its own code (scripts/), docs, sample data, "
+        "license and weights (models/model.pt and the alternative weights present); not the brainseg application"
+    )
+    p = sub.add_parser("package", help=packaged, description=packaged[0].upper() + packaged[1:] + ".")
     p.add_argument("--output", help="zip file, or folder for <name>_v<version>.zip (default: current folder)")
     p.add_argument("--bundle-dir", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--name", help="bundle folder name inside the zip (default: brain_tumor_mri_2d_segmentation)")

@@ -38,6 +38,7 @@ __all__ = [
     "ImageLike",
     "MODEL_COLORS",
     "comparison_gallery",
+    "labelled_gallery",
     "overlay_gallery",
     "pick_gallery",
     "read_scalars",
@@ -287,6 +288,60 @@ def _save_gallery(fig: Figure, handles: list[Line2D], output_path: str | os.Path
     return _save(fig, output_path)
 
 
+def labelled_gallery(
+    rows: Sequence[tuple[str, Sequence[tuple[ImageLike, ImageLike, str]]]],
+    output_path: str | os.PathLike,
+    truths: Sequence[Sequence[ImageLike | None]] | None = None,
+) -> str:
+    """Rows of labelled panels: each a slice with its tumor (red) and possible tumors (orange, dashed).
+
+    For pictures of whole volumes, e.g. one row of tumor-free skull-base slices, one of vertex slices:
+    each row has a title (drawn at its left), each panel an image, its label map (:mod:`scripts.verdict`)
+    and a caption (:func:`overlay_caption`).
+
+    Args:
+        rows: ``(title, [(image, labels, caption), ...])`` per row.
+        output_path: the PNG to write.
+        truths: optional per-panel masks drawn in green (e.g. where a tumor is known to be), aligned with rows.
+
+    Returns:
+        ``output_path``.
+
+    Raises:
+        ValueError: no panel, or ``truths`` not aligned with ``rows``.
+    """
+    columns = max((len(panels) for _, panels in rows), default=0)
+    if not columns:
+        raise ValueError("labelled_gallery: no panel to draw")
+    if truths is not None and [len(t) for t in truths] != [len(p) for _, p in rows]:
+        raise ValueError("labelled_gallery: truths must align with the rows' panels")
+    fig = _new_figure(columns * PANEL_INCHES, _LEGEND_INCHES + len(rows) * (PANEL_INCHES + _CAPTION_INCHES))
+    axes = fig.subplots(len(rows), columns, squeeze=False)
+    any_possible = any_truth = False
+    for r, (title, panels) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            if c >= len(panels):
+                ax.set_axis_off()
+                continue
+            image, labels, caption = panels[c]
+            tumor, possible = _load_labels(labels)
+            truth = truths[r][c] if truths is not None else None
+            any_possible |= bool(possible.any())
+            any_truth |= truth is not None
+            _draw_overlay(
+                ax, _load_gray(image), tumor, (), None if truth is None else _load_mask(truth), possible=possible
+            )
+            ax.set_title(caption, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(title, fontsize=10)
+    handles = [h for h in _legend_handles(any_truth, any_possible) if h.get_label() != "COCO box"]
+    if any_truth:
+        handles = [h if h.get_label() != "true outline" else Line2D([], [], color=OUTLINE_COLOR, label="tumor extent")
+                   for h in handles]  # fmt: skip
+    return _save_gallery(fig, handles, output_path, left=0.04)
+
+
 def comparison_gallery(
     image_paths: Sequence[ImageLike],
     masks_by_model: Mapping[str, Sequence[ImageLike]],
@@ -388,8 +443,9 @@ def single_overlay(
     fig = _new_figure(width / DPI, height / DPI)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     _draw_overlay(ax, gray, pred, boxes or (), outline=truth, linewidth=max(1.0, width / 400), possible=possible)
-    # text a twentieth of the smaller side high (in points: pixels * 72 / DPI), so it fits a 64-pixel slice
-    fontsize = max(2.0, min(height, width) / 20 * 72 / DPI)
+    # text about a 28th of the smaller side high (points: pixels * 72 / DPI): the same share of a 64-pixel slice
+    # as of a 640-pixel one, so the legend neither covers a small image nor is cut on it
+    fontsize = max(1.0, min(height, width) / 28 * 72 / DPI)
     handles = [h for h in _legend_handles(truth is not None, bool(possible.any())) if h.get_label() != "COCO box"]
     if boxes:
         handles.insert(0, Line2D([], [], color=BOX_COLOR, label="COCO box"))

@@ -30,6 +30,22 @@ def test_check_data_accepts_the_sample_split(capsys):
     assert "OK" in capsys.readouterr().out
 
 
+def test_check_data_counts_images_annotations_tumor_free_images_and_problems(sample_split, capsys):
+    coco = json.loads((sample_split / "_annotations.coco.json").read_text())
+    source = coco["images"][0]
+    shutil.copy(sample_split / source["file_name"], sample_split / "free.jpg")
+    coco["images"].append({**source, "id": 999, "file_name": "free.jpg"})  # listed, no annotation: tumor-free
+    (sample_split / "_annotations.coco.json").write_text(json.dumps(coco))
+    assert main(["check-data", str(sample_split)]) == 0
+    counts = f"{sample_split}: 13 images, 12 tumor annotations, 1 tumor-free images"
+    assert capsys.readouterr().out.splitlines() == [f"{counts}; OK (0 warning(s))"]
+    shutil.copy(sample_split / "free.jpg", sample_split / "unlisted.jpg")
+    coco["annotations"][0]["bbox"][2] = -5
+    (sample_split / "_annotations.coco.json").write_text(json.dumps(coco))
+    assert main(["check-data", str(sample_split)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"{counts}; 1 error(s), 1 warning(s)"
+
+
 def test_check_data_and_datalist_accept_a_byte_order_mark(sample_split, capsys):
     from scripts.coco import ANNOTATION_FILE, coco_to_datalist
 
@@ -77,6 +93,88 @@ def test_help_lists_every_command():
     assert proc.returncode == 0
     for command in ("check-data", "train", "evaluate", "segment"):
         assert command in proc.stdout
+
+
+def test_segment_help_names_the_report_and_the_label_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "OUTPUT_DIR/tumor_report.csv has one row per input" in text
+    assert "in a PNG 255 is tumor, 128 possible tumor" in text and "1 is tumor, 2 possible tumor" in text
+    assert "--min-confidence X" in text
+
+
+def test_package_help_says_what_the_zip_holds(capsys):
+    for argv in (["--help"], ["package", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert "this package's source" not in text
+        assert "its own code (scripts/)" in text and "not the brainseg application" in text
+
+
+# -- --min-confidence --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "nan", "half"])
+def test_min_confidence_must_be_a_fraction_below_one(value, capsys):
+    for command in ("segment", "evaluate"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "x", "--output-dir", "out", "--min-confidence", value])
+        assert exit_.value.code == 2 and "--min-confidence" in capsys.readouterr().err
+
+
+def _shipped_operating_point() -> tuple[float, float]:
+    """The bundle's ``min_confidence`` and ``possible_min_confidence``."""
+    config = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    return float(config["min_confidence"]), float(config["possible_min_confidence"])
+
+
+def test_min_confidence_reaches_the_config_as_numbers_and_keeps_possible_tumors_below_it():
+    from brainseg_monai.cli import _operating_point, build_parser
+
+    def overrides(*argv: str) -> dict:
+        return _operating_point(
+            build_parser().parse_args(["segment", "x", "--output-dir", "o", *argv]), "inference.json"
+        )
+
+    _, possible = _shipped_operating_point()
+    above, below = round((possible + 1) / 2, 3), round(possible / 2, 3)
+    assert overrides() == {}
+    assert overrides("--min-confidence", str(above)) == {"min_confidence": above}  # the possible bound fits under it
+    assert overrides("--min-confidence", str(below)) == {"min_confidence": below, "possible_min_confidence": below}
+
+
+def test_segment_min_confidence_moves_the_operating_point(tmp_path):
+    """Shipped model: the first sample image scores about 0.9, a tumor at the bundle's operating point, a possible
+    tumor at 0.95."""
+    images = sorted(SAMPLE_SPLIT.glob("*.jpg"))[:2]
+    out = tmp_path / "out"
+    args = ["segment", *map(str, images), "--output-dir", str(out), "--device", "cpu", "--min-confidence", "0.95"]
+    assert main(args) == 0
+    from scripts.tumor_report import read_tumor_report
+
+    shipped, _ = _shipped_operating_point()
+    rows = read_tumor_report(out / "tumor_report.csv")
+    assert all(row["verdict"] != "tumor" for row in rows if float(row["tumor_score"]) < 0.95)
+    assert any(row["verdict"] == "possible tumor" and float(row["tumor_score"]) >= shipped for row in rows)
+    mask = np.asarray(Image.open(out / (images[0].stem + ".png")))
+    assert not (mask == 255).any() and (mask == 128).any()
+
+
+def test_evaluate_min_confidence_below_the_possible_bound_runs(tmp_path):
+    """At 0.2, below the bundle's possible_min_confidence, the bound follows: no refusal, more tumors."""
+    shipped, possible = _shipped_operating_point()
+    assert 0.2 < possible
+    out = tmp_path / "ev"
+    args = ["evaluate", str(SAMPLE_SPLIT), "--output-dir", str(out), "--device", "cpu", "--min-confidence", "0.2"]
+    assert main(args) == 0
+    import csv
+
+    with open(out / "metrics_per_image.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert all((row["tumor_found"] == "True") == (float(row["tumor_score"]) >= 0.2) for row in rows)
+    assert any(row["tumor_found"] == "True" and float(row["tumor_score"]) < shipped for row in rows)
 
 
 # -- train -------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The GPU session's command, run on the CPU before any GPU sees it: the dry run, the carry-ready data,
-and the command that checks and installs what a session brings back."""
+"""benchmarks/gpu_session.py, run on the CPU before any GPU sees it: the dry run, the carry-ready data,
+and the command that checks and installs what a GPU run brings back."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_dry_run_runs_every_stage_and_keeps_each_result(dry_run):
     assert set(session["files"]) == set(names) - {"session_partall.json"}
     for name, digest in session["files"].items():
         assert gpu_session.sha256(out / name) == digest
-    # the issue's bar for the dry run; generous on a loaded CI machine
+    # the dry run checks the command before a device is spent on it: it must stay quick, even on a loaded CI machine
     assert seconds < 120, f"dry run took {seconds:.0f} s"
 
 

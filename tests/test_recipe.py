@@ -96,7 +96,7 @@ def test_the_stage_list_is_the_shipped_recipe():
         "model_outline.pt": "cascade",
     }
     assert bundle_sources(plan_stages(False))["model.pt"] == "robust"
-    # the GPU session runs the same list (gpu_accept.py reads it from there)
+    # benchmarks/gpu_session.py runs the same list (gpu_accept.py reads it from there)
     sys.path.insert(0, str(REPO / "benchmarks"))
     import gpu_session
 
@@ -213,7 +213,8 @@ def test_recipe_options_need_recipe(inputs, capsys):
 
 
 def test_a_time_limit_stops_a_stage_between_epochs_or_within_one():
-    """The GPU session's deadline: finished epochs are kept, the run stops before it would overrun."""
+    """A stage under a deadline (as benchmarks/gpu_session.py runs it): finished epochs are kept, the run stops
+    before it would overrun."""
     import time
 
     from ignite.engine import Engine

@@ -1,4 +1,4 @@
-"""Issue 7, reliability: bad input at every entry point, atomic writes, resume and determinism, long runs.
+"""Reliability: bad input at every entry point, atomic writes, resume and determinism, long runs.
 
 Bad input is met with one line naming the file, id or field and what is wrong, a non-zero
 exit status, no traceback, and nothing written for the bad item; unusual but valid images

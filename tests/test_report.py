@@ -194,12 +194,53 @@ def test_single_overlay_draws_the_prediction_the_outline_and_the_boxes_where_the
         rgb = np.asarray(im.convert("RGB"))
     red, green, yellow = (_colour_mask(rgb, c) for c in (PRED_COLOR, OUTLINE_COLOR, BOX_COLOR))
     # each contour lies on its own region's border, nowhere else (the legend sits top left)
-    assert red[95:205, 215:325].sum() > 200 and red[:, :200].sum() < 60 and red[210:, :].sum() == 0
+    assert red[95:205, 215:325].sum() > 200 and red[100:, :200].sum() == 0 and red[210:, :].sum() == 0
     assert green[245:355, 35:145].sum() > 200 and green[:, 200:].sum() == 0 and green[100:240, :].sum() == 0
     assert yellow[225:375, 15:165].sum() > 200 and yellow[:, 200:].sum() == 0
     assert not red[120:180, 240:300].any(), "a contour, not a filled mask"
     with pytest.raises(ValueError, match="outline"):
         single_overlay(grey, pred, tmp_path / "bad.png", outline=np.zeros((10, 10), np.uint8))
+
+
+def test_single_overlay_draws_possible_tumors_dashed_and_says_the_verdict(tmp_path: Path):
+    from brainseg_monai.report import POSSIBLE_COLOR, PRED_COLOR, overlay_caption
+
+    grey = np.zeros((400, 400), np.uint8)
+    labels = np.zeros((400, 400), np.uint8)
+    labels[250:350, 250:350] = 2  # a possible tumor only (PNG value 128 reads the same)
+    caption = overlay_caption("case_07.jpg", "possible tumor", 0.4321)
+    assert caption == "case_07: possible tumor (score 0.43)"
+    out = single_overlay(grey, labels * 64, tmp_path / "p.png", caption=caption)  # 128: the PNG's possible tumor
+    with Image.open(out) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    orange, red = _colour_mask(rgb, POSSIBLE_COLOR), _colour_mask(rgb, PRED_COLOR)
+    border = orange[245:355, 245:355]
+    assert border.sum() > 100 and not orange[270:330, 270:330].any()
+    top = orange[248:253, 255:345].any(axis=0)  # along the top edge: dashes, not a solid line
+    assert 0.3 < top.mean() < 0.9, f"a dashed outline covers part of its edge, got {top.mean():.2f}"
+    assert red[120:, :].sum() == 0, "no tumor drawn: only the possible one"
+    caption_band = rgb[360:, :, :].astype(int)
+    assert (caption_band.min(axis=2) > 200).sum() > 50, "the caption's white text at the image's foot"
+
+
+@pytest.mark.parametrize("size", [64, 640])
+def test_legend_and_caption_scale_with_the_image(tmp_path: Path, size: int):
+    """The legend neither covers a small slice nor is cut on it: it takes about the same share of any image."""
+    from brainseg_monai.report import overlay_caption
+
+    grey = np.zeros((size, size), np.uint8)
+    labels = np.zeros((size, size), np.uint8)
+    labels[size * 5 // 8 :, size * 5 // 8 :] = 1
+    labels[: size // 4, size - size // 4 :] = 2
+    out = single_overlay(grey, labels, tmp_path / "s.png", caption=overlay_caption("x.png", "tumor", 0.9))
+    with Image.open(out) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+        assert im.size == (size, size)
+    lit = rgb.max(axis=2) > 60  # the legend's box and text on the black image
+    legend = lit[: size // 2, : size // 2]
+    rows, cols = np.nonzero(legend)
+    assert rows.size, "a legend is drawn"
+    assert 0.15 < (cols.max() + 1) / size < 0.5 and (rows.max() + 1) / size < 0.3, (rows.max(), cols.max())
 
 
 def test_gallery_ranks_by_outline_dice_when_there_are_outlines():

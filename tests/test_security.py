@@ -1,4 +1,4 @@
-"""Issue 7, unsafe files: pickled code in checkpoints, file_name traversal, bundle zips.
+"""Unsafe files: pickled code in checkpoints, file_name traversal, bundle zips.
 
 A crafted checkpoint whose pickle would create a marker file is refused by every loader
 (``BundlePredictor``, ``brainseg segment --model``, the bundle's ``--ckpt_path`` and

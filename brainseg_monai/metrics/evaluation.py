@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from scripts.coco import coco_to_datalist
 from scripts.io import atomic_folder, mask_output_path
@@ -58,6 +57,8 @@ def evaluate_split(
     category_map: Mapping[str | int, int] | None = None,
     gallery: bool = True,
     overlays: bool = False,
+    show_progress: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Run the bundle's evaluation on a COCO split and write its files and pictures.
 
@@ -79,6 +80,12 @@ def evaluate_split(
         category_map: as in :func:`~scripts.coco.resolve_category_map`.
         gallery: also draw the overlay gallery.
         overlays: also draw one overlay per image.
+        show_progress: a front end's display: a progress bar with the time left on stderr (a line now
+            and then when stderr is not a terminal) instead of the workflow's own log (MONAI's
+            ``StatsHandler``: one long line of every metric and a training-style "best value ... at
+            epoch" line), which the caller replaces with its own summary.
+        overrides: config ids set last, as objects (never parsed as config text), e.g.
+            ``{"min_confidence": 0.6}``.
 
     Raises:
         CocoDataError: the split has errors.
@@ -97,7 +104,7 @@ def evaluate_split(
     configs = [bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json", *map(Path, config_files)]
     with contextlib.ExitStack() as stack:
         staged_masks = stack.enter_context(atomic_folder(out / MASKS_DIR))
-        overrides: dict[str, Any] = {
+        settings: dict[str, Any] = {
             "bundle_root": str(bundle),
             "dataset_dir": str(split.parent),
             "val_split": split.name,
@@ -107,16 +114,36 @@ def evaluate_split(
             "outlines_dir": None if outlines_dir is None else os.path.abspath(outlines_dir),
         }
         if ckpt_path:
-            overrides["ckpt_path"] = os.path.abspath(ckpt_path)
-        workflow = ConfigWorkflow(
-            config_file=[str(c) for c in configs], workflow_type="eval", logging_file=False, **overrides
-        )
+            settings["ckpt_path"] = os.path.abspath(ckpt_path)
+        with _quiet("monai.bundle.workflows") if show_progress else contextlib.nullcontext():
+            # logging_file=False makes MONAI warn that it skips logging: no news to a user of the front end
+            workflow = ConfigWorkflow(
+                config_file=[str(c) for c in configs], workflow_type="eval", logging_file=False, **settings
+            )
         if device is not None:
             workflow.parser["device"] = device  # an object: text never becomes a $ expression
+        for key, value in (overrides or {}).items():
+            workflow.parser[key] = value
         notes = {"split_dir": str(split), "model": _model_name(bundle, ckpt_path)}
         workflow.parser["evaluation_notes"] = notes
+        if show_progress:
+            _disable_stats_handlers(workflow.parser)
+            if "validate#dataset#cache_rate" in workflow.parser:
+                # one pass over the split gains nothing from a cache, and filling it up front (every image
+                # read and resized) would keep the screen silent before the bar starts: load in the loop
+                workflow.parser["validate#dataset#cache_rate"] = 0.0
         workflow.initialize()
-        workflow.run()
+        progress = None
+        if show_progress:
+            from scripts.handlers import ProgressHandler
+
+            progress = ProgressHandler("evaluate", "image")
+            progress.attach(workflow.parser.get_parsed_content("validate#evaluator"))  # the instance run() runs
+        try:
+            workflow.run()
+        finally:
+            if progress is not None:
+                progress.close()  # a failed run's error line must not land on a half-drawn bar
         workflow.finalize()
         metric = workflow.parser.get_parsed_content("tumor_evaluation")  # the instance the evaluator filled
         if overlays:
@@ -126,6 +153,32 @@ def evaluate_split(
     if gallery and records:
         _write_gallery(records, evaluation.rows, str(out / MASKS_DIR), outlines_dir, out / GALLERY_FILE)
     return evaluation
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Only errors from this logger while the block runs."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _disable_stats_handlers(parser: Any) -> None:
+    """Turn off the evaluator's ``StatsHandler``s (``_disabled_``), whatever their place in ``validate#handlers``.
+
+    They log a training-style report: every metric on one line (MONAI writes a value that is not a
+    number, such as an outline Dice of None without outlines, with no separator after it:
+    ``outline_dice_mean: Noneoutline_dice_median``) and "best value ... at epoch 1".
+    """
+    handlers = parser["validate#handlers"] if "validate#handlers" in parser else []
+    for index, handler in enumerate(handlers if isinstance(handlers, list) else []):
+        target = handler.get("_target_", "") if isinstance(handler, dict) else ""
+        if str(target).rsplit(".", 1)[-1] == "StatsHandler":
+            parser[f"validate#handlers#{index}#_disabled_"] = True
 
 
 def _model_name(bundle: Path, ckpt_path: str | os.PathLike | None) -> str:

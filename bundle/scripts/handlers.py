@@ -1,8 +1,9 @@
-"""Ignite handlers for checkpoints that a crash cannot corrupt and a resume can trust.
+"""Ignite handlers for checkpoints that a crash cannot corrupt and a resume can trust, and for progress.
 
 MONAI's ``CheckpointSaver`` names interval checkpoints by epoch, keeps device tensors and
 writes in place; the bundle needs a fixed-name latest state to resume from, a best model
-that is a plain CPU state dict, and writes that are atomic.
+that is a plain CPU state dict, and writes that are atomic. :class:`Progress` shows how far
+a long run is, with the time left, as a bar on a terminal and as a line now and then in a log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ __all__ = [
     "BestModelSaver",
     "EpochSeeder",
     "ExistingWeightsGuard",
+    "Progress",
+    "ProgressHandler",
     "RunFolderLock",
     "SafeCheckpointLoader",
     "TrainingStateLoader",
@@ -543,3 +547,192 @@ class RunFolderLock:
         if self._file is not None:
             self._file.close()  # closing the descriptor releases the flock
             self._file = None
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _duration(seconds: float) -> str:
+    """A time left as a person says it: "40 s", "12 min", "2 h 05 min"."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class Progress:
+    """How far a long run is, on stderr: a tqdm bar with the time left on a terminal, else a short line now and then.
+
+    A log file or a pipe gets no bar (its carriage returns would fill the file with redraws): it gets
+    one line such as ``evaluate: 5 of 12 images, about 40 s left`` each time :attr:`interval` seconds
+    have passed since the last one, so a short run stays silent and a long one says it is alive.
+    Work may advance by fractions (a volume's slices move its image forward bit by bit).
+
+    Args:
+        total: how much work the run has (images, epochs...).
+        desc: what runs, the first word of the bar and of the lines (``"evaluate"``).
+        unit: what ``total`` counts, singular (``"image"``, ``"epoch"``).
+        stream: where it goes (default: ``sys.stderr`` at the time the object is made).
+        tty: draw a bar (default: whether ``stream`` is a terminal).
+        initial: work done before this run (a resumed training's epochs); the time left is
+            estimated from this run's pace only.
+    """
+
+    #: Seconds between two lines when ``stream`` is not a terminal.
+    interval: float = 20.0
+
+    def __init__(
+        self,
+        total: float,
+        desc: str,
+        unit: str = "image",
+        stream: Any = None,
+        tty: bool | None = None,
+        initial: float = 0,
+    ) -> None:
+        import sys
+
+        self.total = max(float(total), 0.0)
+        self.desc, self.unit = desc, unit
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = _is_terminal(self.stream) if tty is None else bool(tty)
+        self.initial = self.done = float(initial)
+        self.note = ""
+        self._start = self._last = time.monotonic()
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            # the count and the note go in the postfix: tqdm would print a fractional count as 2.4000000001/10
+            self.bar = tqdm(
+                total=self.total,
+                initial=self.initial,
+                desc=desc,
+                file=self.stream,
+                leave=False,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
+                postfix=self._count(),
+            )
+
+    def _count(self) -> str:
+        total = int(self.total) if float(self.total).is_integer() else self.total
+        units = self.unit if total == 1 else f"{self.unit}s"
+        return f"{int(self.done + 1e-9)} of {total} {units}" + (f" ({self.note})" if self.note else "")
+
+    def time_left(self) -> float | None:
+        """Seconds left at this run's pace so far; None before any work is done."""
+        done = self.done - self.initial
+        if done <= 0:
+            return None
+        return (time.monotonic() - self._start) / done * max(self.total - self.done, 0.0)
+
+    def line(self) -> str:
+        """The line a log gets: ``"segment: 3 of 10 images (case.nii.gz slice 40 of 120), about 2 min left"``."""
+        left = self.time_left()
+        return f"{self.desc}: {self._count()}" + ("" if left is None else f", about {_duration(left)} left")
+
+    def update(self, amount: float = 1.0, note: str | None = None) -> None:
+        """Advance by ``amount`` (a fraction for part of an item); ``note`` names what runs now ("" clears it)."""
+        self.set(self.done + float(amount), note)
+
+    def set(self, done: float, note: str | None = None) -> None:
+        """Be at ``done``: a caller going through an item by fractions sets ``item + fraction``, since fractions
+        added one by one can fall short of the item's end (0.1 ten times is 0.9999999999999999)."""
+        if note is not None:
+            self.note = note
+        self.done = min(max(float(done), self.done), self.total)
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._count(), refresh=False)
+            self.bar.update(self.done - self.bar.n)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval and self.done < self.total:  # the end is the caller's summary
+            self._last = now
+            print(self.line(), file=self.stream, flush=True)
+
+    def write(self, text: str, file: Any = None) -> None:
+        """Print a line without tearing the bar (tqdm clears it, prints, draws it again)."""
+        import sys
+
+        file = sys.stderr if file is None else file
+        if self.bar is not None:
+            self.bar.write(text, file=file)
+            file.flush()
+        else:
+            print(text, file=file, flush=True)
+
+    def close(self) -> None:
+        """Remove the bar (the run's summary takes its place)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class ProgressHandler:
+    """Ignite handler: the :class:`Progress` of an engine's run, by item (an evaluator's images) or by epoch.
+
+    With ``unit="epoch"`` it counts a trainer's epochs up to ``max_epochs`` (a resumed run starts at
+    the epoch it resumes from); otherwise the items of each iteration's decollated output, out of
+    the data loader's dataset. Only the first rank shows anything under torch.distributed.
+
+    Args:
+        desc: what runs (``"evaluate"``, ``"train"``).
+        unit: ``"epoch"``, or what one item is (``"image"``).
+        stream: as :class:`Progress`.
+        tty: as :class:`Progress`.
+    """
+
+    def __init__(
+        self, desc: str = "evaluate", unit: str = "image", stream: Any = None, tty: bool | None = None
+    ) -> None:
+        self.desc, self.unit, self.stream, self.tty = desc, unit, stream, tty
+        self.progress: Progress | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.unit == "epoch":
+            engine.add_event_handler(Events.STARTED, self._start_epochs)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_done)
+        else:
+            engine.add_event_handler(Events.EPOCH_STARTED, self._start_items)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._items_done)
+        engine.add_event_handler(Events.COMPLETED, self.close)
+        engine.add_event_handler(Events.TERMINATE, self.close)
+
+    def _open(self, total: float, initial: float = 0) -> None:
+        self.close()
+        if _is_rank0():
+            self.progress = Progress(total, self.desc, self.unit, self.stream, self.tty, initial)
+
+    def _start_epochs(self, engine: Engine) -> None:
+        # STARTED handlers of the config (a resume's state loader) have set the epoch already
+        self._open(engine.state.max_epochs or 0, initial=engine.state.epoch)
+
+    def _epoch_done(self, engine: Engine) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def _start_items(self, engine: Engine) -> None:
+        loader = getattr(engine, "data_loader", None) or engine.state.dataloader
+        try:
+            total = len(loader.dataset)
+        except (AttributeError, TypeError):  # an iterable without a sized dataset: count iterations
+            total = engine.state.epoch_length or 0
+        self._open(total)
+
+    def _items_done(self, engine: Engine) -> None:
+        if self.progress is not None:
+            output = engine.state.output
+            self.progress.update(len(output) if isinstance(output, (list, tuple)) else 1)
+
+    def close(self, engine: Engine | None = None) -> None:
+        """Remove the bar; also for a run that failed (call it from a ``finally``)."""
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None

@@ -176,11 +176,18 @@ class TumorReportWriter:
     ``filename_or_obj``, and when the run completes writes the report (atomically) into
     ``output_dir`` and logs the one-line summary.
 
+    A run that adds rows after the evaluator (``inference.json``: its volumes, :meth:`add_rows`)
+    sets ``final_summary`` and calls :meth:`finish` last: the report is still written at each step,
+    but the summary is logged once, over every input, instead of once for the images and again,
+    with other counts, for images and volumes together.
+
     Args:
         output_dir: the folder of the report (the masks' folder).
         key: the prediction key the post-processing filled.
         source_key: the key whose metadata names the input.
         filename: the report's file name.
+        final_summary: log the summary only in :meth:`finish`, not when the evaluator completes
+            nor when rows are added.
     """
 
     def __init__(
@@ -189,10 +196,12 @@ class TumorReportWriter:
         key: str = "pred",
         source_key: str = "image",
         filename: str = TUMOR_REPORT_FILE,
+        final_summary: bool = False,
     ) -> None:
         self.path = os.path.join(os.fspath(output_dir), filename)
         self.key = key
         self.source_key = source_key
+        self.final_summary = bool(final_summary)
         self.rows: list[dict[str, Any]] = []
         self.logger = logging.getLogger(__name__)
 
@@ -230,8 +239,32 @@ class TumorReportWriter:
         self.rows.extend(dict(r) for r in rows)
         self._write(None)
 
-    def _write(self, engine: Any) -> None:
+    def finish(self) -> str:
+        """Write the report and log its one summary, over every input of the run; returns the summary."""
         write_tumor_report(self.rows, self.path)
+        said = self.summary()
+        self.logger.info(said)
+        return said
+
+    def summary(self) -> str:
+        """The one-line summary of the rows so far.
+
+        "tumor found on 2 of 3 inputs (2 images, 1 volume); 1 input(s) unlike the training data; report: <path>".
+        """
+        volumes = sum(bool(r.get("slices_with_tumor")) for r in self.rows)  # a volume's row counts its slices
+        images = len(self.rows) - volumes
+        if not volumes:
+            said = tumor_summary(self.rows)
+        elif not images:
+            said = tumor_summary(self.rows, "volumes")
+        else:
+            kinds = f"{images} image{'s' * (images != 1)}, {volumes} volume{'s' * (volumes != 1)}"
+            said = tumor_summary(self.rows, f"inputs ({kinds})")
         unusual = sum(bool(r["input_unusual"]) for r in self.rows)
         odd = f"; {unusual} input(s) unlike the training data" if unusual else ""
-        self.logger.info(f"{tumor_summary(self.rows)}{odd}; report: {self.path}")
+        return f"{said}{odd}; report: {self.path}"
+
+    def _write(self, engine: Any) -> None:
+        write_tumor_report(self.rows, self.path)
+        if not self.final_summary:
+            self.logger.info(self.summary())
