@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import wasserstein_distance
 
 import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
 from scripts.io import read_medical_image
@@ -64,26 +65,36 @@ def load_cases(lgg_dir: str, names: Sequence[str] | None) -> list[Case]:
     return cases
 
 
-def t1c_visible(case: Case, min_contrast: float = 0.1) -> bool:
-    """Does the tumor show on T1 contrast? The masked pixels' median differs from a ring of brain around them.
-
-    On the masked slice with the largest extent, the median T1 contrast intensity inside the mask
-    is compared with the median of a 3-10 pixel ring around it (inside the head), as a fraction of
-    the head's 1-99 percentile range: at least ``min_contrast`` (brighter: enhancing; darker: a
-    hypointense mass) counts as visible. A lower-grade glioma that neither enhances nor darkens
-    is invisible on this sequence, whatever the FLAIR shows.
-    """
+def t1c_contrast(case: Case) -> float:
+    """How much the tumor differs from the other hemisphere on T1 contrast (see :func:`t1c_visible`); 0 without one."""
     areas = case.mask.reshape(case.mask.shape[0], -1).sum(axis=1)
     if areas.max() == 0:
-        return False
+        return 0.0
     k = int(np.argmax(areas))
     image, mask = case.volume[k], case.mask[k]
-    head = image > np.percentile(image, 50) * 0.2
-    ring = ndimage.binary_dilation(mask, iterations=10) & ~ndimage.binary_dilation(mask, iterations=3) & head
-    if ring.sum() < 20:
-        return False
+    head = ndimage.binary_fill_holes(image > np.percentile(image, 99) * 0.1)
+    cols = np.nonzero(head.any(axis=0))[0]
+    centre = (cols.min() + cols.max()) / 2.0 if cols.size else (image.shape[1] - 1) / 2.0
+    src = np.clip(np.rint(2 * centre - np.arange(image.shape[1])).astype(int), 0, image.shape[1] - 1)
+    mirror = mask[:, src]
+    inside, opposite = mask & ~mirror & head, mirror & ~mask & head
+    if inside.sum() < 20 or opposite.sum() < 20:
+        return 0.0
     low, high = np.percentile(image[head], [1, 99])
-    return abs(float(np.median(image[mask]) - np.median(image[ring]))) / max(float(high - low), 1e-6) >= min_contrast
+    return float(wasserstein_distance(image[inside], image[opposite])) / max(float(high - low), 1e-6)
+
+
+def t1c_visible(case: Case, min_contrast: float = 0.06) -> bool:
+    """Does the tumor show on T1 contrast? Its intensities differ from the same place in the other hemisphere.
+
+    On the masked slice with the largest extent, the T1 contrast intensities inside the mask (less
+    its overlap with its mirror image about the head's left-right midline) are compared with those
+    of its mirror image: their earth mover's distance, as a fraction of the head's 1-99 percentile
+    range, of at least ``min_contrast`` counts as visible (brighter: enhancing; darker: a hypointense
+    mass; both: a ring). A lower-grade glioma that neither enhances nor darkens is invisible on this
+    sequence, whatever the FLAIR shows. Left-right is the column axis here (the volumes' x axis).
+    """
+    return t1c_contrast(case) >= min_contrast
 
 
 def score_volume(case: Case, labels: np.ndarray) -> dict[str, Any]:
@@ -104,6 +115,7 @@ def score_volume(case: Case, labels: np.ndarray) -> dict[str, Any]:
         "free_possible": int(possible[free].sum()),
         "tumor_volume": has_tumor,
         "t1c_visible": t1c_visible(case) if has_tumor else None,
+        "t1c_contrast": round(t1c_contrast(case), 3) if has_tumor else None,
         "found": found,
         "shown": shown,
         "n_tumor_slices": int(case.mask.reshape(case.mask.shape[0], -1).any(axis=1).sum()),
@@ -213,9 +225,11 @@ def main() -> None:
             overrides={**overrides, "min_confidence": 0.999, "possible_min_confidence": 0.0, "cascade": False},
         )
         cached = [(case, candidates(predictor, case)) for case in cases]
-        print("min_conf possible min_support standalone | free_conf free_conf/vol free_possible | found shown | vis_found vis_shown")
+        print(
+            "min_conf possible min_support standalone | free_conf free_conf/vol free_possible | found shown | vis_found vis_shown"
+        )
         rules = [None] + [NeighbourSupport(s, c) for s, c in itertools.product((0.05, 0.2, 0.5), (0.7, 0.8, 1.0))]
-        for m, p, rule in itertools.product((0.5, 0.6, 0.7, 0.8), (0.3, 0.4), rules):
+        for m, p, rule in itertools.product((0.4, 0.45, 0.5, 0.6, 0.7), (0.3, 0.35, 0.4), rules):
             rows = [score_volume(case, grid_labels(comps, case.volume.shape, m, p, rule)) for case, comps in cached]
             s = summarize(rows)
             said = "none" if rule is None else f"{rule.min_support:.2f} {rule.standalone_confidence:.2f}"

@@ -1,0 +1,96 @@
+"""Pictures of whole volumes from other hospitals: real tumor-free levels, tumors, and what still fails.
+
+    python benchmarks/lgg_gallery.py LGG_DIR --cases cases.json [--split tune] OUTPUT.png [--bundle bundle]
+
+Segments each case's T1 contrast volume with the bundle as ``brainseg segment`` does (the slice
+loop, the volume rule, the operating points) and draws four rows: tumor-free slices near the skull
+base, tumor-free slices near the vertex (both at least 3 slices from any masked slice), the slice of
+largest tumor extent of cases whose tumor was found, and what still fails: tumors not found, and
+tumor-free slices with a confident false tumor. The FLAIR extent is drawn in green on tumor slices
+only to show where the tumor is; it is not an outline of the tumor on T1 contrast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from brainseg_monai.report import labelled_gallery, overlay_caption
+from lgg_volumes import load_cases, score_volume
+from scripts.predictor import BundlePredictor
+from scripts.tumor_free import tumor_free_slice_indices
+from scripts.verdict import TUMOR
+from scripts.volumes import predict_volume
+
+PER_ROW = 4
+
+
+def _brain_slices(volume: np.ndarray) -> list[int]:
+    """Slices holding a head: more than 5% of the pixels above a tenth of the volume's 99th percentile."""
+    level = np.percentile(volume, 99) * 0.1
+    return [k for k in range(volume.shape[0]) if (volume[k] > level).mean() > 0.05]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("lgg_dir")
+    ap.add_argument("output")
+    ap.add_argument("--cases", required=True)
+    ap.add_argument("--split", default="tune")
+    ap.add_argument("--bundle", default="bundle")
+    args = ap.parse_args()
+    cases = load_cases(args.lgg_dir, json.load(open(args.cases, encoding="utf-8"))[args.split])
+    predictor = BundlePredictor(args.bundle, device="cpu")
+    base, vertex, found, failing = [], [], [], []
+    failing_truth, found_truth = [], []
+    for case in cases:
+        reports: list = []
+        labels, _ = predict_volume(case.volume, predictor, axis=2, slice_reports=reports)
+        free = set(tumor_free_slice_indices(case.mask, 3))
+        brain = [k for k in _brain_slices(case.volume) if k in free]
+        short = case.name.replace("TCGA_", "")[:12]
+
+        def panel(k: int, what: str = "") -> tuple:
+            r = reports[k]
+            return (
+                case.volume[k],
+                labels[k],
+                overlay_caption(f"{short} slice {k}{what}", r["verdict"], r["tumor_score"]),
+            )
+
+        if brain:
+            base.append(panel(brain[max(0, len(brain) // 8)]))
+            vertex.append(panel(brain[min(len(brain) - 1, len(brain) * 7 // 8)]))
+        for k in sorted(free):
+            if reports[k]["verdict"] == TUMOR:
+                failing.append(panel(k, " (tumor-free)"))
+                failing_truth.append(None)
+        if case.mask.any():
+            k = int(np.argmax(case.mask.reshape(case.mask.shape[0], -1).sum(axis=1)))
+            row = score_volume(case, labels)
+            target = (found, found_truth) if row["found"] else (failing, failing_truth)
+            what = "" if row["found"] else (" (possible only)" if row["shown"] else " (missed)")
+            target[0].append(panel(k, what))
+            target[1].append(case.mask[k])
+    rows = [
+        ("tumor-free, skull base", base[:PER_ROW]),
+        ("tumor-free, vertex", vertex[:PER_ROW]),
+        ("tumor found", found[:PER_ROW]),
+        ("still fails", failing[:PER_ROW]),
+    ]
+    truths = [
+        [None] * len(base[:PER_ROW]),
+        [None] * len(vertex[:PER_ROW]),
+        found_truth[:PER_ROW],
+        failing_truth[:PER_ROW],
+    ]
+    kept = [(row, truth) for row, truth in zip(rows, truths) if row[1]]
+    labelled_gallery([r for r, _ in kept], args.output, [t for _, t in kept])
+    print(json.dumps({"output": os.path.abspath(args.output), "rows": [(r[0], len(r[1])) for r, _ in kept]}))
+
+
+if __name__ == "__main__":
+    main()
