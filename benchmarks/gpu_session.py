@@ -1,19 +1,20 @@
-"""The prepared command for a lent GPU: a trained model and every GPU figure, each stage saved as it ends.
+"""Training on a GPU machine: one prepared command, a trained model and every GPU figure, saved stage by stage.
 
-An H200 is lent to about one session in five, for about 15 minutes of device time in all; the
-device tool carries 64 MiB a call (working tree included) and brings back at most 8 files from
-``$OUT``. The training split (63 MB of JPEGs) does not fit in one call, so it travels in two
-halves, in two calls made back to back while the machine is warm (files a call carried stay there
-for the next one). Nothing here needs thinking when the GPU arrives:
+It is made for a remote GPU machine reached through a job runner that copies the working tree
+to the machine (64 MiB a command, working tree included), runs one command with a time limit
+and brings back at most 8 files from ``$OUT``. The training split (63 MB of JPEGs) does not fit
+in one command, so it travels in two halves, in two commands run back to back while the machine
+is still up (files a command carried stay there for the next one). Nothing needs deciding once
+the GPU machine is available:
 
-Here, before (CPU, once; ``prepare`` is idempotent)::
+On the CPU, before (once; ``prepare`` is idempotent)::
 
     python benchmarks/gpu_session.py prepare [--dataset-dir DATASET]
 
-writes the device's missing packages as cp312 wheels into ``.whl/``, the data into
+writes the GPU machine's missing packages as cp312 wheels into ``.whl/``, the data into
 ``.gpu_carry/a`` (half the training images) and ``.gpu_carry/b`` (the other half, plus
-validation images with their true outlines), checks each call against the 64 MiB, and prints the
-two device calls. Then, on the device (the commands ``prepare`` prints):
+validation images with their true outlines), checks each command against the 64 MiB, and prints
+the two GPU commands. Then, on the GPU machine (the commands ``prepare`` prints):
 
 * part 1 (``carry: [".whl", ".gpu_carry/a"]``): install and check CUDA; a CUDA smoke run of
   ``configs/fast_gpu.json`` (compile, fused AdamW, ``ToDeviced`` in ``CacheDataset``,
@@ -25,10 +26,11 @@ two device calls. Then, on the device (the commands ``prepare`` prints):
   stage, with more epochs than the CPU allows, each in the time left to it (the free stage needs
   real tumor-free slices, which are not carried: it is skipped, and the robust stage's model is
   ``model.pt``); the cascade evaluated on the carried validation images; weights, logs, curves and
-  ``session.json``.
+  ``session_part2.json`` (the record of the run).
 
-Every stage writes its result into ``$OUT`` when it ends, and the session stops cleanly before
-``--deadline``: what finished is kept when something fails or time runs short. Afterwards, here::
+Every stage writes its result into ``$OUT`` when it ends, and the run stops cleanly before
+``--deadline``: what finished is kept when something fails or time runs short. Afterwards, on
+the CPU::
 
     python benchmarks/gpu_accept.py FILES_AT [--install]
 
@@ -65,7 +67,7 @@ ANNOTATIONS = "_annotations.coco.json"
 #: What the device lacks (its image has torch 2.11, numpy, scipy, scikit-image, pillow, tensorboard,
 #: tqdm, matplotlib), pinned as in constraints.txt; monai.bundle's command line needs fire.
 DEVICE_WHEELS = ("monai==1.6.1", "pytorch-ignite==0.5.5", "pycocotools==2.0.11", "fire==0.7.1", "termcolor==3.3.0")
-#: What one device call may carry, working tree included (../.library/device/README.md).
+#: What one command on the GPU machine may carry, working tree included.
 CARRY_LIMIT = 64 * 2**20
 #: Validation images carried in part 2 (for the trainer's validation and the final figures).
 VALID_IMAGES = 100
@@ -78,6 +80,10 @@ INSTALL = (
 # ----------------------------------------------------------------------------------------- helpers
 
 
+#: The recipe's run folder under the work folder: an output folder never holds the data it reads.
+RECIPE_DIR = "recipe"
+
+
 def write_json(data: Any, path: Path) -> None:
     """Atomically, so a session killed mid-write leaves the previous version."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -86,7 +92,7 @@ def write_json(data: Any, path: Path) -> None:
 
 
 class Session:
-    """The figures of one device call, written to ``OUT/<name>`` after every stage."""
+    """The figures of one GPU command, written to ``OUT/<name>`` after every stage."""
 
     def __init__(self, out: Path, name: str, deadline_s: float) -> None:
         self.out = out
@@ -164,7 +170,7 @@ def epochs_done(log: Path) -> int:
 
 
 def tree_bytes() -> int:
-    """What the device tool sends of the checkout: tracked and untracked-not-ignored files."""
+    """What the job runner sends of the checkout: tracked and untracked-not-ignored files."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -242,8 +248,8 @@ def prepare(dataset_dir: Path, valid_images: int = VALID_IMAGES, download: bool 
 
 
 def device_commands(deadline_1: int = 150, deadline_2: int = 480) -> list[dict[str, Any]]:
-    """The two ``run`` calls of the device tool, as they are to be made: about 11 minutes of the 15 a
-    session is lent, the rest for the machine's start and the transfers."""
+    """The two GPU commands, as they are to be run: about 11 minutes of GPU time in all, leaving
+    time for the machine's start and the transfers within 15 minutes."""
     script = "python3 benchmarks/gpu_session.py run"
     return [
         {
@@ -362,7 +368,7 @@ def train_stage(
 ) -> Callable[[float], dict]:
     """One stage of the recipe through :func:`brainseg_monai.recipe.run_recipe`, stopped in its time budget.
 
-    The recipe trains into ``work/<stage>`` from the stage before; the bundle files made so far go
+    The recipe trains into ``work/recipe/<stage>`` (beside, not above, the data it reads) from the stage before; the bundle files made so far go
     into ``out`` as each stage ends, so a session cut short keeps them.
     """
 
@@ -372,7 +378,7 @@ def train_stage(
         budget = min(left - 15, max(budget_s, 30.0))
         result = run_recipe(
             data,
-            work,
+            work / RECIPE_DIR,
             stages=[stage.name],
             device=device,
             epochs_scale=1e-3 if dry_run else epochs_scale,  # the dry run: one epoch per stage
@@ -439,7 +445,7 @@ def finish(out: Path, work: Path, session: Session) -> None:
     """Logs and curves into one archive, and the hashes of every file that goes back."""
     curves = {}
     for stage in RECIPE:
-        eval_dir = work / stage.name / "eval"
+        eval_dir = work / RECIPE_DIR / stage.name / "eval"
         if eval_dir.is_dir():
             try:
                 from brainseg_monai.report import training_curves
@@ -454,16 +460,17 @@ def finish(out: Path, work: Path, session: Session) -> None:
         for path in sorted(work.glob("*.log")) + sorted(work.glob("*.png")):
             tar.add(path, arcname=path.name)
         for stage in RECIPE:  # each recipe stage logs into its own folder
-            if (work / stage.name / "train.log").is_file():
-                tar.add(work / stage.name / "train.log", arcname=f"{stage.name}.log")
-        for path in sorted(work.glob("*/eval/*.csv")) + sorted((work / "evaluation").glob("*.json")):
+            if (work / RECIPE_DIR / stage.name / "train.log").is_file():
+                tar.add(work / RECIPE_DIR / stage.name / "train.log", arcname=f"{stage.name}.log")
+        csvs = sorted(work.glob("*/eval/*.csv")) + sorted((work / RECIPE_DIR).glob("*/eval/*.csv"))
+        for path in csvs + sorted((work / "evaluation").glob("*.json")):
             tar.add(path, arcname=str(path.relative_to(work)))
     session.data["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p != session.path}
     session.save()
 
 
 def run(part: str, out: Path, deadline_s: float, dry_run: bool, epochs_scale: float) -> dict[str, Any]:
-    """One device call (``part`` 1 or 2), or both (``all``, for the dry run)."""
+    """One GPU command (``part`` 1 or 2), or both (``all``, for the dry run)."""
     out.mkdir(parents=True, exist_ok=True)
     device = "cpu" if dry_run else "cuda"
     work = Path(os.environ.get("BRAINSEG_GPU_WORK", "/tmp/brainseg_gpu_session"))
@@ -517,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dataset-dir", type=Path, default=SHARED_DATA)
     p.add_argument("--valid-images", type=int, default=VALID_IMAGES)
     p.add_argument("--no-download", action="store_true", help="use the wheels already in .whl/")
-    r = sub.add_parser("run", help="one device call")
+    r = sub.add_parser("run", help="one command on the GPU machine")
     r.add_argument("--part", choices=("1", "2", "all"), required=True)
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/gpu_session")))
     r.add_argument("--deadline", type=float, default=500.0, help="seconds from start; stages stop before it")
@@ -535,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not report["fits"]:
             print(f"a call would carry more than {CARRY_LIMIT} bytes: fewer --valid-images", file=sys.stderr)
             return 1
-        print("device calls (run them back to back; give_back after the second):")
+        print("GPU commands (run them back to back, then release the GPU machine):")
         for call in device_commands():
             print(json.dumps(call))
         return 0

@@ -20,7 +20,7 @@ import os
 from collections import defaultdict
 
 import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
-from scripts.io import atomic_output
+from scripts.io import atomic_output, check_output_dir
 from scripts.tumor_free import write_volume_tumor_free_split
 
 
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--min-distance", type=int, default=3, help="slices this close to a masked slice are left out")
     ap.add_argument("--tune-every", type=int, default=3, help="hold apart every N-th case of each institution")
     args = ap.parse_args()
+    check_output_dir(args.output_dir, {"lgg_dir": args.lgg_dir})  # the one output rule, before anything is written
     split = split_cases(os.path.join(args.lgg_dir, "cases.csv"), args.tune_every)
     os.makedirs(args.output_dir, exist_ok=True)
     with atomic_output(os.path.join(args.output_dir, "cases.json")) as tmp, open(tmp, "w", encoding="utf-8") as f:

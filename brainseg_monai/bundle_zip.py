@@ -13,16 +13,29 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import stat
+import struct
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-__all__ = ["BundleZipError", "MAX_UNPACKED_BYTES", "check_members", "sha256_file", "unpack_bundle"]
+__all__ = [
+    "BundleZipError",
+    "MAX_MEMBERS",
+    "MAX_UNPACKED_BYTES",
+    "check_member_count",
+    "check_members",
+    "sha256_file",
+    "unpack_bundle",
+]
 
 # Refuse zips that would unpack to more than this (a zip bomb); a bundle is tens of MB.
 MAX_UNPACKED_BYTES = 4 * 1024**3
+# Refuse zips with more members than this, counted from the zip's end record before its directory is read
+# (each member costs memory to list and a file to write); a bundle has a few hundred.
+MAX_MEMBERS = 10_000
+# the smallest central directory entry: a zip's directory of N bytes lists at most N // 46 members
+_MIN_DIRECTORY_ENTRY = 46
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -56,12 +69,43 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def check_member_count(checked: str | os.PathLike, zip_path: str | os.PathLike = "") -> None:
+    """Refuse a zip of more than :data:`MAX_MEMBERS` members from its end record, before ``ZipFile`` lists them.
+
+    The record's member count and the size of its central directory both bound the listing; a file
+    that has no such record is left to ``ZipFile`` to refuse.
+
+    Raises:
+        BundleZipError: naming the zip and the count.
+    """
+    with open(checked, "rb") as f:
+        try:
+            end = zipfile._EndRecData(f)  # the end-of-central-directory record, zip64 included
+        except (AttributeError, OSError, ValueError, struct.error, zipfile.BadZipFile):
+            return  # no readable end record: ZipFile refuses the file
+    if not end:
+        return
+    entries, size = getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4), getattr(zipfile, "_ECD_SIZE", 5)
+    count, directory = int(end[entries]), int(end[size])
+    if count > MAX_MEMBERS:
+        said = f"has {count} members"
+    elif directory // _MIN_DIRECTORY_ENTRY > MAX_MEMBERS:  # an end record that under-counts: the directory's size
+        said = f"has a member directory of {directory} bytes (room for {directory // _MIN_DIRECTORY_ENTRY} members)"
+    else:
+        return
+    raise BundleZipError(f"{zip_path or checked}: {said}, over the limit of {MAX_MEMBERS}: refused, nothing unpacked")
+
+
 def check_members(zf: zipfile.ZipFile, zip_path: str | os.PathLike = "") -> None:
-    """Refuse the whole zip if any member would land outside the target folder or it is too large.
+    """Refuse the whole zip if any member would land outside the target folder, it has too many or it is too large.
 
     Raises:
         BundleZipError: naming the first unsafe member.
     """
+    if len(zf.infolist()) > MAX_MEMBERS:
+        raise BundleZipError(
+            f"{zip_path}: has {len(zf.infolist())} members, over the limit of {MAX_MEMBERS}: refused, nothing unpacked"
+        )
     total = 0
     for info in zf.infolist():
         problem = _member_problem(info)
@@ -118,7 +162,15 @@ def unpack_bundle(zip_path: str | os.PathLike, dest: str | os.PathLike, sha256: 
         # Hash the bytes while copying them to a private file, then unpack that copy: whatever
         # happens to the path afterwards, what is unpacked is what was checked.
         checked = Path(private) / "bundle.zip"
-        actual = _copy_and_hash(src, checked)
+        try:
+            actual = _copy_and_hash(src, checked)
+        except OSError as e:
+            if e.filename and os.path.abspath(e.filename) == os.path.abspath(src):
+                raise BundleZipError(f"{src}: cannot read ({e.strerror})") from None
+            raise BundleZipError(
+                f"{src}: cannot copy it to check its sha256 in the system's temporary folder ({e.strerror}); "
+                "free space there or point TMPDIR at another folder"
+            ) from None
         if actual != expected:
             raise BundleZipError(f"{src}: sha256 is {actual}, not the expected {expected}: refused, nothing unpacked")
         return _unpack_checked(checked, src, target)
@@ -136,43 +188,58 @@ def _copy_and_hash(src: Path, dst: Path) -> str:
 
 def _unpack_checked(checked: Path, src: Path, target: Path) -> Path:
     """Unpack the checked copy of ``src`` into ``target`` (atomically: a temporary folder renamed)."""
+    check_member_count(checked, src)
     try:
         zf = zipfile.ZipFile(checked)
     except zipfile.BadZipFile as e:
         raise BundleZipError(f"{src}: not a zip file ({e})") from None
+    from scripts.io import atomic_folder
+
     with zf:
         check_members(zf, src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            _extract(zf, tmp)
+        # the temporary folder is named after this process: one a killed unpack leaves, a later run removes
+        with atomic_folder(target) as tmp:
+            _extract(zf, Path(tmp), src)
             try:
-                root = _bundle_root(tmp)
+                inner = _bundle_root(Path(tmp)).relative_to(tmp)
             except BundleZipError as e:
                 raise BundleZipError(f"{src}: {e}") from None
-            if target.exists():
-                target.rmdir()
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target / root.relative_to(tmp)
+    return target / inner
 
 
-def _extract(zf: zipfile.ZipFile, folder: Path) -> None:
+def _extract(zf: zipfile.ZipFile, folder: Path, src: Path | str = "the zip") -> None:
+    """Write every member of ``zf`` under ``folder`` (a temporary folder).
+
+    Every failure names the user's zip ``src`` and the member, never ``folder``: a damaged member (a bad
+    CRC, a truncated stream), a member whose name is taken by a file, a full disk.
+
+    Raises:
+        BundleZipError: ``"<zip>: member 'configs/x.json': cannot unpack (<why>): refused, nothing unpacked"``.
+    """
+    import zlib
+
     base = folder.resolve()
     written = 0
     for info in zf.infolist():
         path = (base / info.filename.replace("\\", "/")).resolve()
         if path != base and base not in path.parents:  # belt and braces after check_members
-            raise BundleZipError(f"member {info.filename!r} would land outside {folder}: refused")
-        if info.is_dir():
-            path.mkdir(parents=True, exist_ok=True)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with zf.open(info) as fin, open(path, "wb") as fout:
-            while chunk := fin.read(1 << 20):
-                written += len(chunk)
-                if written > MAX_UNPACKED_BYTES:
-                    raise BundleZipError(f"unpacks to more than {_size(MAX_UNPACKED_BYTES)}: refused")
-                fout.write(chunk)
+            raise BundleZipError(f"{src}: member {info.filename!r} would land outside the target folder: refused")
+        try:
+            if info.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as fin, open(path, "wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    written += len(chunk)
+                    if written > MAX_UNPACKED_BYTES:
+                        raise BundleZipError(
+                            f"{src}: unpacks to more than {_size(MAX_UNPACKED_BYTES)}: refused, nothing unpacked"
+                        )
+                    fout.write(chunk)
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as e:  # NotImplementedError: a method
+            # OSError's own text names the temporary path: say only why
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+            raise BundleZipError(
+                f"{src}: member {info.filename!r}: cannot unpack ({why}): refused, nothing unpacked"
+            ) from None

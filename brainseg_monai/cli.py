@@ -32,28 +32,51 @@ class CommandError(Exception):
 
 
 def _category_map(text: str | None) -> dict | None:
+    from scripts.coco import TooLongInteger, json_int
+    from scripts.errors import short_repr
+
     if text is None:
         return None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=json_int)  # a 100,000-digit number stays a value the checks name
     except json.JSONDecodeError as e:
         raise CommandError(f"--category-map: not valid JSON ({e.msg})") from None
     if not isinstance(value, dict):
         raise CommandError("--category-map: must be a JSON object such as '{\"Tumor\": 1}'")
     for key, label in value.items():
+        if isinstance(label, TooLongInteger):
+            raise CommandError(
+                f"--category-map: the label of {short_repr(key)} has {label.digits} digits: labels are 0 or 1"
+            )
         if isinstance(label, bool) or not isinstance(label, int):
-            raise CommandError(f"--category-map: the label of {key!r} must be an integer, got {label!r}")
-    return {(int(k) if k.isdigit() else k): v for k, v in value.items()}
+            raise CommandError(
+                f"--category-map: the label of {short_repr(key)} must be an integer, got {short_repr(label)}"
+            )
+        if label.bit_length() > 31:
+            raise CommandError(
+                f"--category-map: the label of {short_repr(key)} is {short_repr(label)}: labels are 0 or 1"
+            )
+    # digits name a category id; more than 19 of them name no 64-bit id, and stay a name
+    return {(int(k) if k.isdigit() and len(k) <= 19 else k): v for k, v in value.items()}
+
+
+#: The most digits a count option (--epochs, --batch-size) is read with: Python converts at most 4300.
+MAX_OPTION_DIGITS = 18
 
 
 def _positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (argparse names the option in its error)."""
+    from scripts.errors import short_repr
+
+    digits = text.strip().lstrip("+-").lstrip("0")
+    if digits.isdigit() and len(digits) > MAX_OPTION_DIGITS:
+        raise argparse.ArgumentTypeError(f"a number of {len(digits)} digits: too large")
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{short_repr(text)} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+        raise argparse.ArgumentTypeError(f"{short_repr(text)}: must be at least 1")
     return value
 
 
@@ -177,7 +200,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     for extra in args.config:
         if not os.path.isfile(extra):
             raise CommandError(f"--config {extra}: file not found")
+    reads = {
+        "--dataset-dir": args.dataset_dir,
+        "--train-split": split_dir(args.dataset_dir, args.train_split),
+        "--val-split": split_dir(args.dataset_dir, args.val_split),
+        "--config": args.config,
+    }
+    _check_output_dir(args.output_dir, reads, bundle)
     out = Path(args.output_dir).resolve()
+    _check_training_data(args, out, category_map)
     # absolute paths start with "/": of the texts below only the split names could look like config code
     overrides: dict[str, Any] = {
         "bundle_root": bundle,
@@ -189,6 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "category_map": category_map,
         "resume": bool(args.resume),
         "progress_bar": sys.stderr.isatty(),
+        "debug": bool(args.debug),  # the bundle's one-line errors, or the tracebacks of --debug
     }
     if args.epochs is not None:
         overrides["train#trainer#max_epochs"] = args.epochs
@@ -215,6 +247,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = out / "models" / "model.pt"
     print(f"best model: {model}" if model.is_file() else f"no model saved in {out / 'models'}")
     return EXIT_OK
+
+
+def _check_training_data(args: argparse.Namespace, out: Path, category_map: dict | None) -> None:
+    """``--resume`` goes on only with the data the run was trained on; a new run records its data.
+
+    The record (:mod:`brainseg_monai.run_record`) is written when a run starts in a folder without weights;
+    a folder holding weights is left to the bundle's refusal (:class:`~scripts.handlers.ExistingWeightsGuard`),
+    and one in use by another run to its lock, with their records untouched.
+    """
+    from brainseg_monai.recipe import _held_by
+    from brainseg_monai.run_record import RunDataError, check_training_data, training_data, write_training_data
+
+    data = training_data(args.dataset_dir, args.train_split, args.val_split, category_map)
+    models = out / "models"
+    if _held_by(models) is not None:
+        return  # another run trains here: the bundle's lock refuses this one, naming it
+    if args.resume:
+        try:
+            note = check_training_data(out, data)
+        except RunDataError as e:
+            raise CommandError(f"{e}; training not started") from None
+        if note:
+            print(note, file=sys.stderr)
+    elif not any((models / name).exists() for name in ("model.pt", "checkpoint_latest.pt")):
+        write_training_data(out, data)
 
 
 def _train_recipe(args: argparse.Namespace) -> int:
@@ -245,6 +302,7 @@ def _train_recipe(args: argparse.Namespace) -> int:
             category_map=category_map,
             train_split=args.train_split,
             val_split=args.val_split,
+            overrides={"debug": True} if args.debug else None,
         )
     except RecipeError as e:
         raise CommandError(str(e)) from None
@@ -255,23 +313,27 @@ def _positive_float(text: str) -> float:
     """An argparse type: a finite number above 0."""
     import math
 
+    from scripts.errors import short_repr
+
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{short_repr(text)} is not a number") from None
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a number above 0")
+        raise argparse.ArgumentTypeError(f"{short_repr(text)}: must be a number above 0")
     return value
 
 
 def _confidence(text: str) -> float:
     """An argparse type: a confidence in [0, 1) (at 1 no component could ever count as a tumor)."""
+    from scripts.errors import short_repr
+
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{short_repr(text)} is not a number") from None
     if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0 and below 1")
+        raise argparse.ArgumentTypeError(f"{short_repr(text)}: must be at least 0 and below 1")
     return value
 
 
@@ -297,7 +359,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.train_log and not os.path.isdir(args.train_log):
         raise CommandError(f"--train-log {args.train_log}: folder not found")
     _unpack_bundle_zip(args)
-    _check_output_dir(args.output_dir, [args.split_dir, args.outlines, args.model, args.train_log, *args.config])
+    _check_output_dir(
+        args.output_dir, [args.split_dir, args.outlines, args.model, args.train_log, *args.config], args.bundle_dir
+    )
     device = _device("--device", args.device)
     try:
         evaluation = evaluate_split(
@@ -311,15 +375,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             category_map=_category_map(args.category_map),
             overlays=args.overlays,
             show_progress=True,
-            overrides=_operating_point(args, "train.json", "evaluate.json"),
+            overrides={**_operating_point(args, "train.json", "evaluate.json"), "debug": bool(args.debug)},
+            train_log=args.train_log,
         )
     except ValueError as e:
         raise CommandError(_with_fitting_config(e, args)) from None
     out = Path(args.output_dir)
-    if args.train_log:
-        from brainseg_monai.report import training_curves
-
-        training_curves(args.train_log, out / "training_curves.png")
     _print_table(evaluation.rows)
     summary = evaluation.summary
     if args.outlines:
@@ -440,21 +501,27 @@ def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     return files
 
 
-def _check_output_dir(output_dir: str, inputs: Sequence[str | None]) -> None:
-    """Refuse, before any work, an output folder that could overwrite or mix with an input.
+def _check_output_dir(output_dir: str, inputs: Any, bundle: str | None = None) -> None:
+    """Refuse, before any work, an output folder that could overwrite or mix with an input, then create it.
 
-    Every file or folder the command reads (images, splits, outlines, weights, configs) must lie
-    outside ``output_dir``, and ``output_dir`` must not lie in a folder the command reads:
-    no command writes onto one of its inputs.
+    Every file or folder the command reads (images, splits, outlines, weights, configs, the bundle's own
+    folders) must lie outside ``output_dir``, and ``output_dir`` must not lie in a folder the command
+    reads: no command writes onto one of its inputs (:func:`scripts.io.check_output_dir`, the rule the
+    bundle's configs apply too).
+
+    Args:
+        output_dir: ``--output-dir``.
+        inputs: what the command reads, paths or ``{what: path}`` (None entries skipped).
+        bundle: the bundle the command runs (``--bundle-dir``, default: the shipped one).
     """
+    from brainseg_monai.bundle_code import default_bundle_dir
+    from scripts.io import check_output_dir
+
+    try:
+        check_output_dir(output_dir, inputs, "--output-dir", bundle or default_bundle_dir())
+    except ValueError as e:
+        raise CommandError(str(e)) from None
     out = Path(output_dir).resolve()
-    for item in (i for i in inputs if i):
-        src = Path(item).resolve()
-        if src == out or out in src.parents:
-            raise CommandError(f"--output-dir {output_dir}: holds the input {item}, which the run would overwrite")
-        # a folder input would pick up its own masks on a rerun; a file's folder would get masks over images
-        if (src.is_dir() and src in out.parents) or (not src.is_dir() and out == src.parent):
-            raise CommandError(f"--output-dir {output_dir}: inside the input folder of {item}; choose another folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -542,10 +609,6 @@ def _shown(path: str) -> str:
     return path if path.isprintable() else repr(path)
 
 
-class _AlreadyDone(Exception):
-    """``--skip-existing``: the mask of this input is already there (``args[0]``)."""
-
-
 def _unpack_bundle_zip(args: argparse.Namespace) -> None:
     """``--bundle-zip Z --sha256 H``: check and unpack Z into a temporary folder, use it as --bundle-dir."""
     if not getattr(args, "bundle_zip", None):
@@ -562,6 +625,51 @@ def _unpack_bundle_zip(args: argparse.Namespace) -> None:
     args.bundle_dir = str(unpack_bundle(args.bundle_zip, Path(args.unpacked.name) / "bundle", args.sha256))
 
 
+def _in_zip_terms(message: str, args: argparse.Namespace) -> str:
+    """A message about the bundle of ``--bundle-zip``, naming the user's zip and member instead of the temporary copy.
+
+    ``/tmp/brainseg_bundle_x/bundle/my_bundle/models/model.pt: model weights not found`` is said as
+    ``bundle.zip (member my_bundle/models/model.pt): model weights not found``: the temporary folder is gone
+    when the message is read, and the user knows the zip, not it.
+    """
+    import re
+
+    unpacked = getattr(args, "unpacked", None)
+    if unpacked is None:
+        return message
+    root = os.path.join(unpacked.name, "bundle")
+
+    def member(match: re.Match) -> str:
+        inside = match.group(0)[len(root) :].lstrip("/\\")
+        return f"{args.bundle_zip} (member {inside})" if inside else str(args.bundle_zip)
+
+    return re.sub(re.escape(root) + r"[^\s:'\"]*", member, message)
+
+
+def _already_done(path: str, args: argparse.Namespace, reported: set[str]) -> bool:
+    """``--skip-existing``: whether every output of this input is there from an earlier run.
+
+    Its mask, its overlay when ``--overlays`` asks for them (``<stem>.png``, or a volume's
+    ``<stem>_slice<k>.png``) and its row in the earlier run's tumor report: an input missing any
+    of them is segmented again, so that a rerun completes what an interrupted one left.
+    """
+    import glob
+
+    from scripts.io import is_medical_image, mask_output_path
+
+    medical = is_medical_image(path)
+    if os.path.basename(os.path.normpath(path)) not in reported:
+        return False
+    if not os.path.exists(mask_output_path(path, args.output_dir, ".nii.gz" if medical else args.format)):
+        return False
+    if args.overlays:
+        overlay = Path(mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
+        slices = f"{glob.escape(str(overlay.parent))}/{glob.escape(overlay.stem)}_slice[0-9]*.png"
+        if not (overlay.exists() or (medical and glob.glob(slices))):
+            return False
+    return True
+
+
 def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) -> tuple[str, dict]:
     """Segment one input and write its mask; returns the mask's path and the input's tumor report row.
 
@@ -576,8 +684,6 @@ def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) 
     name = os.path.basename(os.path.normpath(path))
     if is_medical_image(path):
         target = mask_output_path(path, args.output_dir, ".nii.gz")
-        if args.skip_existing and os.path.exists(target):
-            raise _AlreadyDone(target)
         result = segment_medical_file(predictor, path, target, batch_size=args.batch_size, progress=progress)
         if args.overlays:
             slices = [result.array] if result.array.ndim == 2 else list(result.array)
@@ -585,8 +691,6 @@ def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) 
             _volume_overlays(path, slices, masks, result.slice_reports, Path(args.output_dir) / "overlays")
         return result.mask_path, result.row
     target = mask_output_path(path, args.output_dir, args.format)
-    if args.skip_existing and os.path.exists(target):
-        raise _AlreadyDone(target)
     prediction = predictor.predict_file(path, details=True)
     # the label map: 1 tumor, 2 possible tumor (PNG: 255 and 128)
     labels = prediction.labels
@@ -703,21 +807,26 @@ def cmd_segment(args: argparse.Namespace) -> int:
     files = _expand_inputs(args.inputs)
     _check_distinct_outputs(files, args.format)
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
-    _check_output_dir(args.output_dir, [*args.inputs, args.model, *args.config])
+    _check_output_dir(args.output_dir, [*args.inputs, args.model, *args.config], args.bundle_dir)
     device = _device("--device", args.device)
     predictor = _load_predictor(BundlePredictor, args, device, _operating_point(args, "inference.json"))
+    report_path = Path(args.output_dir) / TUMOR_REPORT_FILE
+    # --skip-existing: the earlier run's rows, kept for the inputs skipped now (read first: a bad file stops here)
+    earlier = read_tumor_report(report_path) if args.skip_existing and report_path.is_file() else []
+    reported = {str(r["file_name"]) for r in earlier}
     failures: list[str] = []
     rows: list[dict] = []
     skipped = 0
     progress = Progress(len(files), "segment", "image")
     try:
         for path in files:
+            if args.skip_existing and _already_done(path, args, reported):
+                skipped += 1
+                progress.update(1)
+                continue
             slices = _SliceProgress(progress, os.path.basename(os.path.normpath(path)), args.batch_size)
             try:
                 target, row = _segment_one(predictor, path, args, slices)
-            except _AlreadyDone:
-                skipped += 1
-                continue
             except Exception as e:  # noqa: BLE001 - keep going past a bad file, report it
                 if args.debug:
                     raise
@@ -739,16 +848,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 progress.write(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", sys.stderr)
     finally:
         progress.close()
+        fresh = {r["file_name"] for r in rows}
+        rows = [r for r in earlier if r["file_name"] not in fresh] + rows  # every mask there keeps its row
+        # also when interrupted (Ctrl-C, SIGTERM): the masks written so far have their rows, and a rerun
+        # with --skip-existing finds them done
+        report = write_tumor_report(rows, report_path) if rows else None
     done = len(files) - len(failures) - skipped
     already = f", {skipped} already done (--skip-existing)" if skipped else ""
     print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}{already}", file=sys.stderr)
-    report_path = Path(args.output_dir) / TUMOR_REPORT_FILE
-    if args.skip_existing and report_path.is_file():
-        # keep what an earlier run reported for the inputs skipped now
-        fresh = {r["file_name"] for r in rows}
-        rows = [r for r in read_tumor_report(report_path) if r["file_name"] not in fresh] + rows
     if rows:
-        report = write_tumor_report(rows, report_path)
         nothing = sum(row["verdict"] == NO_TUMOR for row in rows)
         print(f"{tumor_summary(rows)}; nothing found on {nothing}; per-image report: {report}", file=sys.stderr)
     if failures:
@@ -929,27 +1037,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the program is: the run unwinds as from Ctrl-C (temporary files removed)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one unwinding: a second SIGTERM does not cut the clean-up short
+    raise _Terminated()
+
+
+def _catch_sigterm() -> Any:
+    """Turn SIGTERM into :class:`_Terminated` while a command runs; returns what restores the handler before it.
+
+    Killed by the default SIGTERM, a run would leave its hidden temporary files (a staged evaluation, a
+    half-written overlay or zip); raised as an exception, the ``finally`` blocks of the atomic writes remove them.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set handlers (a caller running main() in a thread keeps its own)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``brainseg`` command; returns the exit code."""
+    """Run the ``brainseg`` command; returns the exit code (130 after Ctrl-C, 143 after SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    restore_sigterm = _catch_sigterm()
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("brainseg: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, _Terminated)
+        print(f"brainseg: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as e:  # noqa: BLE001 - one line unless --debug
         if args.debug:
             raise
         from scripts.errors import error_lines
 
         for line in error_lines(e):  # one per problem of a COCO split, else one
-            print(f"brainseg {args.command}: error: {line}", file=sys.stderr)
+            print(f"brainseg {args.command}: error: {_in_zip_terms(line, args)}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         unpacked = getattr(args, "unpacked", None)
         if unpacked is not None:
             unpacked.cleanup()
+        restore_sigterm()
 
 
 if __name__ == "__main__":

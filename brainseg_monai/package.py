@@ -167,7 +167,7 @@ def package_bundle(
             file over 25 MB, or metadata without a version listed in its changelog.
     """
     from brainseg_monai.bundle_code import default_bundle_dir
-    from scripts.io import atomic_output
+    from scripts.io import atomic_output, check_output_file
 
     bundle = Path(bundle_dir or default_bundle_dir()).resolve()
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
@@ -181,9 +181,10 @@ def package_bundle(
     out = Path(output_zip) if output_zip is not None else Path.cwd()
     if out.is_dir():
         out = out / f"{name}_v{version}.zip"
-    if out.resolve() == bundle or bundle in out.resolve().parents:
-        # it would overwrite a bundle file (the weights...) or package itself
-        raise PackagingError(f"--output {out}: inside the bundle being packaged ({bundle}); write the zip elsewhere")
+    try:  # it would overwrite a bundle file (the weights...) or package itself
+        check_output_file(out, {"the bundle being packaged": bundle}, "--output")
+    except ValueError as e:
+        raise PackagingError(str(e)) from None
     members = _bundle_members(bundle, with_weights)
     for src, _ in members:
         if src.stat().st_size > MAX_FILE_BYTES:

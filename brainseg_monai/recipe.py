@@ -23,7 +23,7 @@ Each stage trains through MONAI's ``ConfigWorkflow`` as ``brainseg train`` does,
 when it ends: a rerun skips the stages done, refuses to start over an interrupted one unless told
 to ``resume`` it (from its ``checkpoint_latest.pt``), and ``OUTPUT/bundle_models`` gets the
 bundle's three weights files at the end. ``benchmarks/gpu_session.py`` runs the same stages on a
-lent GPU, one call per stage, with a time limit.
+GPU machine, one call per stage, with a time limit.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Stage:
         epochs: its epochs in the shipped (CPU) recipe; ``epochs_scale`` multiplies them.
         start_from: the stage whose ``model.pt`` it starts from (the bundle's ``pretrained`` id), or None.
         weights: the bundle file its model becomes (``""``: an intermediate model).
-        share: its share of the time in a time-limited session (the GPU session).
+        share: its share of the time in a time-limited run (``benchmarks/gpu_session.py``).
         cuda_configs: override files layered after ``configs`` when training on CUDA only.
         needs_tumor_free: it trains on real tumor-free splits and runs only when some are given;
             skipped, its ``weights`` come from the stage it starts from.
@@ -403,7 +403,22 @@ def run_recipe(
     _check_data(dataset, (train_split, val_split), free_splits, category_map, bundle_max_label(bundle))
 
     out = Path(output_dir).resolve()
+    from scripts.coco import split_dir
+    from scripts.io import check_output_dir
+
+    reads = {
+        "the dataset": dataset,
+        "the train split": split_dir(dataset, train_split),
+        "the val split": split_dir(dataset, val_split),
+        "the tumor-free split": free_splits,
+        "--config": extras,
+    }
+    try:
+        check_output_dir(output_dir, reads, "--output-dir", bundle)
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
     _check_states(out, plan, selected, resume)
+    _check_training_data(out, dataset, train_split, val_split, category_map, resume)
     result = RecipeResult()
     numbers = {stage.name: k + 1 for k, stage in enumerate(RECIPE)}
     chosen = {s.name for s in selected}
@@ -500,6 +515,33 @@ def _check_states(out: Path, plan: Sequence[Stage], selected: Sequence[Stage], r
                 f"stage {stage.name} starts from the {start} stage, which is not done in {out} "
                 f"(no {out / start / DONE_FILE}): add {start} to --stages"
             )
+
+
+def _check_training_data(
+    out: Path,
+    dataset: Path,
+    train_split: str,
+    val_split: str,
+    category_map: Mapping[str | int, int] | None,
+    resume: bool,
+) -> None:
+    """The recipe goes on in ``out`` only with the data its stages were trained on (:mod:`brainseg_monai.run_record`).
+
+    Checked on every run, not only with ``resume``: a rerun reuses the stages done and trains the next ones
+    from their models. A fresh folder gets the record.
+
+    Raises:
+        RecipeError: the data differ, each difference named.
+    """
+    from brainseg_monai.run_record import RunDataError, check_training_data, training_data
+
+    data = training_data(dataset, train_split, val_split, category_map)
+    try:
+        note = check_training_data(out, data, "--resume" if resume else "a rerun of the recipe")
+    except RunDataError as e:
+        raise RecipeError(f"{e}; nothing trained") from None
+    if note and any(_started(out / stage.name) or _read_done(out / stage.name) for stage in RECIPE):
+        _say(note)
 
 
 def _held_by(models: Path) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import locale
 import os
 import shutil
 from pathlib import Path
@@ -40,6 +41,19 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "valid" / "_annotations.coco.json").is_file():
         pytest.skip("../shared/data/brain_tumor_coco is not present on this machine")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _keep_locale():
+    """Each test leaves the process's locale as it found it.
+
+    GDCM (ITK's DICOM writer, used to make test series) sets the C locale and leaves it: every later
+    ``open()`` without an encoding in the test process would then decode ASCII only.
+    """
+    before = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != before:
+        locale.setlocale(locale.LC_ALL, before)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -21,7 +21,7 @@ import gpu_session  # noqa: E402
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    """``gpu_session.py run --part all --dry-run``: every stage of both device calls, CPU, sample split."""
+    """``gpu_session.py run --part all --dry-run``: every stage of both GPU commands, CPU, sample split."""
     out = tmp_path_factory.mktemp("gpu_out")
     work = tmp_path_factory.mktemp("gpu_work")
     began = time.time()
@@ -63,7 +63,7 @@ def test_dry_run_runs_every_stage_and_keeps_each_result(dry_run):
     assert made == [["model_box.pt"], None, ["model.pt"], ["model_outline.pt"]]
     with tarfile.open(out / "logs.tar.gz") as tar:
         assert {"box.log", "outline.log", "robust.log", "cascade.log"} <= set(tar.getnames())
-    # at most 8 files come back from the device: weights, the session, one archive of logs and curves
+    # at most 8 files come back from the GPU machine: weights, the session, one archive of logs and curves
     names = sorted(p.name for p in out.iterdir())
     assert names == ["logs.tar.gz", "model.pt", "model_box.pt", "model_outline.pt", "session_partall.json"]
     assert set(session["files"]) == set(names) - {"session_partall.json"}
@@ -149,7 +149,9 @@ def test_accept_checks_measures_refuses_a_worse_model_and_installs_with_force(dr
     for name in ("model.pt", "model_outline.pt", "model_box.pt"):
         assert (bundle / "models" / name).read_bytes() == (out / name).read_bytes()
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    assert meta["version"] == "0.4.0" and "trained on a GPU" in meta["changelog"]["0.4.0"]
+    major, minor, _ = json.loads(meta_before)["version"].split(".")
+    bumped = f"{major}.{int(minor) + 1}.0"  # installing new weights is a minor version: 0.4.0 -> 0.5.0
+    assert meta["version"] == bumped and "trained on a GPU" in meta["changelog"][bumped]
     readme = (bundle / "docs" / "README.md").read_text()
     assert readme.count("<!-- gpu-session -->") == 1 and "| cascade | ok | 1 of 1 |" in readme
     # a second install replaces the table, it does not add one

@@ -183,7 +183,7 @@ def test_check_data_huge_json_reports_every_problem(tmp_path, capsys):
     assert err[0].endswith("images[id=0].file_name: img_0.jpg: image file is missing")
 
 
-def test_check_data_many_entries_sharing_one_file_decode_it_once(tmp_path, capsys, monkeypatch):
+def test_check_data_many_entries_sharing_one_file_decode_it_once_and_are_errors(tmp_path, capsys, monkeypatch):
     split = tmp_path / "shared"
     split.mkdir()
     shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], split / "a.jpg")
@@ -201,9 +201,15 @@ def test_check_data_many_entries_sharing_one_file_decode_it_once(tmp_path, capsy
     calls = []
     original = coco._check_image_file
     monkeypatch.setattr(coco, "_check_image_file", lambda p: calls.append(p) or original(p))
-    assert main(["check-data", str(split)]) == 0
+    # records sharing a file would be scored against each other's annotations: each is an error, named
+    assert main(["check-data", str(split)]) == 1
     assert len(calls) == 1  # decoding it for every entry took minutes
-    assert "OK" in capsys.readouterr().out
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith(
+        "images[id=1].file_name: 'a.jpg' is also the file of images[id=0]: two images with one file (images 0 and 1); "
+        "give each its own file, or merge the two records into one"
+    )
+    assert f"{n - 1} error(s)" in err[-1]
 
 
 def test_check_data_deeply_nested_json(sample_split, capsys):

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from scripts.coco import coco_to_datalist
-from scripts.io import atomic_folder, mask_output_path
+from scripts.io import mask_output_path, staged_outputs
 from scripts.metrics.detection import annotation_box
-from scripts.metrics.evaluation import check_outlines_dir, outline_path
+from scripts.metrics.evaluation import SUMMARY_FILE, check_outlines_dir, outline_path
 
 __all__ = ["GALLERY_FILE", "MASKS_DIR", "OVERLAYS_DIR", "Evaluation", "evaluate_split"]
 
@@ -59,15 +59,19 @@ def evaluate_split(
     overlays: bool = False,
     show_progress: bool = False,
     overrides: Mapping[str, Any] | None = None,
+    train_log: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Run the bundle's evaluation on a COCO split and write its files and pictures.
 
     Writes into ``output_dir``: what the workflow writes (:data:`~scripts.metrics.evaluation.PER_IMAGE_FILE`,
     ``SUMMARY_FILE``, ``RESULTS_FILE``, MONAI's ``metrics.csv`` and raw Dice/IoU
     tables), the masks ``masks/<image stem>.png`` (0/255), with ``overlays`` one picture per
-    image ``overlays/<image stem>.png`` (prediction, COCO boxes, true outline, legend) and, with
-    ``gallery``, :data:`GALLERY_FILE` (best, median and worst images). The mask and overlay
-    folders replace earlier ones only when the run succeeds.
+    image ``overlays/<image stem>.png`` (prediction, COCO boxes, true outline, legend), with
+    ``gallery`` :data:`GALLERY_FILE` (best, median and worst images) and with ``train_log``
+    ``training_curves.png``. Everything is written into a hidden staging folder and moved into
+    ``output_dir`` only when the run succeeds, the summary last (:func:`~scripts.io.staged_outputs`):
+    a run that fails or is interrupted (Ctrl-C, SIGTERM) leaves the earlier run's files as they were,
+    never a summary beside missing masks; the mask and overlay folders replace earlier ones whole.
 
     Args:
         split_dir: the split folder holding images and ``_annotations.coco.json``.
@@ -86,6 +90,7 @@ def evaluate_split(
             epoch" line), which the caller replaces with its own summary.
         overrides: config ids set last, as objects (never parsed as config text), e.g.
             ``{"min_confidence": 0.6}``.
+        train_log: a training run's TensorBoard folder: also draw its ``training_curves.png``.
 
     Raises:
         CocoDataError: the split has errors.
@@ -102,14 +107,19 @@ def evaluate_split(
     out = Path(output_dir)
     records = coco_to_datalist(split, category_map)  # the split's errors, named, before any work
     configs = [bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json", *map(Path, config_files)]
-    with contextlib.ExitStack() as stack:
-        staged_masks = stack.enter_context(atomic_folder(out / MASKS_DIR))
+    with staged_outputs(out, last=(SUMMARY_FILE,), name="evaluation") as staged:
+        if train_log:  # first: a log without curves fails the run before the evaluation, not after it
+            from brainseg_monai.report import training_curves
+
+            training_curves(train_log, Path(staged) / "training_curves.png")
+        staged_masks = os.path.join(staged, MASKS_DIR)
+        os.mkdir(staged_masks)  # an empty split's empty mask folder replaces an earlier one too
         settings: dict[str, Any] = {
             "bundle_root": str(bundle),
             "dataset_dir": str(split.parent),
             "val_split": split.name,
             "category_map": dict(category_map) if category_map else None,
-            "output_dir": str(out),
+            "output_dir": staged,
             "masks_dir": staged_masks,
             "outlines_dir": None if outlines_dir is None else os.path.abspath(outlines_dir),
         }
@@ -147,11 +157,10 @@ def evaluate_split(
         workflow.finalize()
         metric = workflow.parser.get_parsed_content("tumor_evaluation")  # the instance the evaluator filled
         if overlays:
-            staged_overlays = stack.enter_context(atomic_folder(out / OVERLAYS_DIR))
-            _write_overlays(records, metric.rows, staged_masks, staged_overlays, outlines_dir)
-    evaluation = Evaluation(rows=metric.rows, summary={**metric.summary, **notes}, coco_results=metric.coco_results)
-    if gallery and records:
-        _write_gallery(records, evaluation.rows, str(out / MASKS_DIR), outlines_dir, out / GALLERY_FILE)
+            _write_overlays(records, metric.rows, staged_masks, os.path.join(staged, OVERLAYS_DIR), outlines_dir)
+        evaluation = Evaluation(rows=metric.rows, summary={**metric.summary, **notes}, coco_results=metric.coco_results)
+        if gallery and records:
+            _write_gallery(records, evaluation.rows, staged_masks, outlines_dir, Path(staged) / GALLERY_FILE)
     return evaluation
 
 

@@ -24,16 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .io import MAX_PIXELS, PLAIN_IMAGE_SUFFIXES
+from .errors import short_repr as _short
+from .io import PLAIN_IMAGE_SUFFIXES, open_image
 
 __all__ = [
     "ANNOTATION_FILE",
     "CocoDataError",
     "DataProblem",
+    "TooLongInteger",
     "build_coco",
     "coco_to_datalist",
+    "json_int",
     "load_coco_json",
     "rasterize_annotations",
     "bundle_max_label",
@@ -91,6 +94,34 @@ def split_dir(dataset_dir: str | os.PathLike, split: str) -> str:
     return os.path.join(os.fspath(dataset_dir), split)
 
 
+class TooLongInteger:
+    """A JSON integer with more digits than Python converts (``sys.get_int_max_str_digits()``, 4300 by default).
+
+    ``json.loads`` would fail on the whole file with "Exceeds the limit (4300 digits) for integer string
+    conversion", naming neither the field nor the file; :func:`json_int` keeps such a number as this
+    marker instead, which is no ``int``, so the field's check names it: ``images[3].id: must be an integer,
+    got an integer of 100000 digits``.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits} digits"
+
+
+#: Integers longer than this are kept as :class:`TooLongInteger` (no id, size or count needs more digits).
+MAX_INTEGER_DIGITS = 4000
+
+
+def json_int(text: str) -> int | TooLongInteger:
+    """``parse_int`` for ``json.loads``: an ``int``, or a :class:`TooLongInteger` past :data:`MAX_INTEGER_DIGITS`."""
+    digits = len(text.lstrip("-"))
+    return TooLongInteger(digits) if digits > MAX_INTEGER_DIGITS else int(text)
+
+
 def load_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
     """Load a COCO annotation file, raising :class:`CocoDataError` when it cannot be parsed."""
     path = os.fspath(json_path)
@@ -104,7 +135,9 @@ def load_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
             raise CocoDataError(
                 [DataProblem("error", path, "", "", f"larger than {MAX_ANNOTATION_BYTES // 2**20} MiB: refused")]
             )
-        data = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark (Windows tools) is not an error
+        # a byte-order mark (Windows tools) is not an error; an integer too long for Python to convert is kept as
+        # a TooLongInteger, which the checks then report by field like any other value that is not a usable number
+        data = json.loads(raw.decode("utf-8-sig"), parse_int=json_int)
     except FileNotFoundError:
         raise CocoDataError([DataProblem("error", path, "", "", "annotation file not found")]) from None
     except UnicodeDecodeError as e:
@@ -165,16 +198,22 @@ def resolve_category_map(
     resolved: dict[int, int] = {}
     for key, label in category_map.items():
         if isinstance(label, bool) or not isinstance(label, int) or label < 0:
-            raise ValueError(f"category_map[{key!r}]: label must be a non-negative integer, got {label!r}")
-        if isinstance(key, int) or (isinstance(key, str) and key.isdigit() and int(key) in ids and key not in by_name):
+            raise ValueError(f"category_map[{_short(key)}]: label must be a non-negative integer, got {_short(label)}")
+        number = key if isinstance(key, int) else (int(key) if isinstance(key, str) and _is_id_text(key) else None)
+        if isinstance(key, int) or (number is not None and number in ids and key not in by_name):
             if int(key) not in ids:
                 raise ValueError(f"category_map: no category with id {key}")
             resolved[int(key)] = label
         elif key in by_name:
             resolved.update({i: label for i in by_name[key]})
         else:
-            raise ValueError(f"category_map: no category named or numbered {key!r}")
+            raise ValueError(f"category_map: no category named or numbered {_short(key)}")
     return {k: v for k, v in resolved.items() if v > 0}
+
+
+def _is_id_text(text: str) -> bool:
+    """Digits that can be a category id (a 64-bit integer): longer ones are names, never converted."""
+    return text.isdigit() and len(text) <= 19
 
 
 def _suggested_map(data: Mapping[str, Any], annotated: set[int]) -> str:
@@ -205,9 +244,9 @@ def bundle_max_label(bundle_dir: str | os.PathLike) -> int | None:
 def _id_problem(value: Any) -> str | None:
     """Why an image or annotation id cannot be used, or None: an integer that fits in 64 bits."""
     if not isinstance(value, int) or isinstance(value, bool):
-        return f"must be an integer, got {value!r}"
+        return f"must be an integer, got {_short(value)}"
     if not -(2**63) <= value < 2**63:
-        return f"{value} does not fit in 64 bits (pycocotools and the datalist need it to)"
+        return f"{_short(value)} does not fit in 64 bits (pycocotools and the datalist need it to)"
     return None
 
 
@@ -248,24 +287,27 @@ def _real_folder(folder: str) -> str:
 
 
 def _check_image_file(path: Path) -> tuple[str | None, tuple[int, int] | None]:
-    """(problem, (height, width)) of an image file; reads it fully so truncation is found."""
+    """(problem, (height, width)) of an image file, as every reader reads it (:func:`scripts.io.open_image`).
+
+    The file is decoded fully, so truncation is found; its size is the one a viewer shows (after its EXIF
+    orientation), the size the annotations are drawn on and the masks written at.
+    """
     if not path.is_file():
         return "image file is missing", None
-    if path.stat().st_size == 0:
-        return "image file is empty (0 bytes)", None
     try:
-        with Image.open(path) as im:  # the header only: the size is checked before any decoding
-            if im.width * im.height > MAX_PIXELS:
-                return f"{im.width}x{im.height} = {im.width * im.height} pixels, over the limit of {MAX_PIXELS}", None
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                return f"image file has {frames} frames (a 3D stack); a 2D image is expected", None
-            im.load()
+        with open_image(path) as im:
             return None, (im.height, im.width)
-    except Image.DecompressionBombError:
-        return f"over the limit of {MAX_PIXELS} pixels (a decompression bomb?)", None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        return f"image file is unreadable ({e})", None
+    except ValueError as e:
+        return str(e).removeprefix(f"{path}: "), None
+
+
+def _turned_by_exif(path: Path) -> bool:
+    """Whether the file's EXIF orientation swaps its width and height (Orientation 5 to 8: a quarter turn)."""
+    try:
+        with Image.open(path) as im:  # the header: the tag as stored, before open_image applies it
+            return im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def _check_polygon(poly: Any, height: int, width: int) -> str | None:
@@ -347,7 +389,7 @@ def _compressed_rle_counts(text: str) -> list[int] | None:
 
 def _check_bbox(bbox: Any, height: int, width: int) -> str | None:
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-        return f"must be [x, y, width, height] of finite numbers, got {json.dumps(bbox)[:80]}"
+        return f"must be [x, y, width, height] of finite numbers, got {json.dumps(bbox, default=repr)[:80]}"
     x, y, w, h = bbox
     if w <= 0 or h <= 0:
         return f"non-positive size {w}x{h}"
@@ -418,7 +460,7 @@ def validate_split(
     labels: dict[int, int] | None = None
     try:
         labels = resolve_category_map(
-            [c for c in data["categories"] if isinstance(c, dict) and "id" in c], category_map
+            [c for c in data["categories"] if isinstance(c, dict) and _id_problem(c.get("id")) is None], category_map
         )
     except (ValueError, TypeError) as e:
         err("", "categories", str(e))
@@ -436,6 +478,7 @@ def validate_split(
     # images
     images: dict[int, dict] = {}
     listed_files: set[Path] = set()
+    file_owner: dict[Path, Any] = {}  # the image id that listed each file first
     checked: dict[Path, tuple[str | None, tuple[int, int] | None]] = {}
     for k, im in enumerate(data["images"]):
         if not isinstance(im, dict):
@@ -453,11 +496,11 @@ def validate_split(
         ok = True
         for field in ("height", "width"):
             if not _is_positive_int(im.get(field)):
-                err(where, field, f"must be a positive integer, got {im.get(field)!r}")
+                err(where, field, f"must be a positive integer, got {_short(im.get(field))}")
                 ok = False
         file_name = im.get("file_name")
         if not isinstance(file_name, str) or not file_name:
-            err(where, "file_name", f"must be a non-empty string, got {file_name!r}")
+            err(where, "file_name", f"must be a non-empty string, got {_short(file_name)}")
             images[iid] = {}
             continue
         if not file_name.isprintable():  # a NUL byte, a newline...: no file is named so, and it would break lines
@@ -470,9 +513,21 @@ def validate_split(
             images[iid] = {}
             continue
         listed_files.add(path)
+        if path in file_owner:
+            # two records of one file: the evaluation would score one image's prediction against the other's
+            # annotations (or count it twice), and training would learn one slice under two labels
+            err(
+                where,
+                "file_name",
+                f"{file_name!r} is also the file of images[id={file_owner[path]}]: two images with one file "
+                f"(images {file_owner[path]} and {iid}); give each its own file, or merge the two records into one",
+            )
+            images[iid] = {}
+            continue
+        file_owner[path] = iid
         images[iid] = im if ok else {}
         if check_files:
-            if path not in checked:  # several entries may share a file: decode it once
+            if path not in checked:
                 checked[path] = _check_image_file(path)
             problem, size = checked[path]
             if problem:
@@ -481,7 +536,13 @@ def validate_split(
                 err(
                     where,
                     "height/width",
-                    f"JSON says {im['width']}x{im['height']} but {file_name} is {size[1]}x{size[0]}",
+                    f"JSON says {im['width']}x{im['height']} but {file_name} is {size[1]}x{size[0]}"
+                    + (
+                        " as shown (its EXIF orientation turns it a quarter): annotations are read on the image "
+                        "as a viewer shows it"
+                        if _turned_by_exif(path)
+                        else ""
+                    ),
                 )
 
     # annotations
@@ -503,10 +564,10 @@ def validate_split(
         annotation_ids.add(aid)
         iid = ann.get("image_id")
         if not _has_id(images, iid):
-            err(where, "image_id", f"no image with id {iid!r}")
+            err(where, "image_id", f"no image with id {_short(iid)}")
             continue
         if not _has_id(category_ids, ann.get("category_id")):
-            err(where, "category_id", f"no category with id {ann.get('category_id')!r}")
+            err(where, "category_id", f"no category with id {_short(ann.get('category_id'))}")
         else:
             annotated_categories.add(ann["category_id"])
             category_counts[ann["category_id"]] = category_counts.get(ann["category_id"], 0) + 1

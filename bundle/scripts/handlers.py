@@ -12,7 +12,6 @@ import errno
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MetricsSaver
 
-from .io import atomic_output
+from .io import atomic_output, staged_outputs
 
 __all__ = [
     "AtomicMetricsSaver",
@@ -285,14 +284,14 @@ def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
     that call happens.
 
     Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file holds pickled code or objects (refused), or is not a torch file.
+        FileNotFoundError: nothing at ``path``.
+        ValueError: not a regular file (a device such as ``/dev/zero``, a FIFO, a folder), the file holds
+            pickled code or objects (refused), or is not a torch file.
     """
     import pickle
 
     p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"{p}: checkpoint not found")
+    _check_weights_file(p)
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -305,6 +304,36 @@ def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
     except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not a checkpoint
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ValueError(f"{p}: not a readable torch checkpoint ({first})") from None
+
+
+def _check_weights_file(path: str) -> None:
+    """Refuse a weights path that holds no file, or something other than a regular file, naming which.
+
+    ``/dev/zero`` would be read forever, a FIFO would wait for a writer, a folder is no weights file: each
+    is said as such, never as "not found".
+
+    Raises:
+        FileNotFoundError: ``"<path>: model weights not found"``.
+        ValueError: ``"<path>: not a regular file (a character device): not a weights file"``.
+    """
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: model weights not found") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the weights file ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kinds = {
+            stat.S_ISDIR: "a folder",
+            stat.S_ISCHR: "a character device",
+            stat.S_ISBLK: "a block device",
+            stat.S_ISFIFO: "a FIFO (named pipe)",
+            stat.S_ISSOCK: "a socket",
+        }
+        kind = next((name for test, name in kinds.items() if test(mode)), "not a file")
+        raise ValueError(f"{path}: not a regular file ({kind}): not a weights file")
 
 
 def _checkpoint_loader_base():
@@ -350,20 +379,13 @@ class AtomicMetricsSaver(MetricsSaver):
         if idist.get_rank() != self.save_rank:
             super().__call__(engine)  # other ranks only take part in gathering the file names
             return
-        target = Path(self.save_dir)
+        target = self.save_dir
         try:
-            target.mkdir(parents=True, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=".metrics.", dir=target)
-        except OSError as e:
-            raise OSError(e.errno, f"cannot write the metrics reports in {target}: {e.strerror}") from None
-        self.save_dir = staging
-        try:
-            super().__call__(engine)
-            for name in sorted(os.listdir(staging)):
-                os.replace(os.path.join(staging, name), target / name)
+            with staged_outputs(target, name="metrics") as staging:
+                self.save_dir = staging
+                super().__call__(engine)
         finally:
-            self.save_dir = str(target)
-            shutil.rmtree(staging, ignore_errors=True)
+            self.save_dir = target
 
 
 def load_weights(
@@ -381,8 +403,6 @@ def load_weights(
         ValueError: the file is not a loadable weights file or does not fit the network.
     """
     path = os.fspath(ckpt_path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: model weights not found")
     state = safe_load(path, map_location=device)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]

@@ -196,7 +196,8 @@ def write_tumor_free_split(
     ``<image stem>.png`` into ``output_dir``, with an ``_annotations.coco.json`` listing the
     images and no annotation (so ``brainseg evaluate`` counts any predicted component as a
     false tumor). Images it cannot convert are listed in the returned summary, not written.
-    Every file is written atomically; ``output_dir`` must not be the source split.
+    Every file is written atomically; ``output_dir`` may neither lie in the source split nor hold it
+    (:func:`~scripts.io.check_output_dir`).
 
     Args:
         split_dir: the tumor split (images and ``_annotations.coco.json``).
@@ -207,17 +208,16 @@ def write_tumor_free_split(
         ``{"n_source": N, "n_written": K, "skipped": [file names]}``.
 
     Raises:
-        ValueError: ``output_dir`` is the source split's folder.
+        ValueError: ``output_dir`` lies in the source split or holds it.
         CocoDataError: the source split has errors.
     """
     from PIL import Image
 
     from .coco import coco_to_datalist, rasterize_annotations
-    from .io import atomic_output, image_stem
+    from .io import atomic_output, check_output_dir, image_stem, open_image
 
+    check_output_dir(output_dir, {"the source split": split_dir})
     src, out = Path(split_dir).resolve(), Path(output_dir).resolve()
-    if src == out:
-        raise ValueError(f"{output_dir}: the tumor-free split must not be written into its source split")
     records = coco_to_datalist(src, category_map)
     out.mkdir(parents=True, exist_ok=True)
     images, skipped = [], []
@@ -227,7 +227,7 @@ def write_tumor_free_split(
         boxes = np.zeros((height, width), dtype=bool)
         for ann in label["annotations"]:
             boxes |= rasterize_annotations([{"bbox": list(ann["bbox"])}], height, width) > 0
-        with Image.open(record["image"]) as im:
+        with open_image(record["image"]) as im:  # as annotated: turned by its EXIF orientation, like every reader
             grey = np.asarray(im.convert("F"), dtype=np.float32)
         tumor_free = remove_tumor(grey[None], boxes)
         name = f"{image_stem(record['image'])}.png"
@@ -287,7 +287,8 @@ def write_volume_tumor_free_split(
     order inference reads them (:func:`~scripts.io.read_medical_image`: rows, columns), windowed
     to the volume's 0.5-99.5 percentiles, with an ``_annotations.coco.json`` listing them and no
     annotation. The masks only choose slices: nothing of them is written. Every file is written
-    atomically.
+    atomically; ``output_dir`` may not hold a volume or mask, nor be one's folder
+    (:func:`~scripts.io.check_output_dir`).
 
     Args:
         cases: ``(volume, mask)`` paths.
@@ -298,12 +299,15 @@ def write_volume_tumor_free_split(
         ``{"n_cases": N, "n_slices": S, "n_written": K, "per_case": {case: K_case}}``.
 
     Raises:
-        ValueError: a mask that does not fit its volume, or an unreadable file (named).
+        ValueError: a mask that does not fit its volume, an unreadable file (named), or an ``output_dir``
+            that holds what it reads.
     """
     from PIL import Image
 
-    from .io import atomic_output, image_stem, read_medical_image
+    from .io import atomic_output, check_output_dir, image_stem, read_medical_image
 
+    cases = [(os.fspath(v), os.fspath(m)) for v, m in cases]
+    check_output_dir(output_dir, {"the volume": [v for v, _ in cases], "the mask": [m for _, m in cases]})
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []

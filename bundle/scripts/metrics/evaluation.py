@@ -254,17 +254,36 @@ def summarize(
 
 
 def outline_path(outlines_dir: str | os.PathLike | None, image: str | os.PathLike) -> str | None:
-    """``outlines_dir/<image stem>.png`` when it exists."""
+    """``outlines_dir/<image stem>.png`` when there is such an entry (a link too: :func:`load_outline` refuses it)."""
     if outlines_dir is None:
         return None
     path = os.path.join(os.fspath(outlines_dir), image_stem(image) + ".png")
-    return path if os.path.isfile(path) else None
+    return path if os.path.lexists(path) else None
 
 
 def check_outlines_dir(outlines_dir: str | os.PathLike | None) -> None:
-    """Refuse an outline folder that is not there (``None``: no outlines)."""
-    if outlines_dir is not None and not os.path.isdir(outlines_dir):
-        raise FileNotFoundError(f"{os.fspath(outlines_dir)}: outline folder not found")
+    """Refuse, before any work, an outline folder that is not there or holds an outline that is a symbolic link.
+
+    An outline is read as a mask: a link in the folder would be followed to whatever it names (``/dev/zero``,
+    a file outside the folder). ``None``: no outlines.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: naming the first ``.png`` entry that is a symbolic link, and how many there are.
+    """
+    if outlines_dir is None:
+        return
+    folder = os.fspath(outlines_dir)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: outline folder not found")
+    with os.scandir(folder) as entries:
+        links = sorted(e.name for e in entries if e.name.lower().endswith(".png") and e.is_symlink())
+    if links:
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        raise ValueError(
+            f"{os.path.join(folder, links[0])}: outline is a symbolic link{more}: refused; an outline folder must "
+            "hold the outline files themselves (copy them in, e.g. cp -L)"
+        )
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:

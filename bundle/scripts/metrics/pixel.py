@@ -42,22 +42,31 @@ def dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 
 
 def load_outline(path: str | os.PathLike) -> np.ndarray:
-    """A true-outline PNG (0/255) as a boolean (H, W) mask.
+    """A true-outline PNG (0/255) as a boolean (H, W) mask, read as every 2D image is (:func:`scripts.io.open_image`).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a readable image (naming it).
+        ValueError: naming the file: a symbolic link (an outline folder holds its own files: a link may
+            point anywhere, ``/dev/zero`` or another user's file), not a regular file, or not a readable
+            single-page image.
     """
-    from PIL import Image
+    from ..io import open_image
 
     p = os.fspath(path)
-    if not os.path.isfile(p):
+    if os.path.islink(p):
+        raise ValueError(f"{p}: outline is a symbolic link: refused; copy the outline file itself into the folder")
+    if not os.path.exists(p):
         raise FileNotFoundError(f"{p}: outline mask not found")
+    if not os.path.isfile(p):
+        raise ValueError(f"{p}: outline is not a regular file")
     try:
-        with Image.open(p) as im:
-            return np.asarray(im.convert("L")) > 0
-    except (OSError, SyntaxError, ValueError) as e:  # PIL's damaged-file errors name no file
-        raise ValueError(f"{p}: outline mask is unreadable or truncated ({e})") from None
+        im = open_image(p)  # as every image is read: checked, decoded, turned as shown (EXIF)
+    except ValueError as e:  # "<p>: image file is unreadable or truncated (...)", "...has 2 frames..."
+        reason = str(e).removeprefix(f"{p}: ")
+        reason = "outline mask" + reason[len("image file") :] if reason.startswith("image file") else reason
+        raise ValueError(f"{p}: {reason}") from None
+    with im:
+        return np.asarray(im.convert("L")) > 0
 
 
 def outline_dice(pred: np.ndarray, outline: np.ndarray | str | os.PathLike) -> float:
