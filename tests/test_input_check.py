@@ -62,9 +62,13 @@ def test_outer_layer_is_the_scalp_bright_in_t1_dark_in_flair():
     noisy = np.clip(t1_like + np.abs(np.random.default_rng(0).normal(0, 0.04, t1_like.shape)), 0, 1)
     assert (noisy[t1_like == 0] > 0.05).mean() > 0.15
     assert outer_layer_brightness(noisy) == pytest.approx(0.9, abs=0.05)
-    # a head cut by the frame's edge: that edge is an edge of the head too
-    cut = _head(radius=40)
-    assert 0.45 <= outer_layer_brightness(cut) <= 0.9
+    # a head cut by the frame's edge: that edge is an edge of the head too. A 32x32 head at the top edge,
+    # brain 0.45 with a 2 px scalp of 0.9 on its three other sides; opening it cuts 3 px off each corner,
+    # and its outer layer (depth <= 1 px) is 28 px of brain along the frame and 28 + 28 + 28 + 4 px of scalp
+    cut = np.zeros((64, 64), np.float32)
+    cut[0:32, 16:48] = 0.45
+    cut[0:32, 16:18] = cut[0:32, 46:48] = cut[30:32, 16:48] = 0.9
+    assert outer_layer_brightness(cut) == pytest.approx((28 * 0.45 + 88 * 0.9) / 116)
     assert outer_layer_brightness(np.zeros((64, 64))) == 0.0 and outer_layer_brightness(np.ones((4, 4))) == 0.0
     assert outer_layer_brightness(np.full((64, 64), np.nan)) == 0.0
 

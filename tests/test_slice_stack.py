@@ -106,3 +106,65 @@ def test_a_slice_index_that_is_no_slice_is_refused(stages):
     for bad, message in ((2, "is not a slice of this image"), (-1, "is not a slice"), ("1", "expected a slice number")):
         with pytest.raises(ValueError, match=f"slice_index: .*{message}"):
             stages["inferer"](stack, bad)
+
+
+class _Threshold:
+    """A stand-in slice predictor: a tumor where a pixel is at least 100, a possible tumor at 50 to 99."""
+
+    def predict_arrays(self, images, with_probability=False, batch_size=8, details=False):
+        from scripts.predictor import TumorPrediction
+
+        out = []
+        for image in images:
+            grey = np.asarray(image, np.float32)
+            tumor, possible = grey >= 100, (grey >= 50) & (grey < 100)
+            component = [{"bbox": [0.0, 0.0, 1.0, 1.0], "area": 1, "confidence": 0.9}]
+            out.append(
+                TumorPrediction(
+                    tumor.astype(np.uint8), grey / 255, 0.9 if tumor.any() else 0.0,
+                    component if tumor.any() else [], possible_mask=possible.astype(np.uint8),
+                    possible_components=component if possible.any() else [],
+                )
+            )  # fmt: skip
+        return out
+
+
+@pytest.mark.parametrize("name", ["one.nii.gz", "one.nrrd"])
+def test_a_one_slice_volume_comes_back_a_volume_and_a_2d_image_2d(tmp_path, name):
+    """MONAI Label's stages as monailabel.json wires them (the inferer with a stand-in predictor, no model)."""
+    import itk
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "inference.json"), str(BUNDLE / "configs" / "monailabel.json")])
+    parser["bundle_root"] = str(BUNDLE)
+    parser["tumor_label"], parser["possible_tumor_label"] = 5, 9
+    scripts = parser.get_parsed_content("bundle_scripts")
+    pre, post = parser.get_parsed_content("pre_transforms"), parser.get_parsed_content("post_transforms")
+    inferer = scripts.slice_stack.SliceStackInferer(_Threshold())
+
+    def run(path):
+        data = {"image": str(path)}
+        for t in pre:
+            data = t(data)
+        data["pred"] = inferer(data["image"])
+        for t in post:
+            data = t(data)
+        return data
+
+    grey = np.zeros((1, 6, 8), np.float32)
+    grey[0, 2, 3], grey[0, 4, 6] = 150.0, 70.0
+    tilted = [[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    write_volume(tmp_path / name, grey, [0.5, 0.6, 4.0], [12.5, -20.0, 7.0], tilted)
+    data = run(tmp_path / name)
+    expected = np.zeros((1, 6, 8), np.uint8)
+    expected[0, 2, 3], expected[0, 4, 6] = 5, 9
+    assert data["image_ndim"] == 3 and data["pred"].shape == (1, 6, 8) and np.array_equal(data["pred"], expected)
+    written = scripts.slice_stack.write_slice_stack_mask(data["pred"], data["image_geometry"], tmp_path / "m.nrrd")
+    mask = itk.imread(written)
+    assert itk.array_from_image(mask).shape == (1, 6, 8) and np.allclose(mask.GetSpacing(), [0.5, 0.6, 4.0])
+    assert np.allclose(itk.array_from_matrix(mask.GetDirection()), tilted)
+
+    # the same pixels as a 2D image: a 2D mask
+    write_volume(tmp_path / "flat.nrrd", grey[0], [0.5, 0.6], [12.5, -20.0], np.eye(2))
+    flat = run(tmp_path / "flat.nrrd")
+    assert flat["image_ndim"] == 2 and np.array_equal(flat["pred"], expected[0])

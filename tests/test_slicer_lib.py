@@ -709,6 +709,25 @@ def test_tumor_slice_summary_counts_slices_along_the_segmented_axis(scene, sampl
     assert btl.tumor_slice_summary(btl.segment_mask_array(segmentation)) == "tumor found on 2 of 3 slices"
 
 
+def test_the_segmentation_and_probability_go_under_the_volumes_parent_transform(scene):
+    import vtk
+
+    volume = testing.add_scalar_volume(scene, np.arange(2 * 10 * 12, dtype=np.float32).reshape(2, 10, 12))
+    registration = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 25.0)  # 25 mm to the right
+    registration.SetMatrixTransformToParent(shift)
+    volume.SetAndObserveTransformNodeID(registration.GetID())
+    segmentation = btl.segment_volume(volume, predictor=testing.IntensityPredictor(), output_probability=True)
+    assert segmentation.GetTransformNodeID() == registration.GetID()
+    assert btl.probability_node_of(segmentation).GetTransformNodeID() == registration.GetID()
+    # the volume taken out from under the transform: a rerun into the same nodes follows it
+    volume.SetAndObserveTransformNodeID(None)
+    btl.segment_volume(volume, segmentation, predictor=testing.IntensityPredictor(), output_probability=True)
+    assert segmentation.GetTransformNodeID() is None
+    assert btl.probability_node_of(segmentation).GetTransformNodeID() is None
+
+
 def test_slices_unlike_the_training_data_are_counted_on_the_segmentation(scene, samples, smoke_predictor):
     normal = samples[0].grey
     inverted = [np.where(s.grey > 20, 255.0 - s.grey, 0.0) for s in samples[1:4]]

@@ -143,6 +143,18 @@ def test_volume_row_counts_slices_by_verdict_and_flags_the_volume_not_a_count():
     assert only_possible["verdict"] == POSSIBLE_TUMOR and only_possible["input_unusual"] is True
 
 
+def test_the_summary_counts_found_tumors_not_scores_above_zero_also_in_rows_without_a_verdict():
+    # rows as a report from before the three-level verdict has them: tumor_found, a score, no verdict;
+    # a slice below the operating point still has a score above 0 (its best candidate's)
+    rows = [
+        {"file_name": "a", "tumor_found": True, "tumor_score": 0.9},
+        {"file_name": "b", "tumor_found": False, "tumor_score": 0.3},
+        {"file_name": "c", "tumor_found": False, "tumor_score": 0.05},
+    ]
+    assert tumor_summary(rows, "slices") == "tumor found on 1 of 3 slices"
+    assert tumor_summary(rows[1:], "slices") == "no tumor found on any of 2 slices"
+
+
 def _blank_and_samples(folder: Path, n: int = 2) -> list[Path]:
     folder.mkdir()
     for src in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:n]:
