@@ -22,7 +22,7 @@ from brainseg_monai.report import labelled_gallery, overlay_caption
 from lgg_volumes import load_cases, score_volume
 from scripts.predictor import BundlePredictor
 from scripts.tumor_free import tumor_free_slice_indices
-from scripts.verdict import TUMOR
+from scripts.verdict import TUMOR, TUMOR_LABEL
 from scripts.volumes import predict_volume
 
 PER_ROW = 4
@@ -50,27 +50,38 @@ def main() -> None:
         reports: list = []
         labels, _ = predict_volume(case.volume, predictor, axis=2, slice_reports=reports)
         free = set(tumor_free_slice_indices(case.mask, 3))
-        brain = [k for k in _brain_slices(case.volume) if k in free]
-        short = case.name.replace("TCGA_", "")[:12]
+        short = case.name.replace("TCGA_", "")[:7]
 
         def panel(k: int, what: str = "") -> tuple:
             r = reports[k]
             return (
                 case.volume[k],
                 labels[k],
-                overlay_caption(f"{short} slice {k}{what}", r["verdict"], r["tumor_score"]),
+                overlay_caption(f"{short} s{k}{what}", r["verdict"], r["tumor_score"]),
             )
 
-        if brain:
-            base.append(panel(brain[max(0, len(brain) // 8)]))
-            vertex.append(panel(brain[min(len(brain) - 1, len(brain) * 7 // 8)]))
+        head = _brain_slices(case.volume)
+        if head:
+            # the two ends of the head, a tenth of the way in; the one with the smaller head is the vertex
+            # (the volumes' slice order differs from case to case)
+            ends = [head[len(head) // 10], head[-1 - len(head) // 10]]
+            area = [(case.volume[k] > np.percentile(case.volume, 99) * 0.1).sum() for k in ends]
+            top, bottom = (ends[0], ends[1]) if area[0] < area[1] else (ends[1], ends[0])
+            if bottom in free:
+                base.append(panel(bottom))
+            if top in free:
+                vertex.append(panel(top))
         for k in sorted(free):
             if reports[k]["verdict"] == TUMOR:
                 failing.append(panel(k, " (tumor-free)"))
                 failing_truth.append(None)
         if case.mask.any():
-            k = int(np.argmax(case.mask.reshape(case.mask.shape[0], -1).sum(axis=1)))
             row = score_volume(case, labels)
+            # the slice where the tumor was found (the largest confident tumor on the FLAIR extent), else
+            # the slice of largest extent
+            on_extent = ((labels == TUMOR_LABEL) & case.mask).reshape(len(labels), -1).sum(axis=1)
+            extent = case.mask.reshape(case.mask.shape[0], -1).sum(axis=1)
+            k = int(np.argmax(on_extent if row["found"] and on_extent.any() else extent))
             target = (found, found_truth) if row["found"] else (failing, failing_truth)
             what = "" if row["found"] else (" (possible only)" if row["shown"] else " (missed)")
             target[0].append(panel(k, what))

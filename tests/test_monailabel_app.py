@@ -152,6 +152,17 @@ def _geometry(image) -> tuple:
     )
 
 
+def _png_labels(path: Path) -> np.ndarray:
+    """The label map (1 tumor, 2 possible tumor) of a PNG mask ``monai.bundle run`` wrote (255, 128)."""
+    from scripts.verdict import PNG_VALUES
+
+    png = np.asarray(Image.open(path))
+    labels = np.zeros(png.shape, np.uint8)
+    for label, value in PNG_VALUES.items():
+        labels[png == value] = label
+    return labels
+
+
 def test_info_lists_the_model_its_labels_and_dimension(server):
     url, _ = server
     info = requests.get(f"{url}/info/", timeout=30).json()
@@ -160,7 +171,7 @@ def test_info_lists_the_model_its_labels_and_dimension(server):
     labels = {name: int(value) for value, name in channels.items() if name != "background"}
     assert list(info["models"]) == ["brainseg"]
     model = info["models"]["brainseg"]
-    assert model["labels"] == labels == info["labels"] == {"tumor": 1}
+    assert model["labels"] == labels == info["labels"] == {"tumor": 1, "possible tumor": 2}
     assert model["dimension"] == 2 and model["type"] == "segmentation"
     assert model["version"] == info["version"] == metadata["version"]
     assert info["trainers"] == {}
@@ -199,20 +210,23 @@ def test_masks_have_the_input_geometry_and_monai_bundle_run_pixels(server, tmp_p
         assert filename.endswith(".nrrd"), filename
         mask = _read_mask(data, f"{Path(name).stem}.nrrd", received)
         voxels = itk.array_from_image(mask)
-        assert voxels.dtype == np.uint8 and set(np.unique(voxels)) <= {0, 1}, name
+        assert voxels.dtype == np.uint8 and set(np.unique(voxels)) <= {0, 1, 2}, name
         if reference is None:  # a JPEG: the mask lies on its pixel grid, as ITK reads the JPEG itself
             image = itk.imread(str(cases / name))
             assert _geometry(mask) == _geometry(image), name
-            run = np.asarray(Image.open(expected / bundle_mask)) > 0
+            run = _png_labels(expected / bundle_mask)
         else:
             image = itk.imread(str(reference), itk.F)
             assert _geometry(mask) == _geometry(image), name
-            run = itk.array_from_image(itk.imread(str(expected / bundle_mask))) > 0
-        assert np.array_equal(voxels > 0, run), name
+            run = itk.array_from_image(itk.imread(str(expected / bundle_mask))).astype(np.uint8)
+        assert np.array_equal(voxels, run), name  # tumor 1 and possible tumor 2, as monai.bundle run wrote them
         slices = 1 if voxels.ndim == 2 else voxels.shape[0]
         stack = voxels.reshape(slices, -1)
-        assert result["slices"] == slices and result["tumor_slices"] == int(stack.any(axis=1).sum()), name
-        assert result["label_names"] == {"tumor": 1}
+        tumor, possible = (stack == 1).any(axis=1), (stack == 2).any(axis=1)
+        assert result["slices"] == slices and result["tumor_slices"] == int(tumor.sum()), name
+        assert result["possible_tumor_slices"] == int((possible & ~tumor).sum()), name
+        assert result["verdict"] == ("tumor" if tumor.any() else "possible tumor" if possible.any() else "no tumor found")
+        assert result["label_names"] == {"tumor": 1, "possible tumor": 2}
     assert run.any(), "the sample volume should hold a tumor somewhere"
 
     # the Slicer plugin's own flow: upload the volume to the datastore, then segment it by its image id
@@ -227,22 +241,20 @@ def test_masks_have_the_input_geometry_and_monai_bundle_run_pixels(server, tmp_p
     assert reply.status_code == 200, reply.text
     by_id = _read_mask(reply.content, "case7.nrrd", received)
     assert _geometry(by_id) == _geometry(itk.imread(str(cases / "one.nii.gz"), itk.F))
-    assert np.array_equal(
-        itk.array_from_image(by_id) > 0, itk.array_from_image(itk.imread(str(expected / "one.nii.gz"))) > 0
-    )
+    assert np.array_equal(itk.array_from_image(by_id), itk.array_from_image(itk.imread(str(expected / "one.nii.gz"))))
 
     # "segment this slice" of a volume: that slice's mask, the others empty
     result, data, _ = _infer(url, cases / "volume.nrrd", {**SLICER_PARAMS, "slice_index": 1})
     one = itk.array_from_image(_read_mask(data, "one_slice.nrrd", received))
-    assert np.array_equal(one[1] > 0, run[1]) and not one[[0, 2]].any()
-    assert result["tumor_slices"] == int(run[1].any())
+    assert np.array_equal(one[1], run[1]) and not one[[0, 2]].any()
+    assert result["tumor_slices"] == int((run[1] == 1).any())
 
     # a 2D PNG mask for a JPEG when asked, the same pixels as label values
     result, data, filename = _infer(url, cases / "slice.jpg", {**SLICER_PARAMS, "result_extension": ".png"})
     png = np.asarray(Image.open(__import__("io").BytesIO(data)))
     assert filename.endswith(".png") and png.shape == grey.shape[1:]
-    assert np.array_equal(png > 0, np.asarray(Image.open(expected / "slice.png")) > 0)
-    assert set(np.unique(png)) <= {0, 1}
+    assert np.array_equal(png, _png_labels(expected / "slice.png"))
+    assert set(np.unique(png)) <= {0, 1, 2}
 
     # nothing written outside the server's own folders; its uploads and results are gone once sent
     time.sleep(1)
