@@ -1,9 +1,9 @@
-"""Check what a GPU session brought back, measure it here, and put it in place (issue 15, afterwards).
+"""Check what a training on a GPU machine brought back, measure it on the CPU, and put it in place.
 
     python benchmarks/gpu_accept.py FILES_AT [--part1 FILES_AT_1] [--dataset-dir DATASET] [--install]
         [--bundle-dir bundle] [--force]
 
-``FILES_AT`` is the folder the device tool put part 2's files in (``session_part2.json``, the
+``FILES_AT`` is the folder part 2's files came back into (``session_part2.json``, the
 weights, ``logs.tar.gz``). In order:
 
 1. every file ``session_part2.json`` lists is there with its sha256;
@@ -15,7 +15,7 @@ weights, ``logs.tar.gz``). In order:
    are printed beside the shipped bundle's ``metadata.json`` figures.
 
 With ``--install`` the weights replace the bundle's, ``metadata.json`` gets the measured figures
-and a changelog entry, and ``bundle/docs/README.md`` gets a table of the session (device, times,
+and a changelog entry, and ``bundle/docs/README.md`` gets a table of the GPU run (device, times,
 command, figures) between ``<!-- gpu-session -->`` markers. A model worse than the shipped one on
 outline Dice or containment F1 is refused unless ``--force``.
 """
@@ -58,7 +58,7 @@ class Refused(Exception):
 
 
 def check_files(files_at: Path) -> dict[str, Any]:
-    # part 2 of a GPU session, or the dry run's single call (run --part all)
+    # part 2 of a training on a GPU machine, or the dry run's single call (run --part all)
     session_file = next(
         (files_at / n for n in ("session_part2.json", "session_partall.json") if (files_at / n).is_file()), None
     )
@@ -157,8 +157,8 @@ def session_table(
     env = (part1 or session).get("stages", {}).get("environment", {})
     lines = [
         MARKERS[0],
-        f"GPU session ({env.get('device_name', 'GPU')}, torch {env.get('torch', '?')}, started "
-        f"{session.get('started')}; device commands from `python benchmarks/gpu_session.py prepare`):",
+        f"Training on a GPU ({env.get('device_name', 'GPU')}, torch {env.get('torch', '?')}, started "
+        f"{session.get('started')}; GPU commands from `python benchmarks/gpu_session.py prepare`):",
         "",
         "| stage | status | epochs | time (s) | best val Dice |",
         "| --- | --- | --- | --- | --- |",

@@ -13,7 +13,7 @@ training cases may have built the reference, the held-apart ``tune`` ones never)
 validation images, one flag each as ``brainseg segment`` gives it (should stay low), and the same
 images inverted (what the check was first made for: should be flagged).
 
-Goals (issue 22): FLAIR volumes flagged >= 95 %, T1 contrast volumes flagged <= 5 %.
+Goals: FLAIR volumes flagged >= 95 %, T1 contrast volumes flagged <= 5 %.
 A bundle whose input_check has no ``unusual_volume`` (older code) is judged by the rule it would
 have had: the median slice distance above ``max_distance``.
 """
