@@ -42,8 +42,9 @@ SLICER_SHIPS = ("numpy", "scipy", "pillow", "packaging")
 #: Imported by the bundle's code, but not where the worker goes: ``itk`` reads and writes medical image files
 #: (``scripts/io.py``), while Slicer reads the images and hands the worker arrays.
 NOT_ON_THE_WORKERS_PATH = {"itk": "file reading and writing; the worker gets arrays from Slicer"}
-#: The metadata's packages for training and its command line, not for inference.
-TRAINING_ONLY = {"tensorboard", "tqdm", "fire"}
+#: The metadata's packages for training and its command line, not for inference (tqdm is imported by the
+#: inference code too: the progress bar, so the module installs it).
+TRAINING_ONLY = {"tensorboard", "fire"}
 
 
 def _normalized(name: str) -> str:

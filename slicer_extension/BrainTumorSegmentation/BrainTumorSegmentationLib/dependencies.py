@@ -76,6 +76,7 @@ REQUIREMENTS = (
     # scripts/components.py: TumorProbabilityToMaskd's connected components (skimage.measure); 0.24 is the
     # last release for Python 3.9 (Slicer 5.8), so the floor stays below it
     Requirement("scikit-image", "skimage", "0.21"),
+    Requirement("tqdm", "tqdm", "4.60"),  # scripts/handlers.py: the progress bar of a run on a terminal
 )
 
 
