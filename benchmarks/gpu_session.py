@@ -85,7 +85,7 @@ RECIPE_DIR = "recipe"
 
 
 def write_json(data: Any, path: Path) -> None:
-    """Atomically, so a session killed mid-write leaves the previous version."""
+    """Atomically, so a run killed mid-write leaves the previous version."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
@@ -369,7 +369,7 @@ def train_stage(
     """One stage of the recipe through :func:`brainseg_monai.recipe.run_recipe`, stopped in its time budget.
 
     The recipe trains into ``work/recipe/<stage>`` (beside, not above, the data it reads) from the stage before; the bundle files made so far go
-    into ``out`` as each stage ends, so a session cut short keeps them.
+    into ``out`` as each stage ends, so a run cut short keeps them.
     """
 
     def run(left: float) -> dict:
