@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import locale
 import os
 import shutil
 from pathlib import Path
@@ -45,15 +44,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _keep_locale():
-    """Each test leaves the process's locale as it found it.
+    """Each test leaves the process's locale as it found it (GDCM, which writes the tests' DICOM series, does not)."""
+    from scripts.io import keep_locale
 
-    GDCM (ITK's DICOM writer, used to make test series) sets the C locale and leaves it: every later
-    ``open()`` without an encoding in the test process would then decode ASCII only.
-    """
-    before = locale.setlocale(locale.LC_ALL)
-    yield
-    if locale.setlocale(locale.LC_ALL) != before:
-        locale.setlocale(locale.LC_ALL, before)
+    with keep_locale():
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

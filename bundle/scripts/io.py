@@ -37,6 +37,7 @@ __all__ = [  # noqa: F822 - PILImageReader is built on first use (__getattr__)
     "check_output_file",
     "image_stem",
     "is_dicom_series",
+    "keep_locale",
     "is_medical_image",
     "list_images",
     "mask_output_path",
@@ -315,27 +316,24 @@ def write_mask(mask: np.ndarray, path: str | os.PathLike, scale: int = 255) -> s
     return p
 
 
-def _keeps_locale(read):
-    """Restore the process's locale after ``read``: GDCM (ITK's DICOM reader) sets the C locale and leaves it.
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Leave the process's locale as it was: GDCM (ITK's DICOM reader and writer) sets the C locale and leaves it.
 
     Left so, every later ``open()`` without an encoding in the process decodes ASCII only (a UTF-8
-    README or config fails to read).
+    README or config fails to read). Also a decorator.
     """
     import locale
 
-    @functools.wraps(read)
-    def wrapper(*args, **kwargs):
-        before = locale.setlocale(locale.LC_ALL)
-        try:
-            return read(*args, **kwargs)
-        finally:
-            if locale.setlocale(locale.LC_ALL) != before:
-                locale.setlocale(locale.LC_ALL, before)
-
-    return wrapper
+    before = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        if locale.setlocale(locale.LC_ALL) != before:
+            locale.setlocale(locale.LC_ALL, before)
 
 
-@_keeps_locale
+@keep_locale()
 def read_medical_image(path: str | os.PathLike):
     """Read NIfTI/NRRD/MetaImage/DICOM (a file or a series folder) with ITK.
 
