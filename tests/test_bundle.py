@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle, write_volume
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.transforms import Compose
 from PIL import Image
 
-from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle, write_volume
+from scripts.coco import coco_to_datalist
 
 CONFIG_DIR = BUNDLE / "configs"
 
@@ -295,6 +297,39 @@ def test_flip_averaging_inferer_averages_the_mirrored_pass():
     assert torch.equal(FlipAveragingInferer([[2], [3]])(x, symmetric), x)
     with pytest.raises(ValueError, match="spatial dims"):
         FlipAveragingInferer([[1]])
+
+
+def test_plain_tensor_inferer_runs_the_network_without_metadata_and_inverts_as_before():
+    """The shipped inference chain: the network sees a plain tensor, the prediction still maps back to the image."""
+    from monai.data import MetaTensor
+    from monai.inferers import SimpleInferer
+
+    from scripts.inferers import PlainTensorInferer
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser["bundle_root"] = str(BUNDLE)
+    assert isinstance(parser.get_parsed_content("inferer"), PlainTensorInferer)
+    preprocessing = parser.get_parsed_content("preprocessing")
+    item = preprocessing({"image": coco_to_datalist(SAMPLE_SPLIT)[0]["image"]})
+    assert isinstance(item["image"], MetaTensor) and item["image"].applied_operations
+
+    seen = []
+    net = torch.nn.Conv2d(1, 2, kernel_size=3, padding=1)
+
+    def network(x):
+        seen.append(type(x))
+        return net(x)
+
+    batch = item["image"][None]
+    with torch.no_grad():
+        ours, simple = PlainTensorInferer()(batch, network), SimpleInferer()(batch, network)
+    assert seen == [torch.Tensor, MetaTensor] and type(ours) is torch.Tensor
+    assert torch.equal(ours, simple.as_tensor())
+    # Invertd (the bundle's probability_transforms) takes the geometry from the image, not the prediction
+    invert = Compose(parser.get_parsed_content("probability_transforms"))
+    pred = invert({**item, "pred": ours[0]})["pred"]
+    assert pred.shape[1:] == item["image_native"].shape[1:]
 
 
 @pytest.mark.parametrize("save_last, expected_epoch", [(False, 2), (True, 4)])

@@ -65,7 +65,7 @@ def test_config_builds_the_expected_chains(train_config):
         "ToGrayscaled",
         "ShrinkLarged",
         "Resized",
-        "ScaleIntensityRangePercentilesd",
+        "NumpyScaleIntensityRangePercentilesd",
         "EnsureTyped",
     ]
     val = train_config.get_parsed_content("validate#preprocessing")

@@ -19,6 +19,7 @@ __all__ = [
     "handlers",
     "inferers",
     "input_check",
+    "intensity",
     "io",
     "losses",
     "slice_stack",

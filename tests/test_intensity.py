@@ -1,0 +1,73 @@
+"""The bundle's percentile scaling (numpy's percentiles) gives MONAI's results, on real slices and edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLE_SPLIT
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    LoadImaged,
+    Resized,
+    ScaleIntensityRangePercentiles,
+    ScaleIntensityRangePercentilesd,
+)
+
+from scripts.coco import coco_to_datalist
+from scripts.intensity import NumpyScaleIntensityRangePercentiles, NumpyScaleIntensityRangePercentilesd
+from scripts.transforms import ToGrayscaled
+
+
+@pytest.fixture(scope="module")
+def resized_slices() -> list[MetaTensor]:
+    """The shipped sample slices, grey and resized as the bundle's image_transforms leave them before scaling."""
+    load = Compose(
+        [
+            LoadImaged("image", reader="scripts.io.PILImageReader", ensure_channel_first=True, image_only=True),
+            ToGrayscaled("image"),
+            Resized("image", (256, 256), mode="bilinear", anti_aliasing=True),
+        ]
+    )
+    return [load({"image": r["image"]})["image"] for r in coco_to_datalist(SAMPLE_SPLIT)]
+
+
+@pytest.mark.parametrize("lower, upper, clip", [(0.5, 99.5, True), (5.0, 95.0, False), (0.0, 100.0, True)])
+def test_same_values_as_monai_on_the_sample_slices(resized_slices, lower, upper, clip):
+    ours = NumpyScaleIntensityRangePercentilesd("image", lower, upper, 0.0, 1.0, clip=clip)
+    monai = ScaleIntensityRangePercentilesd("image", lower, upper, 0.0, 1.0, clip=clip)
+    for image in resized_slices:
+        a, b = monai({"image": image})["image"], ours({"image": image})["image"]
+        assert isinstance(b, MetaTensor) and b.dtype == torch.float32
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5)
+        # the resize stays on the image's trace, so Invertd can still map a prediction back
+        assert [op["class"] for op in b.applied_operations] == [op["class"] for op in a.applied_operations]
+        if clip:
+            assert float(b.min()) >= 0.0 and float(b.max()) <= 1.0
+
+
+@pytest.mark.parametrize("channel_wise", [False, True])
+@pytest.mark.parametrize("relative", [False, True])
+def test_same_values_as_monai_per_channel_and_relative(channel_wise, relative):
+    image = torch.from_numpy(np.random.default_rng(3).gamma(2.0, size=(3, 40, 30)).astype(np.float32))
+    image[1] *= 50.0  # channels on different scales: per-channel percentiles differ from the whole's
+    args = {"lower": 2.0, "upper": 98.0, "b_min": -1.0, "b_max": 1.0, "clip": False}
+    args.update(relative=relative, channel_wise=channel_wise)
+    expected = ScaleIntensityRangePercentiles(**args)(image)
+    np.testing.assert_allclose(NumpyScaleIntensityRangePercentiles(**args)(image), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        NumpyScaleIntensityRangePercentiles(**args)(image.numpy()), expected, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_constant_slice_and_bad_percentiles_as_monai():
+    flat = torch.full((1, 8, 8), 7.0)
+    np.testing.assert_array_equal(
+        NumpyScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)(flat),
+        ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)(flat),
+    )
+    with pytest.raises(ValueError, match="Percentiles must be in the range"):
+        NumpyScaleIntensityRangePercentiles(-1.0, 99.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="b_min and b_max"):
+        NumpyScaleIntensityRangePercentiles(1.0, 99.0, None, 1.0, relative=True)(flat)
