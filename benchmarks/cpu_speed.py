@@ -4,7 +4,8 @@
 
 Measures, in one run on the same machine:
 1. inference per image, end to end through the bundle's own inference (JPEG in -> mask PNG out,
-   ``python -m monai.bundle``'s workflow objects), and network only; median over N images;
+   ``python -m monai.bundle``'s workflow objects), network only, and each transform of the pre- and
+   postprocessing (``stages_ms``: where the time outside the network goes); medians over N images;
 2. the same two figures for the original project's model (a from-scratch U-Net with 64..1024
    channels at 224 px, see REFERENCE.md), and the ratio;
 3. training throughput (images/s) of the bundle's pipeline (CacheDataset, ThreadDataLoader,
@@ -91,16 +92,28 @@ def bench_bundle_inference(images: list[str], out_dir: str, model: str) -> dict[
     post = parser.get_parsed_content("postprocessing")
     inferer = parser.get_parsed_content("inferer")
     e2e, net = [], []
+    stages: dict[str, list[float]] = {}
+
+    def run_stages(transforms: list, d: dict) -> dict:
+        """The Compose's transforms one by one, as it runs them, each timed under its class name."""
+        for transform in transforms:
+            t = time.perf_counter()
+            d = transform(d)
+            stages.setdefault(type(transform).__name__, []).append(time.perf_counter() - t)
+        return d
+
     for k, path in enumerate(images):
+        if k == 3:  # warm-up done
+            stages.clear()
         t0 = time.perf_counter()
-        d = pre({"image": path})
+        d = run_stages(pre.transforms, {"image": path})
         with torch.inference_mode():
             t1 = time.perf_counter()
             d["pred"] = inferer(d["image"][None], network)[0]
             t2 = time.perf_counter()
-        post(d)  # softmax, invert the resize, argmax, write the PNG
+        run_stages(post.transforms, d)  # softmax, invert the resize, mask, cascade, input check, write the PNG
         t3 = time.perf_counter()
-        if k >= 3:  # warm-up
+        if k >= 3:
             e2e.append(t3 - t0)
             net.append(t2 - t1)
     size = parser.get_parsed_content("spatial_size")
@@ -108,6 +121,7 @@ def bench_bundle_inference(images: list[str], out_dir: str, model: str) -> dict[
     return {
         "end_to_end_ms": _median_ms(e2e),
         "network_ms": _median_ms(net),
+        "stages_ms": {name: round(_median_ms(times), 2) for name, times in stages.items()},
         "input_px": size[0],
         "params_M": params / 1e6,
     }

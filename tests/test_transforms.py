@@ -64,7 +64,7 @@ def test_config_builds_the_expected_chains(train_config):
     assert [type(t).__name__ for t in image_transforms] == [
         "ToGrayscaled",
         "ShrinkLarged",
-        "Resized",
+        "ScipyAntiAliasResized",
         "NumpyScaleIntensityRangePercentilesd",
         "EnsureTyped",
     ]

@@ -19,7 +19,7 @@ from monai.utils import TraceKeys, TransformBackends
 
 from .coco import rasterize_annotations
 from .components import components_to_boxes
-from .intensity import NumpyScaleIntensityRangePercentiles
+from .numpy_transforms import NumpyScaleIntensityRangePercentiles
 from .io import mask_output_path, to_grey, write_mask
 from .tumor_crops import context_square, crop_square, paste_square
 from .tumor_free import remove_tumor

@@ -1,4 +1,4 @@
-"""The bundle's percentile scaling (numpy's percentiles) gives MONAI's results, on real slices and edge cases."""
+"""The bundle's numpy/scipy versions of MONAI's percentile scaling and anti-aliased resize give MONAI's results."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from conftest import SAMPLE_SPLIT
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
+    Invertd,
     LoadImaged,
     Resized,
     ScaleIntensityRangePercentiles,
@@ -16,7 +17,11 @@ from monai.transforms import (
 )
 
 from scripts.coco import coco_to_datalist
-from scripts.intensity import NumpyScaleIntensityRangePercentiles, NumpyScaleIntensityRangePercentilesd
+from scripts.numpy_transforms import (
+    NumpyScaleIntensityRangePercentiles,
+    NumpyScaleIntensityRangePercentilesd,
+    ScipyAntiAliasResized,
+)
 from scripts.transforms import ToGrayscaled
 
 
@@ -71,3 +76,48 @@ def test_constant_slice_and_bad_percentiles_as_monai():
         NumpyScaleIntensityRangePercentiles(-1.0, 99.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="b_min and b_max"):
         NumpyScaleIntensityRangePercentiles(1.0, 99.0, None, 1.0, relative=True)(flat)
+
+
+# --------------------------------------------------------------------------- the anti-aliased resize
+
+
+@pytest.fixture(scope="module")
+def grey_slices() -> list[MetaTensor]:
+    """The shipped sample slices, grey, at their own size (what the bundle's resize receives)."""
+    load = Compose(
+        [
+            LoadImaged("image", reader="scripts.io.PILImageReader", ensure_channel_first=True, image_only=True),
+            ToGrayscaled("image"),
+        ]
+    )
+    return [load({"image": r["image"]})["image"] for r in coco_to_datalist(SAMPLE_SPLIT)]
+
+
+def test_resize_same_values_as_monai_on_the_sample_slices(grey_slices):
+    args = {"keys": "image", "spatial_size": (256, 256), "mode": "bilinear", "anti_aliasing": True}
+    ours, monai = ScipyAntiAliasResized(**args), Resized(**args)
+    for image in grey_slices:
+        a, b = monai({"image": image})["image"], ours({"image": image})["image"]
+        assert isinstance(b, MetaTensor) and b.shape == a.shape == (1, 256, 256)
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-3)  # 0..255 intensities
+        assert [op["class"] for op in b.applied_operations] == ["Resize"]
+
+
+@pytest.mark.parametrize("shape", [(1, 512, 700), (2, 300, 200), (1, 100, 100)])
+@pytest.mark.parametrize("sigma", [None, 1.5])
+def test_resize_same_values_as_monai_for_other_shapes_and_a_given_sigma(shape, sigma):
+    image = MetaTensor(torch.from_numpy(np.random.default_rng(1).uniform(0, 255, shape).astype(np.float32)))
+    args = {"keys": "image", "spatial_size": (256, 256), "mode": "bilinear", "anti_aliasing": True}
+    args["anti_aliasing_sigma"] = sigma
+    expected = Resized(**args)({"image": image})["image"]
+    np.testing.assert_allclose(ScipyAntiAliasResized(**args)({"image": image})["image"], expected, atol=1e-3)
+
+
+def test_resize_is_inverted_by_invertd_as_monai_s():
+    image = MetaTensor(torch.from_numpy(np.random.default_rng(2).uniform(0, 1, (1, 480, 640)).astype(np.float32)))
+    pre = Compose([ScipyAntiAliasResized("image", (256, 256), mode="bilinear", anti_aliasing=True)])
+    d = pre({"image": image})
+    back = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False)({**d, "pred": d["image"].clone()})
+    assert back["pred"].shape == (1, 480, 640)
+    with pytest.raises(ValueError, match="size_mode='all'"):
+        ScipyAntiAliasResized("image", 256, size_mode="longest")
