@@ -173,7 +173,9 @@ def test_crop_and_paste_resize_with_pixel_centres_not_corners():
 def test_refine_scales_the_slice_by_its_percentiles_not_its_extremes():
     # 0..200: numpy's linear 0.5 and 99.5 percentiles are the 2nd and 200th values, 1 and 199
     arr = np.arange(201, dtype=np.float32)
-    scaled = RefineTumorOutlined._scaled(torch.from_numpy(arr)).numpy()
+    scaled_tensor = RefineTumorOutlined._scaled(MetaTensor(torch.from_numpy(arr)))
+    assert type(scaled_tensor) is torch.Tensor, "a plain tensor for the outline network (no metadata per op)"
+    scaled = scaled_tensor.numpy()
     assert scaled[100] == pytest.approx(99 / 198) and scaled[50] == pytest.approx(49 / 198)
     assert scaled[[0, 1, 199, 200]].tolist() == [0.0, 0.0, 1.0, 1.0], "clipped at the percentiles"
     assert not RefineTumorOutlined._scaled(np.full((4, 4), 7.0)).any(), "a constant slice is all zero"

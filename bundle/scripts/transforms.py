@@ -15,7 +15,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform, Resize
-from monai.utils import TraceKeys, TransformBackends
+from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
 from .coco import rasterize_annotations
 from .components import components_to_boxes
@@ -471,7 +471,8 @@ class RefineTumorOutlined(MapTransform):
         arr = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
         if not np.ptp(arr) > 0:
             return torch.zeros(arr.shape, dtype=torch.float32)  # a constant slice: nothing to see
-        return torch.as_tensor(_PERCENTILE_SCALING(arr), dtype=torch.float32)
+        # a plain tensor: the outline network's ops then skip MetaTensor's metadata bookkeeping
+        return convert_to_tensor(_PERCENTILE_SCALING(arr), dtype=torch.float32, track_meta=False)
 
     def _refined_probability(self, image: torch.Tensor, components: Sequence[Mapping[str, Any]]) -> np.ndarray:
         squares = [context_square(c["bbox"], self.context, self.min_side) for c in components]
