@@ -701,3 +701,25 @@ def test_a_truncated_outline_png_is_named(tmp_path, capsys, smoke_model):
     err = capsys.readouterr().err
     assert str(victim) in err and "truncated" in err and err.count("\n") == 1
     assert not (tmp_path / "out" / "masks").exists()
+
+
+@pytest.mark.parametrize("structure", [None, "eight"])
+def test_fill_holes_is_scipy_s_on_random_masks_and_head_masks(structure):
+    from scipy import ndimage
+
+    from scripts.components import EIGHT_CONNECTED, fill_holes
+
+    st = EIGHT_CONNECTED if structure == "eight" else None
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        mask = rng.random((h, w)) < rng.uniform(0.2, 0.8)
+        assert np.array_equal(fill_holes(mask, st), ndimage.binary_fill_holes(mask, structure=st))
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False  # a hole
+    ring[0, 0] = True  # a corner pixel: the background around it still reaches the edge
+    assert fill_holes(ring, st)[4, 4] and not fill_holes(ring, st)[1, 1]
+    cube = np.ones((3, 3, 3), bool)
+    cube[1, 1, 1] = False
+    assert fill_holes(cube).all(), "a 3D mask goes to scipy"

@@ -12,9 +12,27 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Component", "components_to_boxes"]
+__all__ = ["Component", "components_to_boxes", "fill_holes"]
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def fill_holes(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` of a 2D mask, by labelling its background once.
+
+    A hole is a piece of background (connected through ``structure``; 4-connected by default, as
+    scipy's) that does not reach the image's edge. scipy finds the same pieces by dilating the
+    outside into the background until nothing changes, many passes over the slice; one labelling
+    gives the same mask in a fraction of the time. Other than 2D masks go to scipy.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or mask.size == 0:
+        return ndimage.binary_fill_holes(mask, structure=structure)
+    labels, count = ndimage.label(~mask, structure=structure)
+    is_hole = np.ones(count + 1, dtype=bool)
+    is_hole[0] = False  # the mask itself
+    is_hole[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False  # reaches the edge
+    return mask | is_hole[labels]
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,7 +55,7 @@ class Component:
         """The component with its holes filled, as MONAI's ``FillHoles`` does with its default full
         connectivity (background leaking out diagonally is not a hole); a hole lies inside the
         component's box, so filling there is enough, and cheap on a slice of any size."""
-        filled = ndimage.binary_fill_holes(self.pixels, structure=EIGHT_CONNECTED)
+        filled = fill_holes(self.pixels, structure=EIGHT_CONNECTED)
         return Component(bbox=list(self.bbox), area=int(filled.sum()), score=self.score, pixels=filled)
 
     def full_mask(self, height: int, width: int) -> np.ndarray:

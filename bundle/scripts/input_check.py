@@ -24,6 +24,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from .components import fill_holes
 from .io import atomic_output
 
 __all__ = [
@@ -86,7 +87,7 @@ def outer_layer_brightness(image: Any) -> float:
     plane = _plane(image)
     if min(plane.shape) < 8 or not np.ptp(plane) > 1e-6:
         return 0.0
-    head = ndimage.binary_fill_holes(ndimage.binary_opening(plane > 0.5 * threshold_otsu(plane), iterations=2))
+    head = fill_holes(ndimage.binary_opening(plane > 0.5 * threshold_otsu(plane), iterations=2))
     labels, count = ndimage.label(head)
     if count == 0:
         return 0.0
