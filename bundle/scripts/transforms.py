@@ -19,8 +19,8 @@ from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
 from .coco import rasterize_annotations
 from .components import components_to_boxes
-from .numpy_transforms import NumpyScaleIntensityRangePercentiles
 from .io import mask_output_path, to_grey, write_mask
+from .numpy_transforms import NumpyScaleIntensityRangePercentiles
 from .tumor_crops import context_square, crop_square, paste_square
 from .tumor_free import remove_tumor
 from .verdict import label_map, png_mask, verdict_of
