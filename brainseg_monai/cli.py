@@ -233,17 +233,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         workflow_type="train",
         **overrides,
     )
+    from brainseg_monai.training import training_workflow
     from scripts.handlers import ProgressHandler
 
     # epochs and the time left on stderr (ignite's bar, on a terminal, shows the iterations of one epoch)
     progress = ProgressHandler("train", "epoch")
     try:
-        workflow.initialize()
-        progress.attach(workflow.parser.get_parsed_content("train#trainer"))  # the instance run() runs
-        workflow.run()
+        with training_workflow(workflow) as trainer:
+            progress.attach(trainer)  # the instance run() runs
+            workflow.run()
     finally:
         progress.close()
-        workflow.finalize()
     model = out / "models" / "model.pt"
     print(f"best model: {model}" if model.is_file() else f"no model saved in {out / 'models'}")
     return EXIT_OK
@@ -1063,6 +1063,24 @@ def _catch_sigterm() -> Any:
     return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+def _let_pool_workers_finish(timeout: float = 30.0) -> None:
+    """Wait for the thread-pool workers still busy to finish the item they hold (at most ``timeout`` seconds).
+
+    An interrupt unwinds the main thread while a pool thread may be inside a torch operation: MONAI's
+    ``CacheDataset`` reads and transforms the images in a ``ThreadPool``, whose ``terminate`` empties the
+    queue but does not wait for the item in hand. Exiting under it aborts the process ("terminate called
+    without an active exception", no exit code of ours) instead of ending it cleanly.
+    """
+    import threading
+    import time
+    from multiprocessing.dummy import DummyProcess  # what a ThreadPool's workers are
+
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if isinstance(thread, DummyProcess) and thread.is_alive():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``brainseg`` command; returns the exit code (130 after Ctrl-C, 143 after SIGTERM)."""
     parser = build_parser()
@@ -1072,6 +1090,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt as e:
         terminated = isinstance(e, _Terminated)
+        _let_pool_workers_finish()
         print(f"brainseg: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
     except Exception as e:  # noqa: BLE001 - one line unless --debug

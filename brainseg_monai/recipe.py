@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from brainseg_monai.training import training_workflow
+
 if TYPE_CHECKING:  # torch is imported when a run starts: `brainseg --help` stays fast
     import torch
 
@@ -636,23 +638,17 @@ def _run_stage(
     logging.getLogger().addHandler(log_file)
     watch = _StageWatch(time_limit_s)
     began = time.time()
-    initialized = False
     try:
-        workflow.initialize()
-        initialized = True
-        watch.attach(workflow.parser.get_parsed_content("train#trainer"))
-        workflow.run()
-        evaluator = workflow.parser.get_parsed_content("validate#evaluator")
-        best = getattr(evaluator.state, "best_metric", None)
+        with training_workflow(workflow) as trainer:  # finalized (TensorBoard writers closed) once built
+            watch.attach(trainer)
+            workflow.run()
+            evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+            best = getattr(evaluator.state, "best_metric", None)
     finally:
-        try:
-            if initialized:
-                workflow.finalize()  # closes the TensorBoard writers
-        finally:
-            logging.getLogger().removeHandler(log_file)
-            log_file.close()
-            del workflow
-            gc.collect()  # the cached datasets of a stage are not kept through the next one
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+        del workflow
+        gc.collect()  # the cached datasets of a stage are not kept through the next one
     weights = models / "model.pt"
     if not weights.is_file():
         raise RecipeError(f"stage {stage.name} ended without weights in {models} (its log: {folder / LOG_FILE})")

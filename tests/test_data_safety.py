@@ -394,6 +394,39 @@ def test_evaluate_stopped_by_ctrl_c_leaves_no_summary_that_looks_finished(smoke_
     assert list(out.iterdir()) == []
 
 
+def test_train_stopped_by_sigterm_while_caching_its_data_ends_without_reading_the_data_again(tmp_path):
+    """SIGTERM while the training images are cached: the run ends at once. It used to finalize the workflow
+    before the trainer existed, which built the validator and cached every image again before exiting."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid"):
+        _larger_split(data / split, 10)  # 120 images each
+    calls = tmp_path / "hook_calls.txt"
+    chain = json.loads((BUNDLE / "configs" / "train.json").read_text())["train"]["deterministic_transforms"]
+    hook = tmp_path / "sigterm_while_caching.json"
+    hook.write_text(
+        json.dumps(
+            {
+                "hook_calls": str(calls),
+                # one "x" per image read; the third sends the run SIGTERM, as a user's kill would (test code)
+                "sigterm_hook": {
+                    "_target_": "Lambda",
+                    "func": "$lambda d: [open(@hook_calls, 'a').write('x'), "
+                    "os.kill(os.getpid(), 15) if os.path.getsize(@hook_calls) == 3 else None] and d",
+                },
+                "train#deterministic_transforms": "$[@sigterm_hook] + " + chain.lstrip("$"),
+            }
+        )
+    )
+    out = tmp_path / "run"
+    argv = ["train", "--dataset-dir", str(data), "--output-dir", str(out), "--epochs", "1", "--device", "cpu"]
+    proc = _cli(*argv, "--config", str(SMOKE_NETWORK), "--config", str(hook))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and "brainseg: terminated" in err, err[-2000:]
+    assert len(calls.read_text()) <= 5, "images read after the signal: the datasets were built again"
+    assert not (out / "models" / "model.pt").exists()
+
+
 def _small_images(folder: Path, n: int) -> list[Path]:
     folder.mkdir()
     samples = [Image.open(f).convert("L").resize((96, 96)) for f in sorted(SAMPLE_SPLIT.glob("*.jpg"))]
