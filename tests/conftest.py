@@ -22,6 +22,26 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "brain_tumor_coco"
 # The smoke run's network and input size: layered on train.json and on inference.json alike.
 SMOKE_NETWORK = CONFIGS / "smoke_network.json"
 SMOKE_OVERRIDES = json.loads(SMOKE_NETWORK.read_text())
+
+
+def smoke_train_argv(dataset: Path, out: Path, *extra: str) -> list[str]:
+    """``brainseg train`` arguments for one epoch of the smoke network on CPU (``extra`` appended)."""
+    smoke = ["--config", str(SMOKE_NETWORK), "--config", str(CONFIGS / "smoke_cpu.json")]
+    return [
+        "train",
+        "--dataset-dir",
+        str(dataset),
+        "--output-dir",
+        str(out),
+        *smoke,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
 # Model Zoo-style unittest files: run by test_package.py in a venv without this package, not collected here.
 collect_ignore = ["model_zoo_unit_tests"]
 

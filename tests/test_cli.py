@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from brainseg_monai.cli import main
-from conftest import BUNDLE, CONFIGS, SAMPLE_ROOT, SAMPLE_SPLIT, SMOKE_NETWORK
+from conftest import BUNDLE, SAMPLE_ROOT, SAMPLE_SPLIT, SMOKE_NETWORK, smoke_train_argv
 
 
 def _brainseg(*args: str):
@@ -198,27 +198,7 @@ def test_train_refuses_bad_data_before_starting(tmp_path, capsys):
 
 def test_train_runs_the_bundle_and_saves_the_best_model(tmp_path):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--dataset-dir",
-            str(SAMPLE_ROOT),
-            "--train-split",
-            "valid",
-            "--val-split",
-            "valid",
-            "--config",
-            str(SMOKE_NETWORK),
-            "--config",
-            str(CONFIGS / "smoke_cpu.json"),
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--output-dir",
-            str(out),
-        ]
-    )
+    code = main(smoke_train_argv(SAMPLE_ROOT, out, "--train-split", "valid", "--val-split", "valid"))
     assert code == 0
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "checkpoint_latest.pt").is_file()
     assert any((out / "eval").glob("events.out.tfevents.*"))

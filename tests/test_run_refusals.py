@@ -20,7 +20,7 @@ import pytest
 
 from brainseg_monai.cli import main
 from brainseg_monai.run_record import DATA_RECORD
-from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK
+from conftest import BUNDLE, SAMPLE_SPLIT, smoke_train_argv
 
 BRAINSEG = Path(sys.executable).parent / "brainseg"
 IMAGE = sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]
@@ -32,25 +32,6 @@ def _dataset(root: Path) -> Path:
     return root
 
 
-def _train(dataset: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--dataset-dir",
-        str(dataset),
-        "--output-dir",
-        str(out),
-        "--config",
-        str(SMOKE_NETWORK),
-        "--config",
-        str(CONFIGS / "smoke_cpu.json"),
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        *extra,
-    ]
-
-
 def _drop_an_annotation(split: Path) -> None:
     data = json.loads((split / "_annotations.coco.json").read_text())
     data["annotations"] = data["annotations"][1:]
@@ -60,7 +41,7 @@ def _drop_an_annotation(split: Path) -> None:
 def test_resume_goes_on_only_with_the_data_the_run_was_trained_on(tmp_path, capsys):
     dataset = _dataset(tmp_path / "data")
     run = tmp_path / "run"
-    assert main(_train(dataset, run)) == 0
+    assert main(smoke_train_argv(dataset, run)) == 0
     record = json.loads((run / DATA_RECORD).read_text())
     assert record["dataset_dir"] == str(dataset) and (record["train_split"], record["val_split"]) == ("train", "valid")
     assert record["category_map"] is None and set(record["annotations_sha256"]) == {"train", "valid"}
@@ -69,23 +50,23 @@ def test_resume_goes_on_only_with_the_data_the_run_was_trained_on(tmp_path, caps
 
     other = _dataset(tmp_path / "other")
     _drop_an_annotation(other / "train")
-    assert main(_train(other, run, "--resume")) == 1
+    assert main(smoke_train_argv(other, run, "--resume")) == 1
     err = capsys.readouterr().err
     assert f"{run}: --resume with other data than the run was trained on: dataset {other} (the run's: {dataset})" in err
     assert "training not started" in err and f"delete {run / DATA_RECORD}" in err
 
-    assert main(_train(dataset, run, "--resume", "--category-map", '{"1": 1, "2": 1}')) == 1
+    assert main(smoke_train_argv(dataset, run, "--resume", "--category-map", '{"1": 1, "2": 1}')) == 1
     assert 'category map {"1": 1, "2": 1} (the run\'s: the default (Tumor -> 1))' in capsys.readouterr().err
-    assert main(_train(dataset, run, "--resume", "--train-split", "valid")) == 1
+    assert main(smoke_train_argv(dataset, run, "--resume", "--train-split", "valid")) == 1
     assert "training split 'valid' (the run's: 'train')" in capsys.readouterr().err
     _drop_an_annotation(dataset / "valid")  # the same folder, changed since
-    assert main(_train(dataset, run, "--resume")) == 1
+    assert main(smoke_train_argv(dataset, run, "--resume")) == 1
     assert "the annotations of valid changed since the run began" in capsys.readouterr().err
     assert (run / "models" / "model.pt").read_bytes() == weights  # nothing was trained by a refused run
 
     moved = tmp_path / "moved"  # the run's own data in another folder: the same data
     _dataset(moved)
-    assert main(_train(moved, run, "--resume", "--epochs", "2")) == 0
+    assert main(smoke_train_argv(moved, run, "--resume", "--epochs", "2")) == 0
     assert json.loads((run / DATA_RECORD).read_text()) == record
 
 
@@ -119,7 +100,7 @@ def test_a_training_refused_at_its_start_says_so_once_without_a_traceback(tmp_pa
     (run / "models").mkdir(parents=True)
     (run / "models" / "model.pt").write_bytes(b"someone else's weights")
     proc = subprocess.run(
-        [str(BRAINSEG), *_train(dataset, run)], capture_output=True, text=True, timeout=600, env=_env()
+        [str(BRAINSEG), *smoke_train_argv(dataset, run)], capture_output=True, text=True, timeout=600, env=_env()
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "terminating due to exception" not in proc.stderr

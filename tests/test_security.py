@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK
+from conftest import BUNDLE, CONFIGS, SAMPLE_SPLIT, SMOKE_NETWORK, smoke_train_argv
 
 from brainseg_monai.cli import main
 
@@ -236,21 +236,7 @@ def test_train_refuses_file_name_traversal_and_reads_nothing_outside(tmp_path):
     (root / "train" / "_annotations.coco.json").write_text(json.dumps(coco))
     out = tmp_path / "run"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            AUDIT_SCRIPT,
-            str(secret),
-            "train",
-            "--dataset-dir",
-            str(root),
-            "--output-dir",
-            str(out),
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-        ],
+        [sys.executable, "-c", AUDIT_SCRIPT, str(secret), *smoke_train_argv(root, out)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -122,9 +122,8 @@ def anti_alias(image: Any, out_size: Sequence[int], sigma: Sequence[float] | flo
         if s > 0:
             kernel = gaussian_1d(torch.tensor(s), truncated=4.0, approx="erf").numpy()
             out = ndimage.correlate1d(out, kernel, axis=axis, mode="constant", cval=0.0)
-    return convert_to_dst_type(out, dst=image, dtype=torch.float32 if isinstance(image, torch.Tensor) else np.float32)[
-        0
-    ]
+    dtype = torch.float32 if isinstance(image, torch.Tensor) else np.float32
+    return convert_to_dst_type(out, dst=image, dtype=dtype)[0]
 
 
 class ScipyAntiAliasResized(Resized):
@@ -154,11 +153,10 @@ class ScipyAntiAliasResized(Resized):
         )
         self.smooth = ensure_tuple_rep(anti_aliasing, len(self.keys))
         self.smooth_sigma = ensure_tuple_rep(anti_aliasing_sigma, len(self.keys))
-        self.spatial_size = spatial_size
 
     def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
         d = dict(data)
         for key, smooth, sigma in self.key_iterator(d, self.smooth, self.smooth_sigma):
             if smooth:
-                d[key] = anti_alias(d[key], fall_back_tuple(self.spatial_size, d[key].shape[1:]), sigma)
+                d[key] = anti_alias(d[key], fall_back_tuple(self.resizer.spatial_size, d[key].shape[1:]), sigma)
         return super().__call__(d, lazy)
