@@ -2,7 +2,8 @@
 
     brainseg check-data SPLIT_DIR
     brainseg train --dataset-dir ROOT --output-dir RUN
-    brainseg train --recipe --dataset-dir ROOT --output-dir RUN [--tumor-free-split DIR] [--resume]
+    brainseg train --recipe --dataset-dir ROOT --output-dir RUN [--tumor-free-split DIR] [--tumor-box-split DIR]
+        [--resume]
     brainseg evaluate SPLIT_DIR --output-dir OUT [--outlines DIR] [--min-confidence X]
     brainseg segment INPUT... --output-dir OUT [--min-confidence X]
     brainseg unpack ZIP --dest DIR --sha256 HEX
@@ -171,7 +172,12 @@ def _bundle_dir(args: argparse.Namespace) -> str:
     return bundle
 
 
-RECIPE_ONLY = (("--tumor-free-split", "tumor_free_split"), ("--epochs-scale", "epochs_scale"), ("--stages", "stages"))
+RECIPE_ONLY = (
+    ("--tumor-free-split", "tumor_free_split"),
+    ("--tumor-box-split", "tumor_box_split"),
+    ("--epochs-scale", "epochs_scale"),
+    ("--stages", "stages"),
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -293,6 +299,7 @@ def _train_recipe(args: argparse.Namespace) -> int:
             args.dataset_dir,
             args.output_dir,
             tumor_free_splits=args.tumor_free_split,
+            tumor_box_splits=args.tumor_box_split,
             resume=args.resume,
             device=device,
             epochs_scale=1.0 if args.epochs_scale is None else args.epochs_scale,
@@ -947,8 +954,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recipe",
         action="store_true",
-        help="retrain the shipped recipe, every stage in order (box, outline, robust, free, cascade), each from the "
-        "one before; stages already done in OUTPUT_DIR are skipped",
+        help="retrain the shipped recipe, every stage in order (box, outline, robust, free, tumor_boxes, "
+        "cascade), each from the one before; stages already done in OUTPUT_DIR are skipped",
     )
     p.add_argument(
         "--tumor-free-split",
@@ -956,7 +963,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DIR",
         help="with --recipe: a COCO split folder of real tumor-free slices (images, no annotation) for the free "
-        "stage (repeatable); without it the free stage is skipped",
+        "and tumor_boxes stages (repeatable); without it both are skipped",
+    )
+    p.add_argument(
+        "--tumor-box-split",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --recipe: a COCO split folder of other sources' tumor slices, each with its tumor box, for the "
+        "tumor_boxes stage (repeatable; benchmarks/make_lgg_splits.py writes one); without it that stage is skipped",
     )
     p.add_argument(
         "--epochs-scale",

@@ -4,19 +4,23 @@ The shipped weights come from stages that each layer override files of the repos
 ``configs/`` on the bundle's ``configs/train.json`` and start from the previous stage's model
 (``bundle/docs/README.md``, "Training"):
 
-====  ========  ===============================================================  ======  ==========
-#     stage     configs layered on train.json                                    epochs  starts from
-====  ========  ===============================================================  ======  ==========
-1     box       train_full                                                       40      (scratch)
-2     outline   train_full, box_supervised                                       8       box
-3     robust    train_full, box_supervised, robust_finetune                      16      outline
-4     free      train_full, box_supervised, robust_finetune, real_tumor_free     8       robust
-5     cascade   train_full, box_supervised, robust_finetune, cascade_train       40      robust
-====  ========  ===============================================================  ======  ==========
+====  ===========  =========================================================  ======  ==========
+#     stage        configs layered on train.json                              epochs  starts from
+====  ===========  =========================================================  ======  ==========
+1     box          train_full                                                 40      (scratch)
+2     outline      train_full, box_supervised                                 8       box
+3     robust       train_full, box_supervised, robust_finetune                16      outline
+4     free         robust's, real_tumor_free                                  8       robust
+5     tumor_boxes  robust's, real_tumor_free, real_tumor_boxes                8       free
+6     cascade      train_full, box_supervised, robust_finetune, cascade_train 40      robust
+====  ===========  =========================================================  ======  ==========
 
-``box`` makes the bundle's ``model_box.pt``, ``free`` its ``model.pt`` and ``cascade`` its
+``box`` makes the bundle's ``model_box.pt``, ``tumor_boxes`` its ``model.pt`` and ``cascade`` its
 ``model_outline.pt``. ``free`` adds real tumor-free slices (``tumor_free_splits``) and runs only
-when some are given; without them the robust stage's model is the final ``model.pt``.
+when some are given; ``tumor_boxes`` adds, beside them, other sources' tumor slices annotated
+with boxes (``tumor_box_splits``) and runs only when both are given. A stage that does not run
+passes on the model it would have started from: without tumor-box splits the free stage's model
+is the final ``model.pt``, without either the robust stage's.
 
 Each stage trains through MONAI's ``ConfigWorkflow`` as ``brainseg train`` does, into
 ``OUTPUT/<stage>/models`` and ``OUTPUT/<stage>/eval``, and writes ``OUTPUT/<stage>/done.json``
@@ -86,6 +90,7 @@ class Stage:
         cuda_configs: override files layered after ``configs`` when training on CUDA only.
         needs_tumor_free: it trains on real tumor-free splits and runs only when some are given;
             skipped, its ``weights`` come from the stage it starts from.
+        needs_tumor_boxes: likewise with splits of tumor slices annotated with boxes.
     """
 
     name: str
@@ -96,6 +101,7 @@ class Stage:
     share: float
     cuda_configs: tuple[str, ...] = ()
     needs_tumor_free: bool = False
+    needs_tumor_boxes: bool = False
 
 
 _ROBUST = ("train_full.json", "box_supervised.json", "robust_finetune.json")
@@ -107,7 +113,17 @@ RECIPE: tuple[Stage, ...] = (
     Stage("box", ("train_full.json",), 40, None, "model_box.pt", 0.40, cuda_configs=("fast_gpu.json",)),
     Stage("outline", ("train_full.json", "box_supervised.json"), 8, "box", "", 0.12),
     Stage("robust", _ROBUST, 16, "outline", "", 0.24),
-    Stage("free", (*_ROBUST, "real_tumor_free.json"), 8, "robust", "model.pt", 0.12, needs_tumor_free=True),
+    Stage("free", (*_ROBUST, "real_tumor_free.json"), 8, "robust", "", 0.12, needs_tumor_free=True),
+    Stage(
+        "tumor_boxes",
+        (*_ROBUST, "real_tumor_free.json", "real_tumor_boxes.json"),
+        8,
+        "free",
+        "model.pt",
+        0.12,
+        needs_tumor_free=True,
+        needs_tumor_boxes=True,
+    ),
     Stage("cascade", (*_ROBUST, "cascade_train.json"), 40, "robust", "model_outline.pt", 0.24),
 )
 _BY_NAME = {stage.name: stage for stage in RECIPE}
@@ -140,16 +156,21 @@ def stage_epochs(stage: Stage, epochs_scale: float = 1.0) -> int:
     return max(1, round(stage.epochs * epochs_scale))
 
 
-def plan_stages(with_tumor_free: bool) -> tuple[Stage, ...]:
-    """The stages that run: all of :data:`RECIPE`, less those needing tumor-free splits when there are none."""
-    return tuple(s for s in RECIPE if with_tumor_free or not s.needs_tumor_free)
+def plan_stages(with_tumor_free: bool, with_tumor_boxes: bool = False) -> tuple[Stage, ...]:
+    """The stages that run: all of :data:`RECIPE`, less those needing splits (tumor-free, tumor-box) not given."""
+    return tuple(
+        s
+        for s in RECIPE
+        if (with_tumor_free or not s.needs_tumor_free) and (with_tumor_boxes or not s.needs_tumor_boxes)
+    )
 
 
 def bundle_sources(plan: Sequence[Stage]) -> dict[str, str]:
     """Bundle file -> the stage of ``plan`` whose model becomes it.
 
-    A stage left out of the plan (the free stage without tumor-free splits) passes on the model it
-    would have started from: without real tumor-free slices the robust stage's model is ``model.pt``.
+    A stage left out of the plan (one whose splits were not given) passes on the model it would have
+    started from: without tumor-box splits the free stage's model is ``model.pt``, without real
+    tumor-free slices the robust stage's.
     """
     names = {s.name for s in plan}
     sources: dict[str, str] = {}
@@ -234,10 +255,11 @@ def _check_data(
     dataset_dir: Path,
     splits: Sequence[str],
     tumor_free_splits: Sequence[Path],
+    tumor_box_splits: Sequence[Path],
     category_map: Mapping[str | int, int] | None,
     max_label: int | None,
 ) -> None:
-    """Every problem of the dataset's splits and the tumor-free splits on stderr, one line each.
+    """Every problem of the dataset's splits, the tumor-free and the tumor-box splits on stderr, one line each.
 
     Raises:
         RecipeError: any of them has errors (nothing has been trained or written).
@@ -246,15 +268,22 @@ def _check_data(
 
     failed = []
     checks = [(Path(split_dir(dataset_dir, s)), category_map) for s in dict.fromkeys(splits)]
-    # the config reads tumor-free splits with the default category map (they have no annotation to map)
-    checks += [(s, None) for s in tumor_free_splits]
+    # the config reads the extra splits with the default category map ("Tumor" -> 1)
+    checks += [(s, None) for s in [*tumor_free_splits, *tumor_box_splits]]
     for folder, mapping in checks:
         problems = validate_split(folder, mapping, max_label=max_label)
-        if folder in tumor_free_splits and not any(p.severity == "error" for p in problems):
-            annotations = load_coco_json(folder / ANNOTATION_FILE).get("annotations") or []
-            if annotations:  # they would be trained on as tumors: not what a tumor-free split is for
+        if folder in [*tumor_free_splits, *tumor_box_splits] and not any(p.severity == "error" for p in problems):
+            data = load_coco_json(folder / ANNOTATION_FILE)
+            annotations = data.get("annotations") or []
+            if folder in tumor_free_splits and annotations:  # they would be trained on as tumors
                 message = f"a tumor-free split has no annotations, this one has {len(annotations)}"
                 problems.append(DataProblem("error", str(folder / ANNOTATION_FILE), "", "annotations", message))
+            if folder in tumor_box_splits:
+                boxed = {a.get("image_id") for a in annotations}
+                bare = [im.get("file_name") for im in data.get("images") or [] if im.get("id") not in boxed]
+                if bare:  # an image without its box would be trained on as tumor-free
+                    message = f"every image of a tumor-box split needs a tumor box; {len(bare)} have none: {bare[0]}"
+                    problems.append(DataProblem("error", str(folder / ANNOTATION_FILE), "", "annotations", message))
         for problem in problems:
             print(problem, file=sys.stderr)
         if any(p.severity == "error" for p in problems):
@@ -326,6 +355,7 @@ def run_recipe(
     output_dir: str | os.PathLike,
     *,
     tumor_free_splits: Sequence[str | os.PathLike] = (),
+    tumor_box_splits: Sequence[str | os.PathLike] = (),
     resume: bool = False,
     device: torch.device | str | None = None,
     epochs_scale: float = 1.0,
@@ -347,7 +377,10 @@ def run_recipe(
         output_dir: the run folder: ``<stage>/models``, ``<stage>/eval``, ``<stage>/done.json``,
             ``<stage>/train.log`` and, at the end, ``bundle_models/``.
         tumor_free_splits: COCO split folders of real tumor-free slices (images, no annotation)
-            for the free stage; none: the free stage is skipped.
+            for the free and tumor_boxes stages; none: both are skipped.
+        tumor_box_splits: COCO split folders of other sources' tumor slices, each image with its
+            tumor boxes (``benchmarks/make_lgg_splits.py`` writes one), for the tumor_boxes
+            stage; none: it is skipped and the free stage's model is ``model.pt``.
         resume: continue an interrupted stage from its ``checkpoint_latest.pt``; without it a
             stage that was started and did not finish is refused, never overwritten.
         device: the training device (default: the config's, CUDA when present).
@@ -387,6 +420,7 @@ def run_recipe(
     if not (isinstance(epochs_scale, (int, float)) and math.isfinite(epochs_scale) and epochs_scale > 0):
         raise RecipeError(f"epochs scale {epochs_scale!r}: must be a number above 0")
     free_splits = [Path(s).resolve() for s in tumor_free_splits]
+    box_splits = [Path(s).resolve() for s in tumor_box_splits]
     extras = [Path(c).resolve() for c in extra_configs]
     for extra in extras:
         if not extra.is_file():
@@ -394,15 +428,15 @@ def run_recipe(
     device = torch.device(device) if isinstance(device, str) else device
     on_cuda = (device.type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
 
-    plan = plan_stages(bool(free_splits))
-    selected = _select(plan, stages, bool(free_splits))
+    plan = plan_stages(bool(free_splits), bool(box_splits))
+    selected = _select(plan, stages, bool(free_splits), bool(box_splits))
     for stage in selected:
         for name in stage.configs + (stage.cuda_configs if on_cuda else ()):
             if not (configs / name).is_file():
                 raise RecipeError(f"{configs / name}: the {stage.name} stage's config is missing")
 
     dataset = Path(dataset_dir).resolve()
-    _check_data(dataset, (train_split, val_split), free_splits, category_map, bundle_max_label(bundle))
+    _check_data(dataset, (train_split, val_split), free_splits, box_splits, category_map, bundle_max_label(bundle))
 
     out = Path(output_dir).resolve()
     from scripts.coco import split_dir
@@ -413,6 +447,7 @@ def run_recipe(
         "the train split": split_dir(dataset, train_split),
         "the val split": split_dir(dataset, val_split),
         "the tumor-free split": free_splits,
+        "the tumor-box split": box_splits,
         "--config": extras,
     }
     try:
@@ -430,7 +465,8 @@ def run_recipe(
             if stages is None:
                 source = bundle_sources(plan).get(stage.weights)
                 because = f"the {source} stage's model becomes {stage.weights}" if source else "nothing replaces it"
-                _say(f"{head}: skipped, no --tumor-free-split given ({because})")
+                missing = "--tumor-free-split" if stage.needs_tumor_free and not free_splits else "--tumor-box-split"
+                _say(f"{head}: skipped, no {missing} given ({because})")
             continue
         if stage.name not in chosen:
             continue
@@ -439,7 +475,7 @@ def run_recipe(
         done = _read_done(folder)
         if done is not None:
             _say(f"{head}: done earlier ({folder / DONE_FILE}), skipped")
-            differs = _differs(done, epochs, stage, free_splits)
+            differs = _differs(done, epochs, stage, free_splits, box_splits)
             if differs:
                 _say(f"  note: it was trained with {differs}; to train it again, delete {folder}")
             result.stages[stage.name] = {**done, "status": "done earlier"}
@@ -461,6 +497,7 @@ def run_recipe(
                 "category_map": category_map,
                 **({"device": device} if device is not None else {}),  # an object, not text for a $ expression
                 **({"tumor_free_splits": [str(s) for s in free_splits]} if stage.needs_tumor_free else {}),
+                **({"tumor_box_splits": [str(s) for s in box_splits]} if stage.needs_tumor_boxes else {}),
             },
             extra_overrides=overrides or {},
             resume=resume,
@@ -473,7 +510,9 @@ def run_recipe(
     return result
 
 
-def _select(plan: Sequence[Stage], stages: Sequence[str] | None, with_tumor_free: bool) -> list[Stage]:
+def _select(
+    plan: Sequence[Stage], stages: Sequence[str] | None, with_tumor_free: bool, with_tumor_boxes: bool
+) -> list[Stage]:
     """The stages of ``plan`` named in ``stages`` (all when None), in the recipe's order."""
     if stages is None:
         return list(plan)
@@ -484,11 +523,12 @@ def _select(plan: Sequence[Stage], stages: Sequence[str] | None, with_tumor_free
             f"--stages {','.join(stages)}: {'unknown stage ' + ', '.join(unknown) if unknown else 'no stage named'}"
             f" (the stages: {','.join(_BY_NAME)})"
         )
-    left_out = [n for n in names if _BY_NAME[n] not in plan]
-    if left_out and not with_tumor_free:
-        raise RecipeError(
-            f"--stages: the {left_out[0]} stage trains on real tumor-free slices: give --tumor-free-split"
-        )
+    for name in names:
+        stage = _BY_NAME[name]
+        if stage.needs_tumor_free and not with_tumor_free:
+            raise RecipeError(f"--stages: the {name} stage trains on real tumor-free slices: give --tumor-free-split")
+        if stage.needs_tumor_boxes and not with_tumor_boxes:
+            raise RecipeError(f"--stages: the {name} stage trains on boxed tumor slices: give --tumor-box-split")
     return [s for s in plan if s.name in names]
 
 
@@ -570,13 +610,17 @@ def _held_by(models: Path) -> str | None:
     return None
 
 
-def _differs(done: Mapping[str, Any], epochs: int, stage: Stage, free_splits: Sequence[Path]) -> str:
+def _differs(
+    done: Mapping[str, Any], epochs: int, stage: Stage, free_splits: Sequence[Path], box_splits: Sequence[Path]
+) -> str:
     """How a finished stage's recorded settings differ from this run's ('' when they do not)."""
     differences = []
     if done.get("epochs") != epochs:
         differences.append(f"{done.get('epochs')} epochs ({epochs} now)")
     if stage.needs_tumor_free and done.get("tumor_free_splits") != [str(s) for s in free_splits]:
         differences.append(f"the tumor-free splits {done.get('tumor_free_splits')}")
+    if stage.needs_tumor_boxes and done.get("tumor_box_splits") != [str(s) for s in box_splits]:
+        differences.append(f"the tumor-box splits {done.get('tumor_box_splits')}")
     return ", ".join(differences)
 
 
@@ -663,6 +707,7 @@ def _run_stage(
         "start_from": stage.start_from,
         "configs": ["train.json", *(c.name for c in configs)],
         "tumor_free_splits": overrides.get("tumor_free_splits", []),
+        "tumor_box_splits": overrides.get("tumor_box_splits", []),
         "resumed": resumed,
         "best_val_dice": float(best) if isinstance(best, (int, float)) and best >= 0 else None,
     }

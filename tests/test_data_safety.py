@@ -390,7 +390,7 @@ def test_evaluate_stopped_by_ctrl_c_leaves_no_summary_that_looks_finished(smoke_
     _wait_for(drawing_overlays, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "brainseg: interrupted" in err
+    assert proc.returncode == 130 and "brainseg: interrupted" in err, err[-3000:]
     assert list(out.iterdir()) == []
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "remove_tumor",
     "tumor_free_slice_indices",
     "tumor_source_indices",
+    "window_volume",
+    "write_split_annotations",
     "write_tumor_free_split",
     "write_volume_tumor_free_split",
 ]
@@ -237,23 +239,32 @@ def write_tumor_free_split(
         with atomic_output(out / name) as tmp:
             Image.fromarray(np.clip(np.rint(tumor_free[0]), 0, 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
         images.append({"id": len(images) + 1, "file_name": name, "height": height, "width": width})
-    _write_unannotated_split(out, images, f"synthetic tumor-free slices made from {src.name} by scripts.tumor_free")
+    write_split_annotations(out, images, f"synthetic tumor-free slices made from {src.name} by scripts.tumor_free")
     return {"n_source": len(records), "n_written": len(images), "skipped": skipped}
 
 
-def _write_unannotated_split(out: Path, images: list[dict[str, Any]], description: str) -> None:
-    """The ``_annotations.coco.json`` of a split of tumor-free images: the images, no annotation."""
+def write_split_annotations(
+    out: Path, images: list[dict[str, Any]], description: str, annotations: Sequence[Mapping[str, Any]] = ()
+) -> None:
+    """The ``_annotations.coco.json`` of a written split (category 1 "Tumor"), written atomically."""
     from .coco import ANNOTATION_FILE
     from .io import atomic_output
 
     coco = {
         "info": {"description": description},
         "images": images,
-        "annotations": [],
+        "annotations": list(annotations),
         "categories": [{"id": 1, "name": "Tumor", "supercategory": "none"}],
     }
     with atomic_output(out / ANNOTATION_FILE) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(coco, f, indent=1)
+
+
+def window_volume(volume: np.ndarray) -> np.ndarray:
+    """A volume as 8-bit grey, windowed to its 0.5-99.5 percentiles (the window every written volume slice gets)."""
+    low, high = np.percentile(volume, [0.5, 99.5])
+    scale = 255.0 / max(float(high - low), 1e-6)
+    return np.clip(np.rint((volume - low) * scale), 0, 255).astype(np.uint8)
 
 
 def tumor_free_slice_indices(mask: np.ndarray, min_distance: int = 3) -> list[int]:
@@ -321,18 +332,17 @@ def write_volume_tumor_free_split(
                 f"{mask_path}: mask of shape {mask.shape} does not fit its volume {volume_path} of shape {volume.shape}"
             )
         n_slices += volume.shape[0]
-        low, high = np.percentile(volume, [0.5, 99.5])
-        scale = 255.0 / max(float(high - low), 1e-6)
+        grey_volume = window_volume(volume)
         case = image_stem(volume_path)
         keep = tumor_free_slice_indices(mask, min_distance)
         for k in keep:
-            grey = np.clip(np.rint((volume[k] - low) * scale), 0, 255).astype(np.uint8)
+            grey = grey_volume[k]
             name = f"{case}_{k:03d}.png"
             with atomic_output(out / name) as tmp:
                 Image.fromarray(grey, mode="L").save(tmp, format="PNG")
             images.append({"id": len(images) + 1, "file_name": name, "height": grey.shape[0], "width": grey.shape[1]})
         per_case[case] = len(keep)
-    _write_unannotated_split(
+    write_split_annotations(
         out,
         images,
         f"real tumor-free slices (at least {min_distance} slices from any masked slice) of {len(cases)} volumes",
