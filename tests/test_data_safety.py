@@ -312,6 +312,12 @@ def test_bundle_train_and_evaluate_refuse_outputs_in_or_above_their_data(tmp_pat
 # --------------------------------------------------------------------------- interrupted runs
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT's default disposition in the child, as a terminal gives it: a suite started in the background
+    (``pytest ... &`` in a script) inherits SIGINT ignored, and Python then installs no Ctrl-C handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*argv: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -321,6 +327,7 @@ def _cli(*argv: str, **kwargs) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
         **kwargs,
     )
 
