@@ -11,7 +11,8 @@ bundle's ``models/input_reference.json``) without the network, and the volume is
 share of volumes flagged and of slices flagged; T1 contrast also per list of ``--cases`` (the
 training cases may have built the reference, the held-apart ``tune`` ones never). Then the 2D
 validation images, one flag each as ``brainseg segment`` gives it (should stay low), and the same
-images inverted (what the check was first made for: should be flagged).
+images inverted (what the check was first made for: should be flagged), and pictures that are not
+MRI at all (scikit-image's sample images, noise, a gradient, blanks: should be flagged).
 
 Goals: FLAIR volumes flagged >= 95 %, T1 contrast volumes flagged <= 5 %.
 A bundle whose input_check has no ``unusual_volume`` (older code) is judged by the rule it would
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import inspect
 import json
 import os
 import sys
@@ -73,7 +75,12 @@ def measure_volume(path: str, slice_transforms: Any, checks: Any) -> tuple[list[
 
 
 def _row(name: str, volumes: Mapping[str, tuple[list[float], list[bool]]], reference: Mapping, rule: Callable) -> dict:
-    flagged = [case for case, (dist, _) in volumes.items() if rule(dist, reference)]
+    with_flags = "flags" in inspect.signature(rule).parameters  # as inference judges a volume (older code: without)
+    flagged = [
+        case
+        for case, (dist, flags) in volumes.items()
+        if (rule(dist, reference, flags) if with_flags else rule(dist, reference))
+    ]
     slices = [f for _, flags in volumes.values() for f in flags]
     return {
         "set": name,
@@ -105,6 +112,52 @@ def measure_images(folder: str, load: Any, slice_transforms: Any, checks: Any) -
         {"set": name, "images": len(f), "images_flagged": int(sum(f)), "image_fraction": round(sum(f) / len(f), 3)}
         for name, f in (("coco valid", flags), ("coco valid inverted", inverted_flags))
     ]
+
+
+#: scikit-image's sample pictures that ship with it (the others need a download)
+SKIMAGE_PICTURES = (
+    "astronaut", "binary_blobs", "brick", "camera", "cat", "cell", "checkerboard", "chelsea", "clock", "coffee",
+    "coins", "colorwheel", "grass", "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo",
+    "microaneurysms", "moon", "page", "retina", "rocket", "text",
+)  # fmt: skip
+
+
+def not_mri_pictures() -> dict[str, np.ndarray]:
+    """Pictures that are not MRI slices: scikit-image's sample images that ship with it, noise, a gradient,
+    a checkerboard, a blob, blanks."""
+    import skimage.data
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    pictures = {
+        "uniform noise": rng.random((256, 256)) * 255,
+        "gaussian noise": np.clip(rng.normal(128, 40, (300, 300)), 0, 255),
+        "blob": np.exp(-((yy - 128) ** 2 + (xx - 128) ** 2) / 3000) * 255,
+        "checkerboard": ((yy // 16 + xx // 16) % 2) * 255.0,
+        "gradient": np.tile(np.linspace(0, 255, 256), (256, 1)),
+        "white": np.full((256, 256), 255.0),
+        "black": np.zeros((256, 256)),
+    }
+    for name in SKIMAGE_PICTURES:
+        try:
+            picture = np.asarray(getattr(skimage.data, name)(), dtype=np.float32)
+        except (ImportError, OSError, ValueError):  # a sample this scikit-image cannot load here
+            continue
+        if picture.ndim == 2 or (picture.ndim == 3 and picture.shape[-1] in (3, 4)):
+            pictures[name] = picture * 255 if picture.max() <= 1 else picture
+    return pictures
+
+
+def measure_pictures(slice_transforms: Any, checks: Any) -> dict:
+    """The row for :func:`not_mri_pictures`: how many are flagged, and which are not."""
+    from scripts.predictor import _as_channel_first
+
+    pictures = not_mri_pictures()
+    names = list(pictures)
+    _, flags = _flags([slice_transforms({"image": _as_channel_first(pictures[n])}) for n in names], checks)
+    missed = [n for n, f in zip(names, flags) if not f]
+    return {"set": "not MRI (pictures)", "images": len(names), "images_flagged": int(sum(flags)),
+            "image_fraction": round(sum(flags) / len(names), 3), "not_flagged": missed}  # fmt: skip
 
 
 def main() -> None:
@@ -140,6 +193,7 @@ def main() -> None:
                 results["rows"].append(_row(f"t1c {key}", subset, reference, rule))
     if os.path.isdir(args.coco_valid):
         results["rows"].extend(measure_images(args.coco_valid, load, slice_transforms, checks))
+    results["rows"].append(measure_pictures(slice_transforms, checks))
     print(f"bundle {bundle}; volume rule: {rule_name}; reference: {json.dumps(results['reference'])}")
     print(f"{'set':<22} {'volumes flagged':>18} {'slices/images flagged':>24}")
     for r in results["rows"]:
@@ -148,6 +202,8 @@ def main() -> None:
             print(f"{r['set']:<22} {vol:>18} {r['slices_flagged']:>9}/{r['slices']} ({r['slice_fraction']:.1%})")
         else:
             print(f"{r['set']:<22} {'':>18} {r['images_flagged']:>9}/{r['images']} ({r['image_fraction']:.1%})")
+    missed = results["rows"][-1]["not_flagged"]
+    print(f"pictures not flagged: {', '.join(missed) if missed else 'none'}")
     print(f"goals: FLAIR {GOALS['flair']}; T1 contrast {GOALS['t1c']}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BUNDLE, REPO, SAMPLE_SPLIT
 from PIL import Image
 
-from scripts.predictor import BundlePredictor
 from scripts.input_check import (
     FEATURE_WEIGHTS,
     N_BINS,
     N_FEATURES,
     InputLikenessd,
     build_input_reference,
+    frame_fill,
+    graininess,
     input_distance,
     intensity_features,
     load_input_reference,
     outer_layer_brightness,
     unusual_volume,
 )
-from conftest import BUNDLE, REPO, SAMPLE_SPLIT
+from scripts.predictor import BundlePredictor
 
 REFERENCE = BUNDLE / "models" / "input_reference.json"
 LGG_VOLUMES = REPO.parent / "shared" / "data" / "lgg_volumes"
@@ -73,6 +76,42 @@ def test_outer_layer_is_the_scalp_bright_in_t1_dark_in_flair():
     assert outer_layer_brightness(np.full((64, 64), np.nan)) == 0.0
 
 
+def test_frame_fill_and_graininess_tell_a_head_in_air_from_a_picture_that_fills_its_frame():
+    head = _head()  # a disc in black air, smooth
+    noise = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    assert frame_fill(head[None]) == 0.0 and frame_fill(noise) > 0.9
+    assert frame_fill(np.ones((64, 64))) == 1.0 and frame_fill(np.ones((2, 2))) == 1.0  # too small for a ring
+    assert graininess(head) < 0.15 < 0.3 < graininess(noise)  # the head's only grain: its two sharp edges
+    assert graininess(np.zeros((8, 8))) == 0.0  # no head
+    gradient = np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (64, 1))  # fills the frame, smooth
+    assert frame_fill(gradient) > 0.7 and graininess(gradient) < 0.05  # its darkest columns count as air
+
+
+def test_reference_gets_make_up_limits_and_flags_slices_past_them(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    heads = [np.clip(_head() + rng.normal(0, 0.02, (64, 64)), 0, 1) for _ in range(30)]
+    ref = build_input_reference(heads, percentile=100.0)
+    assert ref["max_frame_fill"] == max(frame_fill(h) for h in heads)
+    assert ref["max_graininess"] == pytest.approx(2.0 * max(graininess(h) for h in heads))
+    check = InputLikenessd(reference=ref)
+    assert not any(check({"image": h})["image_unusual"] for h in heads)
+    # the head's own histogram, but noisy, or the frame filled: flagged though the distance may be small
+    grainy = np.clip(heads[0] + np.where(heads[0] > 0.05, rng.normal(0, 0.2, (64, 64)), 0), 0.06, 1)
+    grainy[heads[0] <= 0.05] = 0
+    assert graininess(grainy) > ref["max_graininess"] and check({"image": grainy})["image_unusual"]
+    filled = heads[0].copy()
+    filled[heads[0] <= 0.05] = 0.2
+    assert frame_fill(filled) > ref["max_frame_fill"] and check({"image": filled})["image_unusual"]
+    # with a distance limit nothing reaches, the make-up limits alone flag them; an older reference without
+    # them flags neither
+    lenient = {**ref, "max_distance": 1e9}
+    path = tmp_path / "lenient.json"
+    path.write_text(json.dumps(lenient))
+    assert all(InputLikenessd(reference=str(path))({"image": im})["image_unusual"] for im in (grainy, filled))
+    path.write_text(json.dumps({k: v for k, v in lenient.items() if k not in ("max_frame_fill", "max_graininess")}))
+    assert not any(InputLikenessd(reference=str(path))({"image": im})["image_unusual"] for im in (grainy, filled))
+
+
 def test_reference_from_slices_accepts_them_and_is_written_atomically(tmp_path: Path):
     rng = np.random.default_rng(0)
     slices = [np.clip(rng.normal(0.5, 0.1, (32, 32)), 0, 1) for _ in range(40)]
@@ -92,7 +131,9 @@ def test_reference_from_slices_accepts_them_and_is_written_atomically(tmp_path: 
      (json.dumps({"mean": [0] * 3, "std": [1] * 3, "max_distance": 1}), f"expected {N_FEATURES} means"),
      (json.dumps({"mean": [0] * 17, "std": [1] * 17, "max_distance": 1}), "rebuild it with benchmarks/make_input_ref"),
      (json.dumps({"mean": [0] * 18, "std": [1] * 18, "weights": [-1] * 18, "max_distance": 1}), "non-negative"),
-     (json.dumps({"mean": [0] * 18, "std": [1] * 18, "max_distance": 1, "max_volume_distance": 0}), "positive dist")],
+     (json.dumps({"mean": [0] * 18, "std": [1] * 18, "max_distance": 1, "max_volume_distance": 0}), "positive dist"),
+     (json.dumps({"mean": [0] * 18, "std": [1] * 18, "max_distance": 1, "max_graininess": -1}), "positive numbers"),
+     (json.dumps({"mean": [0] * 18, "std": [1] * 18, "max_distance": 1, "max_frame_fill": "x"}), "not an input ref")],
 )  # fmt: skip
 def test_a_broken_reference_is_refused_naming_the_file(tmp_path: Path, content: str, message: str):
     path = tmp_path / "ref.json"
@@ -113,6 +154,19 @@ def test_shipped_reference_accepts_real_slices_and_flags_inverted_ones():
     assert sum(p.input_unusual for p in inverted) >= 9
     assert all(p.input_distance is not None for p in real + inverted)
     assert REFERENCE.is_file()
+
+
+def test_shipped_reference_flags_pictures_that_are_not_head_slices():
+    """Noise, a gradient, photos: unlike any training slice. Of these 30 pictures (benchmarks/input_check_volumes.py)
+    the histogram distance alone flagged 19; with the frame-fill and graininess checks, all 30."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from input_check_volumes import not_mri_pictures
+
+    pictures = not_mri_pictures()
+    assert len(pictures) >= 25
+    predictor = BundlePredictor(BUNDLE, device="cpu")
+    flagged = predictor.predict_arrays([np.asarray(p, np.float32) for p in pictures.values()], details=True)
+    assert [name for name, p in zip(pictures, flagged) if not p.input_unusual] == []
 
 
 # -- whole volumes ---------------------------------------------------------------------------
@@ -136,6 +190,29 @@ def test_a_volume_rule_uses_the_references_volume_limit_and_skips_missing_distan
     assert not unusual_volume([0.5, None, float("nan"), 0.6, 3.0], calibrated)  # median of 0.5, 0.6, 3.0
     assert not unusual_volume([], REF) and not unusual_volume([None, float("nan")], REF)
     assert unusual_volume([2.0], REF)  # a 2D image: one slice
+
+
+def test_a_volume_most_of_whose_slices_fail_the_make_up_checks_is_unusual():
+    near = [0.8] * 10  # every distance within max_distance (1.2): a volume of noise can look like this
+    assert not unusual_volume(near, REF, [False] * 10)
+    assert unusual_volume(near, REF, [True] * 6 + [False] * 4)  # 6 of 10 flagged by frame fill or graininess
+    assert not unusual_volume(near, REF, [True] * 5 + [False] * 5)  # half: not most
+    # slices flagged by their distance count for the median rule, not twice
+    t1 = [3.0, 2.6, 2.1, 1.5] + [0.8] * 6
+    assert not unusual_volume(t1, REF, [d > 1.2 for d in t1])
+    assert not unusual_volume([None, float("nan")], REF, [True, True])  # no distance: nothing to judge
+
+
+def test_a_noise_volume_is_reported_unusual_as_a_whole(tmp_path: Path):
+    import nibabel as nib
+
+    from scripts.volumes import segment_medical_file
+
+    path = tmp_path / "noise.nii.gz"
+    noise = np.random.default_rng(0).random((96, 96, 6)).astype(np.float32) * 1000
+    nib.save(nib.Nifti1Image(noise, np.eye(4)), str(path))
+    result = segment_medical_file(BundlePredictor(BUNDLE, device="cpu"), path, tmp_path / "noise_mask.nii.gz")
+    assert result.row["input_unusual"] and result.row["unusual_slices"] == 6
 
 
 def test_reference_with_training_volumes_gets_a_volume_limit_no_training_volume_exceeds(tmp_path: Path):

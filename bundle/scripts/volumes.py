@@ -274,7 +274,8 @@ def segment_medical_file(
     reference = getattr(predictor, "input_reference", None)
     row = None
     if array.ndim == 3:  # the volume as a whole, from its slices' distances (its skull base is unusual anyway)
-        unusual = unusual_volume([r["input_distance"] for r in reports], reference) if reference else None
+        distances, flags = [r["input_distance"] for r in reports], [r["input_unusual"] for r in reports]
+        unusual = unusual_volume(distances, reference, flags) if reference else None
         row = volume_row(name, reports, unusual)
     if row is None:
         (report,) = reports
