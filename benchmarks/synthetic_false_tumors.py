@@ -51,14 +51,11 @@ def _grey(path: str) -> np.ndarray:
 
 
 def _boxes(record: Mapping[str, Any]) -> np.ndarray:
-    from scripts.coco import rasterize_annotations
+    from scripts.metrics.detection import box_masks
 
     label = record["label"]
-    height, width = int(label["height"]), int(label["width"])
-    out = np.zeros((height, width), dtype=bool)
-    for ann in label["annotations"]:
-        out |= rasterize_annotations([{"bbox": list(ann["bbox"])}], height, width) > 0
-    return out
+    masks = box_masks([ann["bbox"] for ann in label["annotations"]], int(label["height"]), int(label["width"]))
+    return np.any(masks, axis=0) if masks else np.zeros((int(label["height"]), int(label["width"])), dtype=bool)
 
 
 def classify(

@@ -114,7 +114,7 @@ def frame_fill(image: Any) -> float:
     """The share of the frame's outer ring (:data:`FRAME_RING` of its shorter side) brighter than :data:`BACKGROUND`.
 
     A head slice has air around the head: the ring is mostly dark (a zoomed training slice reaches
-    about 0.65). A photo, a screenshot, a gradient or noise fills the frame to its edges (near 1).
+    about 0.7). A photo, a screenshot, a gradient or noise fills the frame to its edges (near 1).
 
     Args:
         image: one preprocessed slice ((1, H, W) or (H, W), scaled to [0, 1]).
@@ -132,8 +132,8 @@ def graininess(image: Any) -> float:
     """How grainy the head is: the mean absolute difference from the 4-neighbour mean, over its mean intensity.
 
     MRI slices are smooth between edges (the COCO training slices: 0.06 median, 0.085 at most); noise,
-    or a file decoded wrongly, is not (uniform noise: about 0.5, Gaussian noise 0.28). The head is what lies above
-    :data:`BACKGROUND` (the frame's outermost pixels left out); 0 for a slice without one.
+    or a file decoded wrongly, is not (uniform noise: about 0.5, Gaussian noise 0.28). The head is what
+    lies above :data:`BACKGROUND` (the frame's outermost pixels left out); 0 for a slice without one.
 
     Args:
         image: one preprocessed slice ((1, H, W) or (H, W), scaled to [0, 1]).
@@ -200,7 +200,7 @@ def unusual_volume(
     Returns:
         True when the volume looks unusual; False for a volume without any distance.
     """
-    pairs = [(d, f) for d, f in zip(distances, flags if flags is not None else [False] * len(distances))]
+    pairs = list(zip(distances, [False] * len(distances) if flags is None else flags))
     values = np.asarray([d for d, _ in pairs if d is not None], dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -341,11 +341,12 @@ class InputLikenessd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            distance = input_distance(intensity_features(d[key]), self.reference)
+            plane = _plane(d[key])  # once: every measure reads the same (H, W) plane
+            distance = input_distance(intensity_features(plane), self.reference)
             d[f"{key}_distance"] = round(distance, 4)
             d[f"{key}_unusual"] = bool(
                 distance > self.reference["max_distance"]
-                or frame_fill(d[key]) > self.reference.get("max_frame_fill", np.inf)
-                or graininess(d[key]) > self.reference.get("max_graininess", np.inf)
+                or frame_fill(plane) > self.reference.get("max_frame_fill", np.inf)
+                or graininess(plane) > self.reference.get("max_graininess", np.inf)
             )
         return d
