@@ -368,8 +368,8 @@ def train_stage(
 ) -> Callable[[float], dict]:
     """One stage of the recipe through :func:`brainseg_monai.recipe.run_recipe`, stopped in its time budget.
 
-    The recipe trains into ``work/recipe/<stage>`` (beside, not above, the data it reads) from the stage before; the bundle files made so far go
-    into ``out`` as each stage ends, so a run cut short keeps them.
+    The recipe trains into ``work/recipe/<stage>`` (beside, not above, the data it reads) from the stage before;
+    the bundle files made so far go into ``out`` as each stage ends, so a run cut short keeps them.
     """
 
     def run(left: float) -> dict:

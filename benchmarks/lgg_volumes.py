@@ -236,7 +236,8 @@ def main() -> None:
         )
         cached = [(case, candidates(predictor, case)) for case in cases]
         print(
-            "min_conf possible min_support standalone | free_conf free_conf/vol free_possible | found shown | vis_found vis_shown"
+            "min_conf possible min_support standalone | free_conf free_conf/vol free_possible"
+            " | found shown | vis_found vis_shown"
         )
         rules = [None] + [NeighbourSupport(s, c) for s, c in itertools.product((0.05, 0.2, 0.5), (0.7, 0.8, 1.0))]
         for m, p, rule in itertools.product((0.4, 0.45, 0.5, 0.6, 0.7), (0.3, 0.35, 0.4), rules):

@@ -215,8 +215,9 @@ def write_tumor_free_split(
     """
     from PIL import Image
 
-    from .coco import coco_to_datalist, rasterize_annotations
+    from .coco import coco_to_datalist
     from .io import atomic_output, check_output_dir, image_stem, open_image
+    from .metrics.detection import box_masks
 
     check_output_dir(output_dir, {"the source split": split_dir})
     src, out = Path(split_dir).resolve(), Path(output_dir).resolve()
@@ -227,8 +228,8 @@ def write_tumor_free_split(
         label = record["label"]
         height, width = int(label["height"]), int(label["width"])
         boxes = np.zeros((height, width), dtype=bool)
-        for ann in label["annotations"]:
-            boxes |= rasterize_annotations([{"bbox": list(ann["bbox"])}], height, width) > 0
+        for box in box_masks([ann["bbox"] for ann in label["annotations"]], height, width):
+            boxes |= box
         with open_image(record["image"]) as im:  # as annotated: turned by its EXIF orientation, like every reader
             grey = np.asarray(im.convert("F"), dtype=np.float32)
         tumor_free = remove_tumor(grey[None], boxes)
