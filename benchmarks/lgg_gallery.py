@@ -13,6 +13,7 @@ only to show where the tumor is; it is not an outline of the tumor on T1 contras
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 
@@ -46,6 +47,8 @@ def main() -> None:
     predictor = BundlePredictor(args.bundle, device="cpu")
     base, vertex, found, failing = [], [], [], []
     failing_truth, found_truth = [], []
+    false_tumors: list = []  # (panel, None): false tumors on tumor-free slices
+    missed: list = []  # (panel, FLAIR extent): tumors not found with confidence
     for case in cases:
         reports: list = []
         labels, _ = predict_volume(case.volume, predictor, axis=2, slice_reports=reports)
@@ -54,11 +57,9 @@ def main() -> None:
 
         def panel(k: int, what: str = "") -> tuple:
             r = reports[k]
-            return (
-                case.volume[k],
-                labels[k],
-                overlay_caption(f"{short} s{k}{what}", r["verdict"], r["tumor_score"]),
-            )
+            caption = overlay_caption(f"{short} s{k}", r["verdict"], r["tumor_score"])
+            # on a line of its own: beside the verdict it ran into the next panel's caption
+            return case.volume[k], labels[k], caption + (f"\n{what}" if what else "")
 
         head = _brain_slices(case.volume)
         if head:
@@ -73,8 +74,7 @@ def main() -> None:
                 vertex.append(panel(top))
         for k in sorted(free):
             if reports[k]["verdict"] == TUMOR:
-                failing.append(panel(k, " (tumor-free)"))
-                failing_truth.append(None)
+                false_tumors.append((panel(k, "a false tumor on a tumor-free slice"), None))
         if case.mask.any():
             row = score_volume(case, labels)
             # the slice where the tumor was found (the largest confident tumor on the FLAIR extent), else
@@ -82,10 +82,17 @@ def main() -> None:
             on_extent = ((labels == TUMOR_LABEL) & case.mask).reshape(len(labels), -1).sum(axis=1)
             extent = case.mask.reshape(case.mask.shape[0], -1).sum(axis=1)
             k = int(np.argmax(on_extent if row["found"] and on_extent.any() else extent))
-            target = (found, found_truth) if row["found"] else (failing, failing_truth)
-            what = "" if row["found"] else (" (possible only)" if row["shown"] else " (missed)")
-            target[0].append(panel(k, what))
-            target[1].append(case.mask[k])
+            if row["found"]:
+                found.append(panel(k))
+                found_truth.append(case.mask[k])
+            else:
+                what = "tumor shown as a possible tumor only" if row["shown"] else "tumor missed"
+                missed.append((panel(k, what), case.mask[k]))
+    # both kinds of failure in the row, alternating, however many of one kind there are
+    for pair in itertools.zip_longest(false_tumors, missed):
+        for panel_truth in filter(None, pair):
+            failing.append(panel_truth[0])
+            failing_truth.append(panel_truth[1])
     rows = [
         ("tumor-free, skull base", base[:PER_ROW]),
         ("tumor-free, vertex", vertex[:PER_ROW]),
