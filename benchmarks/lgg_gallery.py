@@ -45,8 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     cases = load_cases(args.lgg_dir, json.load(open(args.cases, encoding="utf-8"))[args.split])
     predictor = BundlePredictor(args.bundle, device="cpu")
-    base, vertex, found, failing = [], [], [], []
-    failing_truth, found_truth = [], []
+    base, vertex, found, found_truth = [], [], [], []
     false_tumors: list = []  # (panel, None): false tumors on tumor-free slices
     missed: list = []  # (panel, FLAIR extent): tumors not found with confidence
     for case in cases:
@@ -89,21 +88,18 @@ def main() -> None:
                 what = "tumor shown as a possible tumor only" if row["shown"] else "tumor missed"
                 missed.append((panel(k, what), case.mask[k]))
     # both kinds of failure in the row, alternating, however many of one kind there are
-    for pair in itertools.zip_longest(false_tumors, missed):
-        for panel_truth in filter(None, pair):
-            failing.append(panel_truth[0])
-            failing_truth.append(panel_truth[1])
+    failing = [f for pair in itertools.zip_longest(false_tumors, missed) for f in pair if f is not None]
     rows = [
         ("tumor-free, skull base", base[:PER_ROW]),
         ("tumor-free, vertex", vertex[:PER_ROW]),
         ("tumor found", found[:PER_ROW]),
-        ("still fails", failing[:PER_ROW]),
+        ("still fails", [p for p, _ in failing[:PER_ROW]]),
     ]
     truths = [
         [None] * len(base[:PER_ROW]),
         [None] * len(vertex[:PER_ROW]),
         found_truth[:PER_ROW],
-        failing_truth[:PER_ROW],
+        [t for _, t in failing[:PER_ROW]],
     ]
     kept = [(row, truth) for row, truth in zip(rows, truths) if row[1]]
     labelled_gallery([r for r, _ in kept], args.output, [t for _, t in kept])
