@@ -6,10 +6,12 @@
 Each volume of ``<lgg_dir>/flair`` and ``<lgg_dir>/t1c`` is read as inference reads it
 (:func:`scripts.io.read_medical_image`, one slice per k of its array), each slice goes through the
 bundle's ``slice_transforms`` and ``input_checks`` (:class:`scripts.input_check.InputLikenessd`, the
-bundle's ``models/input_reference.json``) without the network, and the volume is judged by
-:func:`scripts.input_check.unusual_volume` from its slices' distances. Printed per sequence: the
-share of volumes flagged and of slices flagged; T1 contrast also per list of ``--cases`` (the
-training cases may have built the reference, the held-apart ``tune`` ones never). Then the 2D
+bundle's ``models/input_reference.json``, and :class:`scripts.sequence_check.OtherSequenced`, its
+``models/sequence_check.pt``) without the segmentation network, and the volume is judged by
+:func:`scripts.input_check.unusual_volume` from its slices' distances and probabilities of another
+sequence. Printed per sequence: the
+share of volumes flagged and of slices flagged; both also per list of ``--cases`` (the training
+cases may have built the reference and trained the sequence check, the held-apart ``tune`` ones never). Then the 2D
 validation images, one flag each as ``brainseg segment`` gives it (should stay low), and the same
 images inverted (what the check was first made for: should be flagged), and pictures that are not
 MRI at all (scikit-image's sample images, noise, a gradient, blanks: should be flagged).
@@ -59,13 +61,21 @@ def _checks(bundle: str) -> tuple[Any, Any, Any, Mapping[str, Any], Callable[[Se
     return load, slice_transforms, checks, reference, median_rule, "median distance > max_distance (fallback)"
 
 
-def _flags(items: Sequence[dict], checks: Any) -> tuple[list[float], list[bool]]:
+Measures = tuple[list[float], list[bool], list[Any]]
+
+
+def _flags(items: Sequence[dict], checks: Any) -> Measures:
+    """Each item's distance, flag and probability of another sequence (None for a bundle without the check)."""
     out = [checks(item) for item in items]
-    return [float(d["image_distance"]) for d in out], [bool(d["image_unusual"]) for d in out]
+    return (
+        [float(d["image_distance"]) for d in out],
+        [bool(d["image_unusual"]) for d in out],
+        [d.get("image_other_sequence") for d in out],
+    )
 
 
-def measure_volume(path: str, slice_transforms: Any, checks: Any) -> tuple[list[float], list[bool]]:
-    """Each slice's distance and flag, as inference preprocesses a volume."""
+def measure_volume(path: str, slice_transforms: Any, checks: Any) -> Measures:
+    """Each slice's distance, flag and probability of another sequence, as inference preprocesses a volume."""
     from scripts.io import read_medical_image
     from scripts.predictor import _as_channel_first  # the predictor's own array-to-slice step: the same pixels
 
@@ -74,14 +84,19 @@ def measure_volume(path: str, slice_transforms: Any, checks: Any) -> tuple[list[
     return _flags([slice_transforms({"image": _as_channel_first(s)}) for s in volume], checks)
 
 
-def _row(name: str, volumes: Mapping[str, tuple[list[float], list[bool]]], reference: Mapping, rule: Callable) -> dict:
-    with_flags = "flags" in inspect.signature(rule).parameters  # as inference judges a volume (older code: without)
+def _row(name: str, volumes: Mapping[str, Measures], reference: Mapping, rule: Callable) -> dict:
+    # as inference judges a volume (older code: without the flags, or without the sequence check)
+    parameters = inspect.signature(rule).parameters
     flagged = [
         case
-        for case, (dist, flags) in volumes.items()
-        if (rule(dist, reference, flags) if with_flags else rule(dist, reference))
+        for case, (dist, flags, other) in volumes.items()
+        if (
+            rule(dist, reference, flags, other)
+            if "other_sequence" in parameters
+            else rule(dist, reference, flags) if "flags" in parameters else rule(dist, reference)
+        )
     ]
-    slices = [f for _, flags in volumes.values() for f in flags]
+    slices = [f for _, flags, _ in volumes.values() for f in flags]
     return {
         "set": name,
         "volumes": len(volumes),
@@ -91,7 +106,10 @@ def _row(name: str, volumes: Mapping[str, tuple[list[float], list[bool]]], refer
         "slices_flagged": int(sum(slices)),
         "slice_fraction": round(sum(slices) / max(1, len(slices)), 3),
         "flagged_cases": sorted(flagged),
-        "median_distances": {c: round(float(np.median(d)), 3) for c, (d, _) in sorted(volumes.items())},
+        "median_distances": {c: round(float(np.median(d)), 3) for c, (d, _, _) in sorted(volumes.items())},
+        "median_other_sequence": {
+            c: round(float(np.median(o)), 3) for c, (_, _, o) in sorted(volumes.items()) if None not in o
+        },
     }
 
 
@@ -103,11 +121,11 @@ def measure_images(folder: str, load: Any, slice_transforms: Any, checks: Any) -
     from scripts.predictor import _as_channel_first
 
     files = [r["image"] for r in coco_to_datalist(folder)]
-    _, flags = _flags([load({"image": f}) for f in files], checks)
+    _, flags, _ = _flags([load({"image": f}) for f in files], checks)
     greys = (np.asarray(Image.open(f).convert("F"), np.float32) for f in files)
     # as tests/test_input_check.py inverts: the head's intensities reversed, the air left dark
     inverted = [slice_transforms({"image": _as_channel_first(np.where(g > 20, 255.0 - g, 0.0))}) for g in greys]
-    _, inverted_flags = _flags(inverted, checks)
+    _, inverted_flags, _ = _flags(inverted, checks)
     return [
         {"set": name, "images": len(f), "images_flagged": int(sum(f)), "image_fraction": round(sum(f) / len(f), 3)}
         for name, f in (("coco valid", flags), ("coco valid inverted", inverted_flags))
@@ -154,7 +172,7 @@ def measure_pictures(slice_transforms: Any, checks: Any) -> dict:
 
     pictures = not_mri_pictures()
     names = list(pictures)
-    _, flags = _flags([slice_transforms({"image": _as_channel_first(pictures[n])}) for n in names], checks)
+    _, flags, _ = _flags([slice_transforms({"image": _as_channel_first(pictures[n])}) for n in names], checks)
     missed = [n for n, f in zip(names, flags) if not f]
     return {"set": "not MRI (pictures)", "images": len(names), "images_flagged": int(sum(flags)),
             "image_fraction": round(sum(flags) / len(names), 3), "not_flagged": missed}  # fmt: skip
@@ -187,10 +205,11 @@ def main() -> None:
     if args.cases:
         with open(args.cases, encoding="utf-8") as f:
             lists = json.load(f)
-        for key, cases in lists.items():
-            subset = {c: v for c, v in by_sequence["t1c"].items() if c in set(cases)}
-            if subset:
-                results["rows"].append(_row(f"t1c {key}", subset, reference, rule))
+        for sequence in ("flair", "t1c"):
+            for key, cases in lists.items():
+                subset = {c: v for c, v in by_sequence[sequence].items() if c in set(cases)}
+                if subset:
+                    results["rows"].append(_row(f"{sequence} {key}", subset, reference, rule))
     if os.path.isdir(args.coco_valid):
         results["rows"].extend(measure_images(args.coco_valid, load, slice_transforms, checks))
     results["rows"].append(measure_pictures(slice_transforms, checks))

@@ -8,7 +8,7 @@ Layout of ``<name>_v<version>.zip``::
 
     <name>/
         LICENSE  large_files.yml  configs/  docs/  scripts/  sample_data/
-        models/model.pt  models/input_reference.json  (and any alternative weights present)
+        models/model.pt  models/input_reference.json  models/sequence_check.pt  (and any alternative weights present)
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ DEFAULT_BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
 # Model Zoo refuses files over 25 MB; larger ones belong in large_files.yml.
 MAX_FILE_BYTES = 25 * 1024 * 1024
 # What the packaged bundle holds from the bundle folder (folders are copied whole).
-# models/input_reference.json: the training slices' intensity statistics the input check needs (1 kB, not weights)
+# models/input_reference.json: the training slices' intensity statistics the input check needs (1 kB, not weights);
+# models/sequence_check.pt: the input check's small sequence classifier (about 70 kB)
 BUNDLE_FILES = (
     "LICENSE",
     "large_files.yml",
@@ -43,6 +44,7 @@ BUNDLE_FILES = (
     "scripts",
     "sample_data",
     "models/input_reference.json",
+    "models/sequence_check.pt",
 )
 WEIGHTS = "models/model.pt"
 # Alternative weights shipped beside the default when present (each with its own large_files.yml entry).

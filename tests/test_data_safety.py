@@ -510,7 +510,8 @@ def _dead_pid() -> int:
 def test_a_later_run_removes_the_temporary_files_a_killed_one_left_and_keeps_a_running_ones(tmp_path, capsys):
     """A run killed outright (SIGKILL) leaves its temporary files; the next write into the folder removes them."""
     bundle = _bundle_copy(tmp_path / "bundle")
-    shutil.copy(BUNDLE / "models" / "input_reference.json", bundle / "models")  # a bundle file packaged too
+    for name in ("input_reference.json", "sequence_check.pt"):  # bundle files packaged too
+        shutil.copy(BUNDLE / "models" / name, bundle / "models")
     out = tmp_path / "out"
     out.mkdir()
     dead = _dead_pid()

@@ -113,12 +113,13 @@ def test_package_layout(smoke_model, tmp_path, capsys):
         ):
             assert required in rel, required
         # the weights (default and the box-trained alternative), never training state
-        # and the input check's reference (1 kB of intensity statistics)
+        # and the input check's files (1 kB of intensity statistics, the 145 kB sequence classifier)
         assert {r for r in rel if r.startswith("models/")} == {
             "models/model.pt",
             "models/model_outline.pt",
             "models/model_box.pt",
             "models/input_reference.json",
+            "models/sequence_check.pt",
         }
         assert not any("__pycache__" in r or r.endswith(".pyc") for r in rel)
         assert not any(r.startswith("brainseg_monai/") for r in rel), "the application is not part of the bundle"
@@ -186,7 +187,8 @@ def test_model_zoo_unit_tests_run_the_committed_bundle_without_the_package(fresh
     """Model Zoo's unit tests (train, train + evaluate, inference, check_properties; 2-process gloo training)
     on a copy of the committed bundle, from another folder, where only the metadata's packages exist."""
     bundle = tmp_path / "bundle"
-    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("eval", "__pycache__", "*.pt", "*.ts", "*.onnx"))
+    # without the networks' weights (large_files.yml's files); the input check's small files are committed with it
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("eval", "__pycache__", "model*.pt", "*.ts", "*.onnx"))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     tests = Path(__file__).resolve().parent / "model_zoo_unit_tests"

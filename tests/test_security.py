@@ -272,11 +272,12 @@ def _sha(path: Path) -> str:
 
 
 def _bundle_zip(path: Path, extra: dict | None = None, link: str | None = None) -> Path:
-    """A zip of the shipped bundle's configs, input reference and LICENSE under ``bundle/``, plus crafted members."""
+    """A zip of the shipped bundle's configs, input checks' files and LICENSE under ``bundle/``, plus crafted members."""
     with zipfile.ZipFile(path, "w") as zf:
         for f in sorted((BUNDLE / "configs").glob("*")):
             zf.write(f, f"bundle/configs/{f.name}")
         zf.write(BUNDLE / "models" / "input_reference.json", "bundle/models/input_reference.json")
+        zf.write(BUNDLE / "models" / "sequence_check.pt", "bundle/models/sequence_check.pt")
         zf.write(BUNDLE / "LICENSE", "bundle/LICENSE")
         for name, data in (extra or {}).items():
             zf.writestr(zipfile.ZipInfo(name), data)

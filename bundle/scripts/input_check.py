@@ -10,8 +10,10 @@ image, darker in FLAIR and T2). It flags a slice that lies farther from them tha
 slices' own distances. Two checks of the picture's make-up flag what the histogram can miss: a
 picture that fills its frame to the edges (:func:`frame_fill`: a head slice has air around it; a
 photo, a gradient or noise does not) and one grainier than any training slice
-(:func:`graininess`: noise, a corrupt or badly decoded file). :func:`unusual_volume` judges a
-whole volume from its slices' distances.
+(:func:`graininess`: noise, a corrupt or badly decoded file). A FLAIR or T2 slice can pass all three:
+the learned sequence check (:mod:`scripts.sequence_check`) runs after this one and flags it.
+:func:`unusual_volume` judges a whole volume from its slices' distances and, with that check, their
+probabilities of another sequence.
 The flag travels with the prediction into every report, so the user is told "this input looks
 unlike the training data" instead of being handed a mask that may mean nothing.
 """
@@ -177,7 +179,11 @@ def input_distance(features: np.ndarray, reference: Mapping[str, Any]) -> float:
 
 
 def unusual_volume(
-    distances: Sequence[float], reference: Mapping[str, Any], flags: Sequence[bool] | None = None
+    distances: Sequence[float],
+    reference: Mapping[str, Any],
+    flags: Sequence[bool] | None = None,
+    other_sequence: Sequence[float | None] | None = None,
+    other_sequence_threshold: float | None = None,
 ) -> bool:
     """Does a whole volume look unlike the training data, judged from its slices' :func:`input_distance`?
 
@@ -189,17 +195,31 @@ def unusual_volume(
     slices too, while another sequence or a bad export is unlike them on most of its slices. With
     ``flags``, a volume is unusual too when more than half its slices were flagged by the make-up
     checks (:func:`frame_fill`, :func:`graininess`: flagged within ``max_distance``): a volume of
-    noise has a histogram close enough to the training slices'.
+    noise has a histogram close enough to the training slices'. With ``other_sequence``, a volume is
+    unusual too when the median of its slices' probabilities of another sequence
+    (:class:`~scripts.sequence_check.OtherSequenced`) exceeds ``other_sequence_threshold``: most of its
+    slices look like another sequence.
 
     Args:
         distances: the slices' distances (``<key>_distance`` of :class:`InputLikenessd`, the
             ``input_distance`` of a prediction), in any order; None and non-finite values are left out.
         reference: the reference (:func:`load_input_reference`).
         flags: the slices' ``<key>_unusual`` flags, in the order of ``distances``; None: the distances alone.
+        other_sequence: the slices' ``<key>_other_sequence`` probabilities, in any order; None and
+            non-finite values are left out; None: no sequence rule.
+        other_sequence_threshold: the sequence rule's limit; None:
+            :data:`~scripts.sequence_check.OTHER_SEQUENCE_THRESHOLD`.
 
     Returns:
         True when the volume looks unusual; False for a volume without any distance.
     """
+    from .sequence_check import OTHER_SEQUENCE_THRESHOLD
+
+    scores = np.asarray([p for p in other_sequence or () if p is not None], dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    sequence_limit = OTHER_SEQUENCE_THRESHOLD if other_sequence_threshold is None else other_sequence_threshold
+    if scores.size and np.median(scores) > sequence_limit:
+        return True
     pairs = list(zip(distances, [False] * len(distances) if flags is None else flags))
     values = np.asarray([d for d, _ in pairs if d is not None], dtype=np.float64)
     values = values[np.isfinite(values)]

@@ -46,6 +46,8 @@ class TumorPrediction:
         input_unusual: the input looks unlike the training slices
             (:class:`~scripts.input_check.InputLikenessd`): the mask may mean nothing.
         input_distance: how far its intensity histogram lies from the training slices'.
+        input_other_sequence: the probability that it is another MRI sequence than T1 contrast
+            (:class:`~scripts.sequence_check.OtherSequenced`); None for bundles without the sequence check.
         possible_mask: (H, W) uint8 0/1, the possible tumors (candidates between the bundle's
             ``possible_min_confidence`` and ``min_confidence``); None for bundles without them.
         possible_components: the possible tumors, as ``components``.
@@ -59,6 +61,7 @@ class TumorPrediction:
     input_distance: float | None = None
     possible_mask: np.ndarray | None = None
     possible_components: list[dict[str, Any]] = field(default_factory=list)
+    input_other_sequence: float | None = None
 
     @property
     def tumor_found(self) -> bool:
@@ -138,6 +141,16 @@ class SlicePredictor:
                 return reference
         return None
 
+    @property
+    def other_sequence_threshold(self) -> float | None:
+        """The sequence check's threshold (:class:`~scripts.sequence_check.OtherSequenced`), None without one."""
+        from .sequence_check import OtherSequenced
+
+        for transform in self.input_checks.transforms:
+            if isinstance(transform, OtherSequenced):
+                return transform.threshold
+        return None
+
     def predict_file(self, path: str | os.PathLike, with_probability: bool = False, details: bool = False):
         """Segment a JPEG/PNG file with the bundle's own loader.
 
@@ -191,6 +204,7 @@ class SlicePredictor:
                         d.get("image_distance"),
                         None if possible is None else np.asarray(possible[0]).astype(np.uint8),
                         list(d.get("pred_possible_components") or []),
+                        d.get("image_other_sequence"),
                     )
                 )
             else:

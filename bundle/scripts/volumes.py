@@ -125,8 +125,8 @@ def predict_volume(
         progress: called with the fraction done (0.0 first, 1.0 last).
         cancel: callable or ``threading.Event``; when it fires :class:`SegmentationCancelled` is raised.
         slice_reports: a list to fill with one ``{"index", "verdict", "tumor_found", "tumor_score",
-            "input_unusual", "input_distance", "components", "possible_components"}`` per slice; the
-            predictor must take ``details=True`` (a ``BundlePredictor`` does). With it, the mask is a
+            "input_unusual", "input_distance", "input_other_sequence", "components", "possible_components"}``
+            per slice; the predictor must take ``details=True`` (a ``BundlePredictor`` does). With it, the mask is a
             label map (1 tumor, 2 possible tumor, :mod:`scripts.verdict`), and a volume of several
             slices is decided with its neighbouring slices by the predictor's ``volume_rule``
             (:class:`~scripts.verdict.NeighbourSupport`), when it has one.
@@ -175,6 +175,7 @@ def predict_volume(
                         "tumor_score": float(result.tumor_score),
                         "input_unusual": bool(result.input_unusual),
                         "input_distance": result.input_distance,
+                        "input_other_sequence": getattr(result, "input_other_sequence", None),
                         "components": list(result.components),
                         "possible_components": list(result.possible_components),
                     }
@@ -275,7 +276,9 @@ def segment_medical_file(
     row = None
     if array.ndim == 3:  # the volume as a whole, from its slices' distances (its skull base is unusual anyway)
         distances, flags = [r["input_distance"] for r in reports], [r["input_unusual"] for r in reports]
-        unusual = unusual_volume(distances, reference, flags) if reference else None
+        other = [r.get("input_other_sequence") for r in reports]
+        threshold = getattr(predictor, "other_sequence_threshold", None)
+        unusual = unusual_volume(distances, reference, flags, other, threshold) if reference else None
         row = volume_row(name, reports, unusual)
     if row is None:
         (report,) = reports
