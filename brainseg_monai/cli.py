@@ -806,6 +806,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         TUMOR_REPORT_FILE,
         UNUSUAL_INPUT_WARNING,
         read_tumor_report,
+        row_summary,
         tumor_summary,
         write_tumor_report,
     )
@@ -847,10 +848,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 slices.finish()
             rows.append(row)
             progress.write(target, sys.stdout)  # stream: a caller sees each mask as soon as it is written
-            said = row["verdict"]
-            if row.get("slices_with_tumor"):  # a volume: per slice too
-                said = f"{said} ({row['slices_with_tumor']}; {row['slices_with_possible_tumor']})"
-            progress.write(f"{path}: {said} (tumor score {row['tumor_score']:.2f})", sys.stderr)
+            progress.write(f"{path}: {row_summary(row)} (tumor score {row['tumor_score']:.2f})", sys.stderr)
             if row["input_unusual"]:
                 progress.write(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", sys.stderr)
     finally:

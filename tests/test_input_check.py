@@ -203,16 +203,21 @@ def test_a_volume_most_of_whose_slices_fail_the_make_up_checks_is_unusual():
     assert not unusual_volume([None, float("nan")], REF, [True, True])  # no distance: nothing to judge
 
 
-def test_a_noise_volume_is_reported_unusual_as_a_whole(tmp_path: Path):
+def test_a_noise_volume_is_reported_unusual_as_a_whole(tmp_path: Path, caplog):
+    import logging
+
     import nibabel as nib
 
-    from scripts.volumes import segment_medical_file
+    from scripts.tumor_report import UNUSUAL_INPUT_WARNING
+    from scripts.volumes import VolumeSegmentation
 
     path = tmp_path / "noise.nii.gz"
     noise = np.random.default_rng(0).random((96, 96, 6)).astype(np.float32) * 1000
     nib.save(nib.Nifti1Image(noise, np.eye(4)), str(path))
-    result = segment_medical_file(BundlePredictor(BUNDLE, device="cpu"), path, tmp_path / "noise_mask.nii.gz")
+    with caplog.at_level(logging.INFO, logger="scripts.volumes"):
+        (result,) = VolumeSegmentation(BundlePredictor(BUNDLE, device="cpu"), [path], tmp_path / "masks").run()
     assert result.row["input_unusual"] and result.row["unusual_slices"] == 6
+    assert f"noise.nii.gz {UNUSUAL_INPUT_WARNING}" in caplog.messages  # the bundle run's log says it too
 
 
 def test_reference_with_training_volumes_gets_a_volume_limit_no_training_volume_exceeds(tmp_path: Path):

@@ -24,6 +24,7 @@ __all__ = [
     "UNUSUAL_INPUT_WARNING",
     "TumorReportWriter",
     "read_tumor_report",
+    "row_summary",
     "tumor_count_summary",
     "tumor_row",
     "tumor_summary",
@@ -120,6 +121,14 @@ def volume_row(
         f"possible tumor on {verdicts.count(POSSIBLE_TUMOR)} of {len(slice_reports)} slices"
     )
     return row
+
+
+def row_summary(row: Mapping[str, Any]) -> str:
+    """One report row in a phrase: its verdict and, for a volume, its slices with a tumor and with a possible tumor."""
+    said = str(row["verdict"])
+    if row.get("slices_with_tumor"):
+        said = f"{said} ({row['slices_with_tumor']}; {row['slices_with_possible_tumor']})"
+    return said
 
 
 def tumor_summary(rows: Sequence[Mapping[str, Any]], unit: str = "images") -> str:

@@ -296,7 +296,9 @@ class VolumeSegmentation:
     and DICOM inputs slice by slice with the same network and transforms
     (:class:`~scripts.predictor.SlicePredictor` built from the config's ids), writes each mask
     as ``<stem><output_ext>`` with the input's geometry, and adds one row per input to the run's
-    tumor report.
+    tumor report. The log gets one line per input (its verdict, slices with a tumor and with a
+    possible tumor, as ``brainseg segment`` prints it) and a warning for an input unlike the
+    training data.
 
     Args:
         predictor: the slice predictor.
@@ -328,14 +330,16 @@ class VolumeSegmentation:
     def run(self) -> list[VolumeResult]:
         """Segment every file; returns what was written (nothing to do without files)."""
         from .io import mask_output_path
+        from .tumor_report import UNUSUAL_INPUT_WARNING, row_summary
 
         results = []
         for path in self.files:
             target = mask_output_path(path, self.output_dir, self.output_ext)
             results.append(segment_medical_file(self.predictor, path, target, self.batch_size))
-            row = results[-1].row
-            said = row.get("slices_with_tumor") or row["verdict"]
-            self.logger.info(f"{os.path.basename(path)}: {said} -> {target}")
+            row, name = results[-1].row, os.path.basename(path)
+            self.logger.info(f"{name}: {row_summary(row)} -> {target}")
+            if row["input_unusual"]:
+                self.logger.warning(f"{name} {UNUSUAL_INPUT_WARNING}")
         if results and self.report is not None:
             self.report.add_rows([r.row for r in results])
         return results
