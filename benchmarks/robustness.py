@@ -8,7 +8,8 @@ field, Gaussian noise, blur, 3x lower resolution, low contrast, and contrast inv
 crude stand-in for a T2-like sequence the model was not made for). The shipped post-processing
 runs on each, and ``brainseg_monai.metrics`` measures it against the boxes and the true
 outlines. Prints one JSON row per condition: outline Dice, containment F1, the share of slices
-where a tumor is found, and the mean tumor score.
+where a tumor is found, the mean tumor score, the share flagged as unlike the training slices
+(``input_unusual``) and, with the sequence check, the share it alone calls another sequence.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     predictor = BundlePredictor(ckpt_path=args.model, device="cpu", config_files=args.config)
+    threshold = predictor.other_sequence_threshold
     records = coco_to_datalist(args.split_dir)[: args.n]
     greys = []
     for record in records:
@@ -84,7 +86,10 @@ def main() -> None:
             "containment_f1": summary["containment_f1"],
             "tumor_found_rate": summary["n_images_tumor_found"] / len(records),
             "tumor_score_mean": float(np.mean([p.tumor_score for p in predictions])),
+            "input_unusual_rate": float(np.mean([p.input_unusual for p in predictions])),
         }
+        if threshold is not None:  # the share the sequence check alone calls another sequence
+            row["other_sequence_rate"] = float(np.mean([p.input_other_sequence > threshold for p in predictions]))
         print(json.dumps(row), flush=True)
 
 
