@@ -48,6 +48,20 @@ def listed_volumes(folder: str, cases_file: str, key: str) -> list[str]:
     return paths
 
 
+def bundle_inputs(bundle: str) -> tuple[ConfigParser, Compose, Compose]:
+    """The bundle's inference config, its image loader (``load_image``, ``image_transforms``), ``slice_transforms``."""
+    parser = ConfigParser()
+    parser.read_config(os.path.join(bundle, "configs", "inference.json"))
+    parser["bundle_root"] = bundle
+    load = Compose([parser.get_parsed_content("load_image"), *parser.get_parsed_content("image_transforms")])
+    return parser, load, Compose(parser.get_parsed_content("slice_transforms"))
+
+
+def shrunk(slices) -> np.ndarray:
+    """Preprocessed slices as one (N, S, S) stack of the sequence classifier's input."""
+    return np.concatenate([sequence_input(s)[:, 0].numpy() for s in slices])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("split_dir", help="the COCO training split (T1 contrast slices)")
@@ -59,15 +73,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="epochs of every member (default: each member's own)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    parser = ConfigParser()
-    parser.read_config(os.path.join(args.bundle, "configs", "inference.json"))
-    parser["bundle_root"] = args.bundle
-    load = Compose([parser.get_parsed_content("load_image"), *parser.get_parsed_content("image_transforms")])
-    slice_transforms = Compose(parser.get_parsed_content("slice_transforms"))
-
-    def shrunk(slices) -> np.ndarray:
-        return np.concatenate([sequence_input(s)[:, 0].numpy() for s in slices])
-
+    parser, load, slice_transforms = bundle_inputs(args.bundle)
     try:
         t1c_paths = training_volumes(args.t1c, args.cases, args.cases_key)
         other_paths = listed_volumes(args.other, args.cases, args.cases_key)

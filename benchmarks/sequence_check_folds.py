@@ -32,18 +32,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from make_input_reference import volume_slices
-from monai.bundle import ConfigParser
-from monai.transforms import Compose
+from make_sequence_check import bundle_inputs, shrunk
 
 import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
 from scripts.coco import coco_to_datalist
-from scripts.sequence_check import sequence_input, train_sequence_classifier
+from scripts.sequence_check import train_sequence_classifier
 
 THRESHOLDS = (0.5, 0.6, 0.7)
-
-
-def _stack(slices) -> np.ndarray:
-    return np.concatenate([sequence_input(s)[:, 0].numpy() for s in slices])
 
 
 def _member_medians(model: torch.nn.Module, volume: np.ndarray) -> list[float]:
@@ -98,19 +93,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="epochs of every member (default: each member's own)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
-    parser = ConfigParser()
-    parser.read_config(os.path.join(args.bundle, "configs", "inference.json"))
-    parser["bundle_root"] = args.bundle
-    load = Compose([parser.get_parsed_content("load_image"), *parser.get_parsed_content("image_transforms")])
-    slice_transforms = Compose(parser.get_parsed_content("slice_transforms"))
+    _, load, slice_transforms = bundle_inputs(args.bundle)
 
     def volumes(sequence: str) -> dict[str, np.ndarray]:
         paths = sorted(glob.glob(os.path.join(args.lgg_dir, sequence, "*.nii.gz")))
         if not paths:
             raise SystemExit(f"{os.path.join(args.lgg_dir, sequence)}: no volumes")
-        return {os.path.basename(p)[: -len(".nii.gz")]: _stack(volume_slices(p, slice_transforms)) for p in paths}
+        return {os.path.basename(p)[: -len(".nii.gz")]: shrunk(volume_slices(p, slice_transforms)) for p in paths}
 
-    coco = _stack(load({"image": r["image"]})["image"] for r in coco_to_datalist(args.split_dir))
+    coco = shrunk(load({"image": r["image"]})["image"] for r in coco_to_datalist(args.split_dir))
     t1c, flair = volumes("t1c"), volumes("flair")
     cases, flair_cases = sorted(t1c), sorted(flair)
     print(f"{len(coco)} COCO slices, {len(t1c)} T1 contrast and {len(flair)} FLAIR volumes", flush=True)
