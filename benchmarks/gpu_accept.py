@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -82,9 +81,10 @@ def _statuses(session: dict[str, Any]) -> str:
 
 
 def check_weights(bundle: Path, files_at: Path) -> list[str]:
-    """Each weights file loads into the bundle's network and exports to TorchScript with MONAI's tool."""
+    """Each weights file loads into the bundle's network and exports to TorchScript with MONAI's tool (called here,
+    as ``python -m monai.bundle ckpt_export network_def ...`` calls it, without a new Python for each file)."""
     import torch
-    from monai.bundle import ConfigParser
+    from monai.bundle import ConfigParser, ckpt_export
     from scripts.handlers import load_weights
 
     parser = ConfigParser()
@@ -102,16 +102,20 @@ def check_weights(bundle: Path, files_at: Path) -> list[str]:
         except (ValueError, FileNotFoundError) as e:
             raise Refused(str(e)) from None
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run(
-                [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def"]
-                + ["--filepath", str(Path(tmp) / "model.ts"), "--ckpt_file", str(path)]
-                + ["--meta_file", str(bundle / "configs" / "metadata.json")]
-                + ["--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle)],
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0 or not (Path(tmp) / "model.ts").is_file():
-                raise Refused(f"{path}: MONAI's ckpt_export failed: {proc.stderr.strip().splitlines()[-1:]}")
+            exported = Path(tmp) / "model.ts"
+            try:
+                ckpt_export(
+                    "network_def",
+                    filepath=str(exported),
+                    ckpt_file=str(path),
+                    meta_file=str(bundle / "configs" / "metadata.json"),
+                    config_file=str(bundle / "configs" / "inference.json"),
+                    bundle_root=str(bundle),
+                )
+            except Exception as e:  # whatever MONAI's export raises, the file is refused by name
+                raise Refused(f"{path}: MONAI's ckpt_export failed: {type(e).__name__}: {e}") from None
+            if not exported.is_file():
+                raise Refused(f"{path}: MONAI's ckpt_export wrote no {exported.name}")
         checked.append(name)
     return checked
 

@@ -162,11 +162,13 @@ def _metadata_requirements(meta: dict) -> list[str]:
 def fresh_venv(tmp_path_factory) -> Path:
     """A new virtual environment holding only the packages metadata.json lists (one per test session)."""
     venv = tmp_path_factory.mktemp("fresh_venv") / "venv"
+    # --no-compile: byte-compiling torch's every module at install would take half the time; imports compile theirs
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PIP_CONSTRAINT", "PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *_metadata_requirements(METADATA)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
+        + _metadata_requirements(METADATA),
         env=env,
         capture_output=True,
         text=True,
@@ -177,7 +179,8 @@ def fresh_venv(tmp_path_factory) -> Path:
 
 
 def _run(python: Path, args: list[str], cwd: Path, timeout: int = 300, **extra_env: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # bytecode caching on: fresh_venv is installed with --no-compile, so what it imports is compiled once, on first use
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}
     env.update(OMP_NUM_THREADS="1", **extra_env)
     return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -159,8 +159,11 @@ def test_a_pytorch_install_that_raises_is_reported_with_what_to_do_not_as_a_trac
 
 
 def _clean_environment(**extra: str) -> dict[str, str]:
-    """This process's environment without what would leak this repository's packages into another Python."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PIP_CONSTRAINT", "PYTHONPATH", "VIRTUAL_ENV")}
+    """This process's environment without what would leak this repository's packages into another Python, and
+    with bytecode caching on: the environment is installed with ``--no-compile``, so what it imports is compiled
+    once, on first import, not again in every process."""
+    leaks = ("PIP_CONSTRAINT", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in leaks}
     env.update(extra)
     return env
 
@@ -171,11 +174,12 @@ sys.path.insert(0, sys.argv[1])
 from BrainTumorSegmentationLib import installer
 
 def install_torch():  # PyTorch Utils' part: here the wheel that constraints.txt pins
-    command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "torch==2.13.0"]
+    command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
+    command.append("torch==2.13.0")
     return subprocess.run(command).returncode == 0
 
 asked = []
-pip = installer.subprocess_pip(extra_args=["-c", sys.argv[2]])  # slicer.util.pip_install's part
+pip = installer.subprocess_pip(extra_args=["-c", sys.argv[2], "--no-compile"])  # slicer.util.pip_install's part
 outcome = installer.DependencyInstaller(pip, install_torch, lambda text: asked.append(text) or True).run()
 print(json.dumps({"outcome": outcome.__dict__, "asked": asked}))
 """
@@ -187,15 +191,16 @@ def slicer_like_python(tmp_path_factory) -> tuple[Path, dict]:
     the module's installer ran in it: ``(its python, what the installer reported)``. One per test session.
 
     Versions follow ``constraints.txt`` (torch is the local 2.13.0 wheel); the environment's Python is this one, not
-    Slicer 5.8's 3.9.
+    Slicer 5.8's 3.9. Every pip run here passes ``--no-compile``: byte-compiling all of torch at install would take
+    about half the fixture's time, and what the worker imports is compiled when imported.
     """
     venv = tmp_path_factory.mktemp("slicer_like_python") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
     env = _clean_environment()
     shipped = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(CONSTRAINTS)]
-        + list(SLICER_SHIPS),
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
+        + ["-c", str(CONSTRAINTS), *SLICER_SHIPS],
         env=env,
         capture_output=True,
         text=True,
