@@ -16,6 +16,7 @@ from scripts.handlers import load_weights
 from scripts.input_check import load_input_reference, unusual_volume
 from scripts.predictor import BundlePredictor
 from scripts.sequence_check import (
+    MEMBER_RECIPES,
     OTHER_SEQUENCE_THRESHOLD,
     SEQUENCE_INPUT_SIZE,
     OtherSequenced,
@@ -80,6 +81,14 @@ def test_training_learns_the_tissue_order_and_refuses_empty_or_mismatched_slices
         train_sequence_classifier(_slices(4, "t1", 0), np.zeros((0, 64, 64), np.float32))
     with pytest.raises(ValueError, match="two non-empty"):
         train_sequence_classifier(_slices(4, "t1", 0), np.zeros((4, 32, 32), np.float32))
+    # one member per recipe: a recipe twice gives two members that differ by their random numbers
+    twice = train_sequence_classifier(
+        _slices(8, "t1", 0), _slices(8, "flair", 1), epochs=1, recipes=MEMBER_RECIPES[:1] * 2
+    )
+    first, second = (m[0].weight for m in twice.members)
+    assert len(twice.members) == 2 and not torch.equal(first, second)
+    with pytest.raises(ValueError, match="at least one member recipe"):
+        train_sequence_classifier(_slices(4, "t1", 0), _slices(4, "flair", 1), recipes=())
 
 
 def test_other_sequenced_adds_the_probability_and_keeps_an_earlier_flag():
