@@ -81,9 +81,9 @@ def judge(
 def _rows(name: str, medians: dict[str, dict[str, list[float]]], n_members: int) -> list[dict]:
     rows = []
     shipped = len(MEMBER_RECIPES)
-    names = [f"member {m + 1}" for m in range(n_members)] + ["average"]
-    if n_members > shipped:
-        names = names[:-1] + [f"average of members 1-{shipped}", f"average of all {n_members}"]
+    larger = [f"average of members 1-{shipped}", f"average of all {n_members}"]
+    averages = ["average"] if n_members == shipped else larger
+    names = [f"member {m + 1}" for m in range(n_members)] + averages
     for threshold in THRESHOLDS:
         row = {"setting": name, "threshold": threshold}
         for sequence in ("flair", "t1c"):
