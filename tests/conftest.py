@@ -71,12 +71,22 @@ def _keep_locale():
         yield
 
 
+#: Processes running the suite at once: pytest-xdist's workers (pyproject's ``-n``), or 1 with ``-n 0``.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+#: Torch threads for each worker and for every process it starts: the cores shared out among the workers,
+#: at most 2 (CI's cores), so that two workers on CI's 2 cores do not oversubscribe them.
+TEST_THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+# Subprocesses (bundle runs, the CLI, fresh environments) inherit this; tests that start torchrun's two ranks
+# or other parallel processes still set 1 themselves.
+os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _two_threads():
-    """CI has 2 cores; keep torch from oversubscribing them."""
+def _share_the_cores():
+    """Torch in this process uses its share of the cores (see ``TEST_THREADS``)."""
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(TEST_THREADS)
 
 
 def run_bundle(*args: str, cwd: Path = BUNDLE, timeout: int = 600):
@@ -84,14 +94,8 @@ def run_bundle(*args: str, cwd: Path = BUNDLE, timeout: int = 600):
     import subprocess
     import sys
 
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -109,17 +113,26 @@ def write_volume(path: Path, slices, spacing, origin, direction) -> None:
 
 @pytest.fixture(scope="session")
 def smoke_model(tmp_path_factory) -> Path:
-    """A tiny model trained for 2 epochs on the sample split with configs/smoke_cpu.json (a real bundle run)."""
-    out = tmp_path_factory.mktemp("smoke_train")
-    proc = run_bundle(
-        "--config_file",
-        f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
-        "--ckpt_dir",
-        str(out / "models"),
-        "--output_dir",
-        str(out / "eval"),
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    """A tiny model trained for 2 epochs on the sample split with configs/smoke_cpu.json (a real bundle run).
+
+    Trained once per suite run: pytest-xdist's workers share one base folder, and the first to get here trains
+    while the others wait on the lock. Tests read the model and never write beside it.
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    out = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "smoke_train"
     model = out / "models" / "model.pt"
-    assert model.is_file()
+    with FileLock(f"{out}.lock"):
+        if not model.is_file():
+            proc = run_bundle(
+                "--config_file",
+                f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']",
+                "--ckpt_dir",
+                str(out / "models"),
+                "--output_dir",
+                str(out / "eval"),
+            )
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            assert model.is_file()
     return model

@@ -319,7 +319,7 @@ def _as_from_a_terminal() -> None:
 
 
 def _cli(*argv: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "brainseg_monai.cli", *argv],
         cwd=REPO,

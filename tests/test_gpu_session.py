@@ -30,7 +30,7 @@ def dry_run(tmp_path_factory):
         + ["--out", str(out), "--deadline", "300"],
         capture_output=True,
         text=True,
-        env={**os.environ, "BRAINSEG_GPU_WORK": str(work / "w"), "OMP_NUM_THREADS": "2"},
+        env={**os.environ, "BRAINSEG_GPU_WORK": str(work / "w")},
         timeout=600,
     )
     return out, proc, time.time() - began

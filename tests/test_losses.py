@@ -348,13 +348,15 @@ BOX_CONFIGS = [
 ]
 
 
-def test_box_supervised_labels_through_the_bundle_preprocessing():
+def test_box_supervised_labels_through_the_bundle_preprocessing(tmp_path):
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / c) if c.startswith("configs/") else c for c in BOX_CONFIGS])
     parser["bundle_root"] = str(BUNDLE)
+    parser["output_dir"] = str(tmp_path)  # the handlers' TensorBoard writer, kept out of the checkout
+    parser["ckpt_dir"] = str(tmp_path / "models")
     record = parser.get_parsed_content("train#datalist")[0]
     train = Compose(parser.get_parsed_content("train#deterministic_transforms"))(dict(record))
     val = parser.get_parsed_content("validate#preprocessing")(dict(record))

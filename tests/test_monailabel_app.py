@@ -73,7 +73,6 @@ def server(tmp_path_factory):
         **os.environ,
         "HOME": str(folders["home"]),
         "TMPDIR": str(folders["tmp"]),  # the server's uploads and results: checked gone afterwards
-        "OMP_NUM_THREADS": "2",
         "PYTHONPATH": "",
     }
     command = [str(python), "-m", "monailabel.main", "start_server", "--app", str(app)]
@@ -225,7 +224,9 @@ def test_masks_have_the_input_geometry_and_monai_bundle_run_pixels(server, tmp_p
         tumor, possible = (stack == 1).any(axis=1), (stack == 2).any(axis=1)
         assert result["slices"] == slices and result["tumor_slices"] == int(tumor.sum()), name
         assert result["possible_tumor_slices"] == int((possible & ~tumor).sum()), name
-        assert result["verdict"] == ("tumor" if tumor.any() else "possible tumor" if possible.any() else "no tumor found")
+        assert result["verdict"] == (
+            "tumor" if tumor.any() else "possible tumor" if possible.any() else "no tumor found"
+        )
         assert result["label_names"] == {"tumor": 1, "possible tumor": 2}
     assert run.any(), "the sample volume should hold a tumor somewhere"
 

@@ -51,7 +51,7 @@ def _on_a_terminal(*args: str) -> tuple[int, str, str]:
     reader = threading.Thread(target=pump)
     reader.start()
     # TQDM_MININTERVAL 0: every update is drawn, also those of a volume the smoke model segments in 0.1 s
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "TQDM_MININTERVAL": "0"}
+    env = {**os.environ, "TQDM_MININTERVAL": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "brainseg_monai.cli", *args], stdout=subprocess.PIPE, stderr=slave, text=True, env=env
     )

@@ -99,18 +99,12 @@ def test_a_training_refused_at_its_start_says_so_once_without_a_traceback(tmp_pa
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
     (run / "models" / "model.pt").write_bytes(b"someone else's weights")
-    proc = subprocess.run(
-        [str(BRAINSEG), *smoke_train_argv(dataset, run)], capture_output=True, text=True, timeout=600, env=_env()
-    )
+    proc = subprocess.run([str(BRAINSEG), *smoke_train_argv(dataset, run)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "terminating due to exception" not in proc.stderr
     said = f"{run / 'models' / 'model.pt'}: already there"
     assert proc.stderr.count(said) == 1 and f"brainseg train: error: {said}" in proc.stderr
     assert not (run / DATA_RECORD).exists()  # the folder's weights are not this run's: nothing recorded for them
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "2"}
 
 
 def _can_mount_tmpfs(folder: Path) -> bool:
@@ -134,7 +128,6 @@ def test_evaluate_on_a_full_disk_ends_with_one_line_naming_the_file(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env=_env(),
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "terminating due to exception" not in proc.stderr
