@@ -653,21 +653,28 @@ def _in_zip_terms(message: str, args: argparse.Namespace) -> str:
     return re.sub(re.escape(root) + r"[^\s:'\"]*", member, message)
 
 
-def _already_done(path: str, args: argparse.Namespace, reported: set[str]) -> bool:
+def _already_done(path: str, args: argparse.Namespace, reported: dict[str, dict]) -> bool:
     """``--skip-existing``: whether every output of this input is there from an earlier run.
 
-    Its mask, its overlay when ``--overlays`` asks for them (``<stem>.png``, or a volume's
-    ``<stem>_slice<k>.png``) and its row in the earlier run's tumor report: an input missing any
-    of them is segmented again, so that a rerun completes what an interrupted one left.
+    Its mask, a volume's per-slice report (``<stem>_slices.csv``), its overlay when ``--overlays``
+    asks for them (``<stem>.png``, or a volume's ``<stem>_slice<k>.png``) and its row in the earlier
+    run's tumor report (``reported``, by file name): an input missing any of them is segmented
+    again, so that a rerun completes what an interrupted one left.
     """
     import glob
 
     from scripts.io import is_medical_image, mask_output_path
+    from scripts.tumor_report import slice_report_path
 
     medical = is_medical_image(path)
-    if os.path.basename(os.path.normpath(path)) not in reported:
+    row = reported.get(os.path.basename(os.path.normpath(path)))
+    if row is None:
         return False
-    if not os.path.exists(mask_output_path(path, args.output_dir, ".nii.gz" if medical else args.format)):
+    mask = mask_output_path(path, args.output_dir, ".nii.gz" if medical else args.format)
+    if not os.path.exists(mask):
+        return False
+    volume = row.get("n_slices") or row.get("slices_with_tumor")  # the latter: a report from before n_slices
+    if volume and not os.path.exists(slice_report_path(mask)):
         return False
     if args.overlays:
         overlay = Path(mask_output_path(path, Path(args.output_dir) / "overlays", ".png"))
@@ -803,6 +810,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from scripts.handlers import Progress
     from scripts.predictor import BundlePredictor
     from scripts.tumor_report import (
+        SLICE_REPORT_SUFFIX,
         TUMOR_REPORT_FILE,
         UNUSUAL_INPUT_WARNING,
         read_tumor_report,
@@ -821,7 +829,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     report_path = Path(args.output_dir) / TUMOR_REPORT_FILE
     # --skip-existing: the earlier run's rows, kept for the inputs skipped now (read first: a bad file stops here)
     earlier = read_tumor_report(report_path) if args.skip_existing and report_path.is_file() else []
-    reported = {str(r["file_name"]) for r in earlier}
+    reported = {str(r["file_name"]): r for r in earlier}
     failures: list[str] = []
     rows: list[dict] = []
     skipped = 0
@@ -864,6 +872,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if rows:
         nothing = sum(row["verdict"] == NO_TUMOR for row in rows)
         print(f"{tumor_summary(rows)}; nothing found on {nothing}; per-image report: {report}", file=sys.stderr)
+        if any(row.get("n_slices") not in (None, "") for row in rows):
+            print(f"per-slice reports of the volumes: <name>{SLICE_REPORT_SUFFIX} beside each mask", file=sys.stderr)
     if failures:
         print(f"{len(failures)} failed: {', '.join(map(_shown, failures))}", file=sys.stderr)
         return EXIT_FAILED

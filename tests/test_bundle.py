@@ -444,9 +444,12 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
         "case1.nii.gz",
+        "case1_slices.csv",
         "case2.nii.gz",
+        "case2_slices.csv",
         "photo.png",
         "series.nii.gz",
+        "series_slices.csv",
         "single.nii.gz",
         "tumor_report.csv",
     ]
@@ -470,8 +473,13 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
         assert np.array_equal(voxels, expected[0] if n_slices == 1 else np.stack(expected)), name
     rows = {r["file_name"]: r for r in csv.DictReader(open(out / "tumor_report.csv"))}
     assert set(rows) == {"photo.jpg", "case1.nii.gz", "case2.mha", "single.nrrd", "series"}
-    assert rows["case1.nii.gz"]["slices_with_tumor"].endswith("of 3 slices")
-    assert rows["single.nrrd"]["slices_with_tumor"] == ""
+    assert rows["case1.nii.gz"]["n_slices"] == "3" and rows["single.nrrd"]["n_slices"] == ""
+    for name, n_slices in (("case1", 3), ("case2", 3), ("series", 3)):  # each volume's per-slice report
+        voxels = itk.array_from_image(itk.imread(str(out / f"{name}.nii.gz")))
+        slices_read = list(csv.DictReader(open(out / f"{name}_slices.csv")))
+        assert [int(r["slice"]) for r in slices_read] == list(range(n_slices)), name
+        assert [r["tumor_found"] == "True" for r in slices_read] == [bool((v == 1).any()) for v in voxels], name
+    assert not (out / "single_slices.csv").exists() and not (out / "photo_slices.csv").exists()
     # the same pixels as the 2D path: the NRRD holds the grey of the second JPEG
     assert rows["single.nrrd"]["tumor_found"] == str(bool(predictor.predict_array(grey[1]).any()))
 

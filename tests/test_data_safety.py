@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUNDLE, CONFIGS, REPO, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle
+from conftest import BUNDLE, CONFIGS, REPO, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle, write_volume
 from PIL import Image
 
 from brainseg_monai.bundle_zip import MAX_MEMBERS, sha256_file
@@ -499,6 +499,23 @@ def test_skip_existing_redoes_an_input_whose_overlay_or_report_row_is_missing(sm
     assert (out / "img_002.png").stat().st_mtime_ns == kept
     assert _report_names(out) == [p.name for p in images]
     assert (out / "overlays" / "img_000.png").is_file()
+
+
+def test_skip_existing_redoes_a_volume_whose_per_slice_report_is_missing(smoke_model, tmp_path, capsys):
+    images = _small_images(tmp_path / "images", 3)
+    volume = tmp_path / "case.nii.gz"
+    write_volume(
+        volume, np.stack([np.asarray(Image.open(p), np.float32) for p in images]), [1, 1, 3], [0, 0, 0], np.eye(3)
+    )
+    out = tmp_path / "out"
+    assert main(_segment_argv(smoke_model, out, volume)) == 0
+    assert main([*_segment_argv(smoke_model, out, volume), "--skip-existing"]) == 0
+    assert "1 already done" in capsys.readouterr().err  # mask, overlays, row and per-slice report: all there
+    (out / "case_slices.csv").unlink()
+    assert main([*_segment_argv(smoke_model, out, volume), "--skip-existing"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(out / "case.nii.gz")]  # segmented again
+    with open(out / "case_slices.csv", newline="", encoding="utf-8") as f:
+        assert [row["slice"] for row in csv.DictReader(f)] == ["0", "1", "2"]
 
 
 def _dead_pid() -> int:

@@ -14,12 +14,16 @@ from PIL import Image
 from brainseg_monai.cli import main
 from scripts.transforms import TumorProbabilityToMaskd
 from scripts.tumor_report import (
+    SLICE_REPORT_FIELDS,
     TUMOR_REPORT_FIELDS,
     TUMOR_REPORT_FILE,
+    row_summary,
+    slice_report_path,
     tumor_count_summary,
     tumor_row,
     tumor_summary,
     volume_row,
+    write_slice_report,
     write_tumor_report,
 )
 from scripts.verdict import NO_TUMOR, POSSIBLE_TUMOR, TUMOR
@@ -135,12 +139,52 @@ def test_volume_row_counts_slices_by_verdict_and_flags_the_volume_not_a_count():
     reports = [report(TUMOR), report(POSSIBLE_TUMOR), report(POSSIBLE_TUMOR, True), report(NO_TUMOR)]
     row = volume_row("case.nii.gz", reports)
     assert row["verdict"] == TUMOR and row["tumor_found"] and row["possible_tumor"]
-    assert row["slices_with_tumor"] == "tumor found on 1 of 4 slices"
-    assert row["slices_with_possible_tumor"] == "possible tumor on 2 of 4 slices"
+    # counts, for a spreadsheet; the sentence is row_summary's
+    assert (row["n_slices"], row["slices_with_tumor"], row["slices_with_possible_tumor"]) == (4, 1, 2)
+    assert row_summary(row) == "tumor (tumor found on 1 of 4 slices; possible tumor on 2 of 4 slices)"
+    assert row_summary(tumor_row("a.png", 0.2, [])) == NO_TUMOR  # an image: no slice counts
     assert row["input_unusual"] is False and row["unusual_slices"] == 1  # a bool, and the count apart
     assert row["tumor_area_px"] == 4 and row["possible_area_px"] == 6
     only_possible = volume_row("v.nii.gz", [report(NO_TUMOR, True), report(POSSIBLE_TUMOR, True), report(NO_TUMOR)])
     assert only_possible["verdict"] == POSSIBLE_TUMOR and only_possible["input_unusual"] is True
+    assert (
+        row_summary(only_possible)
+        == "possible tumor (no tumor found on any of 3 slices; possible tumor on 1 of 3 slices)"
+    )
+
+
+def test_slice_report_has_a_row_per_slice_with_the_neighbour_rules_verdict(tmp_path: Path):
+    tumor = [{"area": 4, "confidence": 0.9}]
+    reports = [
+        {"index": 0, "verdict": NO_TUMOR, "tumor_score": 0.1, "components": [], "input_unusual": True},
+        {"index": 1, "verdict": TUMOR, "tumor_score": 0.9, "components": tumor, "possible_components": [],
+         "input_unusual": False, "support": 0.5},
+        # demoted by NeighbourSupport.apply: its tumor became a possible tumor, its score stays
+        {"index": 2, "verdict": POSSIBLE_TUMOR, "tumor_score": 0.8, "components": [], "possible_components": tumor,
+         "input_unusual": False, "support": 0.0, "unsupported": True},
+    ]  # fmt: skip
+    path = slice_report_path(tmp_path / "out" / "case.nii.gz")
+    assert path == str(tmp_path / "out" / "case_slices.csv")  # beside the mask, named after it
+    assert write_slice_report(reports, path) == path
+    with open(path, newline="", encoding="utf-8") as f:
+        read = list(csv.DictReader(f))
+    assert tuple(read[0]) == SLICE_REPORT_FIELDS
+    assert [(r["slice"], r["verdict"], r["tumor_found"], r["possible_tumor"]) for r in read] == [
+        ("0", NO_TUMOR, "False", "False"),
+        ("1", TUMOR, "True", "False"),
+        ("2", POSSIBLE_TUMOR, "False", "True"),
+    ]
+    assert [(r["tumor_score"], r["neighbour_support"], r["demoted_by_neighbours"]) for r in read] == [
+        ("0.1", "", "False"),
+        ("0.9", "0.5", "False"),
+        ("0.8", "0.0", "True"),
+    ]
+    assert [(r["tumor_area_px"], r["possible_area_px"], r["input_unusual"]) for r in read] == [
+        ("0", "0", "True"),
+        ("4", "0", "False"),
+        ("0", "4", "False"),
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case_slices.csv"]  # atomic: nothing else
 
 
 def test_the_summary_counts_found_tumors_not_scores_above_zero_also_in_rows_without_a_verdict():
@@ -207,8 +251,17 @@ def test_cli_segment_reports_each_image_and_each_volume_slice(smoke_model, tmp_p
         assert str(out / f"{p.stem}.png") in captured.out.splitlines()  # stdout: one mask path per line
         assert any(line.startswith(f"{p}: {said} (tumor score") for line in captured.err.splitlines())
     volume = itk.array_from_image(itk.imread(str(out / "case.nii.gz")))
-    found = int((volume == 1).reshape(3, -1).any(axis=1).sum())
-    assert report["case.nii.gz"]["slices_with_tumor"] == tumor_count_summary(found, 3, "slices")
+    tumor, possible = (volume == 1).reshape(3, -1).any(axis=1), (volume == 2).reshape(3, -1).any(axis=1)
+    row = report["case.nii.gz"]
+    assert (row["n_slices"], row["slices_with_tumor"]) == ("3", str(int(tumor.sum())))
+    assert row["slices_with_possible_tumor"] == str(int((possible & ~tumor).sum()))
+    with open(out / "case_slices.csv", newline="", encoding="utf-8") as f:  # and one row per slice
+        slices_read = list(csv.DictReader(f))
+    assert [r["slice"] for r in slices_read] == ["0", "1", "2"]
+    assert [r["tumor_found"] == "True" for r in slices_read] == tumor.tolist()
+    assert [r["verdict"] == POSSIBLE_TUMOR for r in slices_read] == (possible & ~tumor).tolist()
+    for p in inputs:
+        assert not (out / f"{p.stem}_slices.csv").exists()  # images have no per-slice report
     assert report["case.nii.gz"]["input_unusual"] in ("True", "False")
     assert "per-image report" in captured.err
 

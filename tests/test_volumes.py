@@ -7,6 +7,7 @@ every mask, report and sentence below is worked out by hand from the voxels.
 
 from __future__ import annotations
 
+import csv
 import logging
 import threading
 
@@ -304,12 +305,18 @@ def test_a_volume_file_gets_its_mask_with_its_geometry_and_counts_slices_by_verd
     assert np.allclose(itk.array_from_matrix(written.GetDirection()), tilted)
     row = result.row
     # slice 1 has a score above 0 and nothing found: one slice of four has a tumor
-    assert row["slices_with_tumor"] == "tumor found on 1 of 4 slices"
-    assert row["slices_with_possible_tumor"] == "possible tumor on 1 of 4 slices"
+    assert (row["n_slices"], row["slices_with_tumor"], row["slices_with_possible_tumor"]) == (4, 1, 1)
     assert (row["file_name"], row["verdict"], row["tumor_score"]) == ("case.nrrd", TUMOR, 0.8)
     assert (row["n_components"], row["tumor_area_px"], row["n_possible"], row["possible_area_px"]) == (1, 4, 1, 3)
     assert row["unusual_slices"] == 0 and row["input_unusual"] is False
     assert len(result.slice_reports) == 4
+    assert result.slice_report_path == str(tmp_path / "out" / "case_slices.csv")  # beside the mask
+    with open(result.slice_report_path, newline="", encoding="utf-8") as f:
+        slices_read = list(csv.DictReader(f))
+    assert [r["slice"] for r in slices_read] == ["0", "1", "2", "3"]
+    labels = [set(np.unique(plane).tolist()) for plane in expected]
+    for r, plane in zip(slices_read, labels):  # the mask's slice of that index says the same
+        assert (r["tumor_found"] == "True") == (1 in plane) and (r["possible_tumor"] == "True") == (2 in plane), r
 
 
 def test_a_2d_file_is_one_slice_with_a_2d_mask_and_an_image_row(tmp_path):
@@ -322,7 +329,8 @@ def test_a_2d_file_is_one_slice_with_a_2d_mask_and_an_image_row(tmp_path):
     assert result.mask.shape == (6, 8) and np.argwhere(result.mask).tolist() == [[2, 3]]
     written = itk.imread(result.mask_path)
     assert itk.array_from_image(written).shape == (6, 8) and np.allclose(written.GetSpacing(), [0.7, 0.8])
-    assert "slices_with_tumor" not in result.row
+    assert "n_slices" not in result.row and result.slice_report_path is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slice.nrrd", "slice_mask.nrrd"]  # no per-slice report
     assert (result.row["verdict"], result.row["tumor_score"], result.row["tumor_area_px"]) == (TUMOR, 0.4706, 1)
 
 
@@ -332,7 +340,7 @@ def test_more_than_half_the_slices_unusual_flags_the_volume_without_an_input_ref
     write_volume(tmp_path / "odd.nrrd", volume, [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], np.eye(3))
     row = segment_medical_file(StandIn(), tmp_path / "odd.nrrd", tmp_path / "odd_mask.nrrd").row
     assert row["unusual_slices"] == 2 and row["input_unusual"] is True
-    assert row["slices_with_tumor"] == "no tumor found on any of 3 slices"
+    assert (row["n_slices"], row["slices_with_tumor"], row["slices_with_possible_tumor"]) == (3, 0, 0)
 
 
 def test_volume_segmentation_writes_each_mask_and_adds_the_rows_to_the_report(tmp_path, caplog):

@@ -4,7 +4,8 @@
 and the components it kept; this module turns those into one row per image (or per slice),
 one CSV layout (:data:`TUMOR_REPORT_FIELDS`) and one sentence ("tumor found on 7 of 24
 slices"), so ``python -m monai.bundle run`` inference, ``brainseg segment``, ``brainseg
-evaluate`` and the Slicer module say the same thing in the same words.
+evaluate`` and the Slicer module say the same thing in the same words. A volume also gets a
+report of its own, one row per slice (:data:`SLICE_REPORT_FIELDS`, ``<stem>_slices.csv``).
 """
 
 from __future__ import annotations
@@ -15,20 +16,25 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .io import atomic_output
+from .io import atomic_output, mask_output_path
 from .verdict import NO_TUMOR, POSSIBLE_TUMOR, TUMOR, verdict_of, volume_verdict
 
 __all__ = [
+    "SLICE_REPORT_FIELDS",
+    "SLICE_REPORT_SUFFIX",
     "TUMOR_REPORT_FIELDS",
     "TUMOR_REPORT_FILE",
     "UNUSUAL_INPUT_WARNING",
     "TumorReportWriter",
     "read_tumor_report",
     "row_summary",
+    "slice_report_path",
+    "slice_rows",
     "tumor_count_summary",
     "tumor_row",
     "tumor_summary",
     "volume_row",
+    "write_slice_report",
     "write_tumor_report",
 ]
 
@@ -39,9 +45,10 @@ TUMOR_REPORT_FILE = "tumor_report.csv"
 #: whether a tumor was found (the verdict is "tumor") and whether a possible tumor is shown; the
 #: highest component confidence (0 when nothing passed the pixel threshold); the tumor components
 #: kept and their pixel count; the possible tumors and their pixel count; whether the input looks
-#: unlike the training slices (:mod:`scripts.input_check`; True/False for images and volumes alike)
-#: and, for a volume, how many of its slices do; and for a volume segmented slice by slice "tumor
-#: found on N of M slices" and "possible tumor on P of M slices" (empty for a 2D image).
+#: unlike the training slices (:mod:`scripts.input_check`; True/False for images and volumes alike);
+#: and for a volume segmented slice by slice (empty for a 2D image) its number of slices, how many of
+#: them look unlike the training slices, and how many hold a tumor and a possible tumor (a slice with
+#: both counts as a tumor slice only).
 TUMOR_REPORT_FIELDS = (
     "file_name",
     "verdict",
@@ -53,9 +60,34 @@ TUMOR_REPORT_FIELDS = (
     "n_possible",
     "possible_area_px",
     "input_unusual",
+    "n_slices",
     "unusual_slices",
     "slices_with_tumor",
     "slices_with_possible_tumor",
+)
+
+#: A volume's per-slice report, beside its mask and named after it: ``<mask stem>_slices.csv``.
+SLICE_REPORT_SUFFIX = "_slices.csv"
+
+#: Columns of a volume's per-slice report, one row per slice in slice order: the slice's index along the
+#: volume's slice axis (K, from 0: the mask's slice of that index); the columns of :data:`TUMOR_REPORT_FIELDS`
+#: for that slice, its verdict the final one, after the neighbouring slices were consulted; the fraction of
+#: the slice's tumor pixels that lie under a tumor or possible tumor on an adjacent slice
+#: (``neighbour_support``, :class:`~scripts.verdict.NeighbourSupport`; empty where the slice alone found no
+#: tumor); and whether too little support made its tumor a possible tumor (``demoted_by_neighbours``).
+SLICE_REPORT_FIELDS = (
+    "slice",
+    "verdict",
+    "tumor_found",
+    "possible_tumor",
+    "tumor_score",
+    "n_components",
+    "tumor_area_px",
+    "n_possible",
+    "possible_area_px",
+    "input_unusual",
+    "neighbour_support",
+    "demoted_by_neighbours",
 )
 
 UNUSUAL_INPUT_WARNING = "looks unlike the T1 contrast MRI slices the model was trained on: the result may mean nothing"
@@ -115,20 +147,56 @@ def volume_row(
     )
     verdicts = [r.get("verdict", verdict_of(r["components"], r.get("possible_components", ()))) for r in slice_reports]
     row["verdict"] = volume_verdict(verdicts)
+    row["n_slices"] = len(slice_reports)
     row["unusual_slices"] = unusual_slices
-    row["slices_with_tumor"] = tumor_count_summary(verdicts.count(TUMOR), len(slice_reports), "slices")
-    row["slices_with_possible_tumor"] = (
-        f"possible tumor on {verdicts.count(POSSIBLE_TUMOR)} of {len(slice_reports)} slices"
-    )
+    row["slices_with_tumor"] = verdicts.count(TUMOR)
+    row["slices_with_possible_tumor"] = verdicts.count(POSSIBLE_TUMOR)
     return row
 
 
+def _is_volume_row(row: Mapping[str, Any]) -> bool:
+    return row.get("n_slices") not in (None, "")
+
+
 def row_summary(row: Mapping[str, Any]) -> str:
-    """One report row in a phrase: its verdict and, for a volume, its slices with a tumor and with a possible tumor."""
+    """One report row in a phrase: its verdict and, for a volume, its slices with a tumor and with a possible tumor.
+
+    "tumor (tumor found on 7 of 24 slices; possible tumor on 2 of 24 slices)".
+    """
     said = str(row["verdict"])
-    if row.get("slices_with_tumor"):
-        said = f"{said} ({row['slices_with_tumor']}; {row['slices_with_possible_tumor']})"
+    if _is_volume_row(row):
+        n = int(row["n_slices"])
+        tumor = tumor_count_summary(int(row["slices_with_tumor"]), n, "slices")
+        said = f"{said} ({tumor}; possible tumor on {int(row['slices_with_possible_tumor'])} of {n} slices)"
     return said
+
+
+def slice_rows(slice_reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The per-slice report's rows (:data:`SLICE_REPORT_FIELDS`) from a volume's slice reports
+    (:func:`~scripts.volumes.predict_volume`, after its volume rule)."""
+    rows = []
+    for report in slice_reports:
+        row = tumor_row(
+            "",
+            report["tumor_score"],
+            report["components"],
+            report["input_unusual"],
+            report.get("possible_components", ()),
+        )
+        del row["file_name"]
+        row["verdict"] = report.get("verdict", row["verdict"])  # as the volume row counts it
+        support = report.get("support")
+        row.update(
+            neighbour_support="" if support is None else support,
+            demoted_by_neighbours=bool(report.get("unsupported", False)),
+        )
+        rows.append({"slice": int(report["index"]), **row})
+    return rows
+
+
+def slice_report_path(mask_path: str | os.PathLike) -> str:
+    """Where the per-slice report of the volume whose mask is ``mask_path`` goes: beside it, ``<stem>_slices.csv``."""
+    return mask_output_path(mask_path, os.path.dirname(os.fspath(mask_path)), SLICE_REPORT_SUFFIX)
 
 
 def tumor_summary(rows: Sequence[Mapping[str, Any]], unit: str = "images") -> str:
@@ -144,15 +212,25 @@ def tumor_count_summary(found: int, total: int, unit: str = "images", possible: 
     return f"{said}; possible tumor on {possible} more" if possible else said
 
 
-def write_tumor_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
-    """Write the rows as CSV (:data:`TUMOR_REPORT_FIELDS`), atomically; returns the path."""
+def _write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, fields: Sequence[str]) -> str:
     with atomic_output(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=TUMOR_REPORT_FIELDS)
+            writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: row.get(k, "") for k in TUMOR_REPORT_FIELDS})
+                writer.writerow({k: row.get(k, "") for k in fields})
     return os.fspath(path)
+
+
+def write_tumor_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Write the rows as CSV (:data:`TUMOR_REPORT_FIELDS`), atomically; returns the path."""
+    return _write_csv(rows, path, TUMOR_REPORT_FIELDS)
+
+
+def write_slice_report(slice_reports: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Write a volume's per-slice report (:func:`slice_rows`, :data:`SLICE_REPORT_FIELDS`) as CSV, atomically;
+    returns the path."""
+    return _write_csv(slice_rows(slice_reports), path, SLICE_REPORT_FIELDS)
 
 
 def read_tumor_report(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -260,7 +338,7 @@ class TumorReportWriter:
 
         "tumor found on 2 of 3 inputs (2 images, 1 volume); 1 input(s) unlike the training data; report: <path>".
         """
-        volumes = sum(bool(r.get("slices_with_tumor")) for r in self.rows)  # a volume's row counts its slices
+        volumes = sum(_is_volume_row(r) for r in self.rows)
         images = len(self.rows) - volumes
         if not volumes:
             said = tumor_summary(self.rows)

@@ -224,7 +224,9 @@ class VolumeResult:
         mask: the mask, the shape of ``array``.
         slice_reports: one per slice, as :func:`predict_volume` fills them.
         row: the input's tumor report row (:func:`~scripts.tumor_report.tumor_row`); for a
-            volume with ``slices_with_tumor`` ("tumor found on N of M slices").
+            volume with ``n_slices`` and ``slices_with_tumor`` (:func:`~scripts.tumor_report.volume_row`).
+        slice_report_path: a volume's per-slice report, written beside its mask
+            (:func:`~scripts.tumor_report.write_slice_report`); None for a 2D image.
     """
 
     source: str
@@ -233,6 +235,7 @@ class VolumeResult:
     mask: np.ndarray
     slice_reports: list[dict[str, Any]] = field(default_factory=list)
     row: dict[str, Any] = field(default_factory=dict)
+    slice_report_path: str | None = None
 
 
 def segment_medical_file(
@@ -246,7 +249,8 @@ def segment_medical_file(
     """Segment a NIfTI/NRRD/MetaImage/DICOM file (or DICOM series folder) and write its mask.
 
     A 2D image is one slice; a volume is cut along its acquisition axis (K). The mask is
-    written atomically with the input's spacing, origin and direction (ITK).
+    written atomically with the input's spacing, origin and direction (ITK); a volume's per-slice
+    report (``<mask stem>_slices.csv``, :data:`~scripts.tumor_report.SLICE_REPORT_FIELDS`) beside it.
 
     Args:
         predictor: a :class:`~scripts.predictor.SlicePredictor` (it must take ``details=True``).
@@ -261,7 +265,7 @@ def segment_medical_file(
     """
     from .input_check import unusual_volume
     from .io import read_medical_image, write_medical_mask
-    from .tumor_report import tumor_row, volume_row
+    from .tumor_report import slice_report_path, tumor_row, volume_row, write_slice_report
 
     array, image = read_medical_image(path)
     reports: list[dict[str, Any]] = []
@@ -270,6 +274,8 @@ def segment_medical_file(
         volume, predictor, axis=2, batch_size=batch_size, progress=progress, cancel=cancel, slice_reports=reports
     )
     mask = mask[0] if array.ndim == 2 else mask
+    # the per-slice report first: a volume whose mask is there has its report too (--skip-existing relies on it)
+    slices_path = write_slice_report(reports, slice_report_path(mask_path)) if array.ndim == 3 else None
     written = write_medical_mask(mask, image, mask_path)
     name = os.path.basename(os.path.normpath(os.fspath(path)))
     reference = getattr(predictor, "input_reference", None)
@@ -285,7 +291,7 @@ def segment_medical_file(
         row = tumor_row(
             name, report["tumor_score"], report["components"], report["input_unusual"], report["possible_components"]
         )
-    return VolumeResult(os.fspath(path), written, array, mask, reports, row)
+    return VolumeResult(os.fspath(path), written, array, mask, reports, row, slices_path)
 
 
 class VolumeSegmentation:
@@ -295,10 +301,10 @@ class VolumeSegmentation:
     the JPEG/PNG files of ``dataset_dir`` in batches; this segments its NIfTI, NRRD, MetaImage
     and DICOM inputs slice by slice with the same network and transforms
     (:class:`~scripts.predictor.SlicePredictor` built from the config's ids), writes each mask
-    as ``<stem><output_ext>`` with the input's geometry, and adds one row per input to the run's
-    tumor report. The log gets one line per input (its verdict, slices with a tumor and with a
-    possible tumor, as ``brainseg segment`` prints it) and a warning for an input unlike the
-    training data.
+    as ``<stem><output_ext>`` with the input's geometry and a volume's per-slice report as
+    ``<stem>_slices.csv``, and adds one row per input to the run's tumor report. The log gets
+    one line per input (its verdict, slices with a tumor and with a possible tumor, as
+    ``brainseg segment`` prints it) and a warning for an input unlike the training data.
 
     Args:
         predictor: the slice predictor.
@@ -337,7 +343,8 @@ class VolumeSegmentation:
             target = mask_output_path(path, self.output_dir, self.output_ext)
             results.append(segment_medical_file(self.predictor, path, target, self.batch_size))
             row, name = results[-1].row, os.path.basename(path)
-            self.logger.info(f"{name}: {row_summary(row)} -> {target}")
+            slices = results[-1].slice_report_path
+            self.logger.info(f"{name}: {row_summary(row)} -> {target}" + (f", per slice: {slices}" if slices else ""))
             if row["input_unusual"]:
                 self.logger.warning(f"{name} {UNUSUAL_INPUT_WARNING}")
         if results and self.report is not None:
