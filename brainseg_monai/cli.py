@@ -871,9 +871,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}{already}", file=sys.stderr)
     if rows:
         nothing = sum(row["verdict"] == NO_TUMOR for row in rows)
-        print(f"{tumor_summary(rows)}; nothing found on {nothing}; per-image report: {report}", file=sys.stderr)
-        if any(row.get("n_slices") not in (None, "") for row in rows):
-            print(f"per-slice reports of the volumes: <name>{SLICE_REPORT_SUFFIX} beside each mask", file=sys.stderr)
+        volumes = any(row.get("n_slices") not in (None, "") for row in rows)
+        per_slice = f"; per slice: <volume>{SLICE_REPORT_SUFFIX} beside each volume's mask" if volumes else ""
+        print(
+            f"{tumor_summary(rows)}; nothing found on {nothing}; per-image report: {report}{per_slice}", file=sys.stderr
+        )
     if failures:
         print(f"{len(failures)} failed: {', '.join(map(_shown, failures))}", file=sys.stderr)
         return EXIT_FAILED

@@ -174,6 +174,7 @@ def test_segment_moves_through_a_volume_slice_by_slice(smoke_model, tmp_path, ca
     ]  # the volume's end is the end of the run: the summary says it
     assert err[-1].startswith("tumor found on") or err[-1].startswith("no tumor found on")
     assert "; nothing found on " in err[-1] and "per-image report: " in err[-1]
+    assert err[-1].endswith("; per slice: <volume>_slices.csv beside each volume's mask")
 
 
 def test_segment_on_a_terminal_draws_the_bar_and_keeps_stdout_to_mask_paths(smoke_model, tmp_path):

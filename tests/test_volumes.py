@@ -367,7 +367,8 @@ def test_volume_segmentation_writes_each_mask_and_adds_the_rows_to_the_report(tm
     assert all((tmp_path / "masks" / n).is_file() for n in ("case.nrrd", "blank.nrrd"))
     assert [r["file_name"] for r in report.rows] == ["case.nrrd", "blank.nrrd"]
     said = "tumor (tumor found on 1 of 4 slices; possible tumor on 1 of 4 slices)"
-    assert f"case.nrrd: {said} -> {tmp_path / 'masks' / 'case.nrrd'}" in caplog.messages
+    slices = tmp_path / "masks" / "case_slices.csv"  # the volume's per-slice report, named in its line
+    assert f"case.nrrd: {said} -> {tmp_path / 'masks' / 'case.nrrd'}, per slice: {slices}" in caplog.messages
     assert f"blank.nrrd: no tumor found -> {tmp_path / 'masks' / 'blank.nrrd'}" in caplog.messages
     assert VolumeSegmentation(StandIn(), [], tmp_path / "none", report).run() == []
     assert len(report.rows) == 2 and report.calls == 1, "no files: the report is left alone"

@@ -77,15 +77,7 @@ SLICE_REPORT_SUFFIX = "_slices.csv"
 #: tumor); and whether too little support made its tumor a possible tumor (``demoted_by_neighbours``).
 SLICE_REPORT_FIELDS = (
     "slice",
-    "verdict",
-    "tumor_found",
-    "possible_tumor",
-    "tumor_score",
-    "n_components",
-    "tumor_area_px",
-    "n_possible",
-    "possible_area_px",
-    "input_unusual",
+    *TUMOR_REPORT_FIELDS[1 : TUMOR_REPORT_FIELDS.index("input_unusual") + 1],
     "neighbour_support",
     "demoted_by_neighbours",
 )
