@@ -242,9 +242,15 @@ def test_worker_process_matches_in_process(tmp_path, samples, smoke_model, smoke
     assert [line for line in lines if line.startswith("PROGRESS")][-1] == "PROGRESS 1.0000"
     assert lines[-1] == f"DONE {tmp_path / 'out.npz'}"
     expected_mask, expected_prob = btl.predict_volume(volume, smoke_predictor, batch_size=2, with_probability=True)
-    with np.load(tmp_path / "out.npz") as out:
+    with np.load(tmp_path / "out.npz") as out:  # no pickle: the per-slice report is JSON text
         assert np.array_equal(out["mask"], expected_mask)
         assert np.allclose(out["probability"], expected_prob, atol=1e-6)
+        rows = json.loads(str(out["slice_rows"]))
+    reports: list = []
+    btl.predict_volume(volume, smoke_predictor, batch_size=2, slice_reports=reports)
+    assert [(r["slice"], r["verdict"], r["input_unusual"]) for r in rows] == [
+        (r["index"], r["verdict"], r["input_unusual"]) for r in reports
+    ]
 
     # errors come back as one ERROR line and exit code 2, with no output file
     bad = subprocess.run(
@@ -281,6 +287,8 @@ def test_background_run_gives_the_in_process_result_with_progress(samples, smoke
     assert np.array_equal(run.result.mask, expected_mask)
     assert np.allclose(run.result.probability, expected_prob, atol=1e-6)
     assert run.result.unusual_slices is not None and 0 <= run.result.unusual_slices <= 3
+    assert [row["slice"] for row in run.result.slice_rows] == [0, 1, 2]
+    assert sum(row["input_unusual"] for row in run.result.slice_rows) == run.result.unusual_slices
     assert seen[0] == (0.0, smoke_predictor.name) and seen[-1] == (1.0, smoke_predictor.name)
     assert "--force-cpu" in run.command and not os.path.exists(os.path.dirname(run.command[3]))  # temp files gone
     # the Log panel's lines: every line the worker wrote but PROGRESS, in order; the device reached the worker
@@ -740,6 +748,47 @@ def test_slices_unlike_the_training_data_are_counted_on_the_segmentation(scene, 
     )
     plain = btl.segment_volume(testing.add_scalar_volume(scene, normal[None]), predictor=testing.IntensityPredictor())
     assert plain.GetAttribute(btl.UNUSUAL_SLICES_ATTRIBUTE) is None and btl.unusual_slice_note(plain) == ""
+
+
+def test_each_slice_gets_a_row_in_the_per_slice_table_and_a_rerun_refills_it(scene, samples, tumor_predictor):
+    """The table a person sorts to find the slices to look at: the bundle's per-slice report, one row per slice."""
+    from scripts.tumor_report import SLICE_REPORT_FIELDS
+    from scripts.verdict import NO_TUMOR, POSSIBLE_TUMOR, TUMOR
+
+    predictor, _ = tumor_predictor
+    volume = testing.add_scalar_volume(scene, np.stack([s.grey for s in samples[:4]]).astype(np.float32))
+    segmentation = btl.segment_volume(volume, predictor=predictor)
+    table = btl.slice_table_node_of(segmentation)
+    assert table is not None and table.GetName() == f"{volume.GetName()} tumor per slice"
+    columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    assert columns == list(SLICE_REPORT_FIELDS) and table.GetNumberOfRows() == 4
+    assert table.GetTable().GetColumnByName("slice").GetClassName() == "vtkIntArray"  # sorted as numbers
+    assert table.GetTable().GetColumnByName("tumor_score").GetClassName() == "vtkDoubleArray"
+    labels = btl.segmentation_label_map(segmentation)
+    for k in range(4):  # each row says what the segments show on its slice
+        plane = labels[k]
+        said = TUMOR if (plane == 1).any() else POSSIBLE_TUMOR if (plane == 2).any() else NO_TUMOR
+        assert table.GetCellText(k, columns.index("slice")) == str(k)
+        assert table.GetCellText(k, columns.index("verdict")) == said, k
+    unusual = sum(table.GetCellText(k, columns.index("input_unusual")) == "True" for k in range(4))
+    assert unusual == int(segmentation.GetAttribute(btl.UNUSUAL_SLICES_ATTRIBUTE))
+    tables = scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems()
+    btl.segment_volume(volume, segmentation, predictor=predictor)  # again into the same segmentation
+    assert btl.slice_table_node_of(segmentation) is table and table.GetNumberOfRows() == 4
+    assert scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == tables
+    # a stand-in without the bundle's per-slice details makes no table
+    plain = btl.segment_volume(volume, predictor=testing.IntensityPredictor())
+    assert btl.slice_table_node_of(plain) is None
+
+
+def test_per_slice_rows_that_do_not_fit_are_refused_before_the_scene_changes(scene, samples):
+    volume = testing.add_scalar_volume(scene, np.stack([s.grey for s in samples[:2]]).astype(np.float32))
+    mask = np.zeros((2, *samples[0].grey.shape), np.uint8)
+    nodes = scene.GetNumberOfNodes()
+    for rows, said in (([], "a non-empty list"), ([{"slice": 0}, {"verdict": "tumor"}], "the fields"), (["x"], "")):
+        with pytest.raises(ValueError, match=f"slice_rows: .*{said}"):
+            btl.apply_prediction(volume, mask, slice_rows=rows)
+        assert scene.GetNumberOfNodes() == nodes
 
 
 def test_an_installed_extension_finds_the_bundle_it_carries(tmp_path):

@@ -431,6 +431,9 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         what = self.logic.tumorSummary(segmentationNode, self._axis)
         self.ui.statusLabel.text = f"Done in {time.time() - self._started:.1f} s: {what}."
         self.onLog(self.ui.statusLabel.text)
+        table = btl.slice_table_node_of(segmentationNode)
+        if table is not None:  # which slices to look at, sortable by verdict or score
+            self.onLog(f"One row per slice: the table '{table.GetName()}' (Tables module).")
 
 
 def firstInputVolume():
@@ -803,6 +806,7 @@ class BackgroundSegmentation:
                         outputNode,
                         source=self.run.bundle_name,
                         unusual_slices=result.unusual_slices,
+                        slice_rows=result.slice_rows,
                     )
         except Exception as e:
             logging.exception("BrainTumorSegmentation: loading the result failed")

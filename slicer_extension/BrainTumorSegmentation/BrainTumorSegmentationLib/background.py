@@ -14,6 +14,7 @@ process is started by an injected ``launcher`` (Slicer's passes its startup envi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -200,11 +201,13 @@ def worker_command(
 
 @dataclass
 class WorkerResult:
-    """What a finished run left: the mask, the probability (if asked), how many slices looked unusual."""
+    """What a finished run left: the mask, the probability (if asked), how many slices looked unusual and the
+    per-slice report (``scripts.tumor_report.slice_rows``; None from a worker that wrote none)."""
 
     mask: np.ndarray
     probability: np.ndarray | None
     unusual_slices: int | None
+    slice_rows: list[dict] | None = None
 
 
 class WorkerRun:
@@ -346,6 +349,7 @@ class WorkerRun:
                     out["mask"],
                     out["probability"] if "probability" in out.files else None,
                     int(out["input_unusual"].sum()) if "input_unusual" in out.files else None,
+                    json.loads(str(out["slice_rows"])) if "slice_rows" in out.files else None,
                 )
         finally:
             kill_process_tree(self.process, force=True, process_group=self._process_group)  # nothing outlives the run

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "PROBABILITY_REFERENCE_ROLE",
     "SEGMENT_COLOR",
     "SEGMENT_NAME",
+    "SLICE_TABLE_REFERENCE_ROLE",
     "SOURCE_TAG",
     "TERMINOLOGY",
     "apply_prediction",
@@ -41,6 +42,7 @@ __all__ = [
     "segment_mask_array",
     "segment_volume",
     "segmentation_label_map",
+    "slice_table_node_of",
     "tumor_slice_summary",
     "UNUSUAL_SLICES_ATTRIBUTE",
     "unusual_slice_note",
@@ -90,6 +92,9 @@ SOURCE_TAG = "BrainTumorSegmentation.Bundle"
 UNUSUAL_SLICES_ATTRIBUTE = "BrainTumorSegmentation.UnusualSlices"
 #: Node reference role from the segmentation node to its probability volume.
 PROBABILITY_REFERENCE_ROLE = "BrainTumorSegmentation.Probability"
+#: Node reference role from the segmentation node to its per-slice table: one row per slice, the
+#: columns of the bundle's per-slice report (``scripts.tumor_report.SLICE_REPORT_FIELDS``).
+SLICE_TABLE_REFERENCE_ROLE = "BrainTumorSegmentation.SliceTable"
 
 _SUPPORTED_VOLUMES = ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode")
 _FOUR_D_VOLUMES = ("vtkMRMLMultiVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode", "vtkMRMLDiffusionTensorVolumeNode")
@@ -280,6 +285,7 @@ def segment_volume(
         probability_node=probability_node,
         source=getattr(predictor, "name", None),
         unusual_slices=None if reports is None else sum(r["input_unusual"] for r in reports),
+        slice_rows=None if reports is None else bundle_module("tumor_report", bundle_dir).slice_rows(reports),
     )
 
 
@@ -335,6 +341,7 @@ def apply_prediction(
     probability_node: Any = None,
     source: str | None = None,
     unusual_slices: int | None = None,
+    slice_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> Any:
     """Write a predicted ``(k, j, i)`` label map (and probability) for ``volume_node`` into the scene.
 
@@ -344,6 +351,12 @@ def apply_prediction(
     ``unusual_slices``, the number of slices the bundle's input check flagged as unlike its
     training data, is kept on the segmentation node (:data:`UNUSUAL_SLICES_ATTRIBUTE`, read
     back by :func:`unusual_slice_note`); None leaves it unset.
+
+    ``slice_rows``, the bundle's per-slice report (``scripts.tumor_report.slice_rows``: one row per
+    slice, its verdict, tumor score, areas, neighbour support...), fills a table node, "<volume>
+    tumor per slice", referenced from the segmentation node (:data:`SLICE_TABLE_REFERENCE_ROLE`,
+    :func:`slice_table_node_of`; a run again with the same segmentation node refills it). None
+    leaves any earlier table as it was.
 
     This is the scene-changing half of :func:`segment_volume`, for results computed elsewhere
     (the Slicer module runs the model in a background process and calls this on its output).
@@ -362,6 +375,7 @@ def apply_prediction(
         raise ValueError(f"the mask has shape {mask.shape} but the volume has {shape} (k, j, i)")
     if probability is not None and np.asarray(probability).shape != shape:
         raise ValueError(f"the probability has shape {np.asarray(probability).shape} but the volume has {shape}")
+    columns = None if slice_rows is None else _slice_table_columns(slice_rows)
     labelmaps = {label: _oriented_labelmap(volume_node, mask == label) for label in _SEGMENTS}
     _register_converter_rules()
 
@@ -399,6 +413,15 @@ def apply_prediction(
                 created.extend(_display_nodes(target))
             _write_probability(target, volume_node, np.asarray(probability, dtype=np.float32))
             segmentation_node.SetNodeReferenceID(PROBABILITY_REFERENCE_ROLE, target.GetID())
+        if columns is not None:
+            table = slice_table_node_of(segmentation_node)
+            if table is None:
+                table = scene.AddNewNodeByClass(
+                    "vtkMRMLTableNode", scene.GenerateUniqueName(f"{volume_node.GetName()} tumor per slice")
+                )
+                created.append(table)
+            _fill_table(table, columns)
+            segmentation_node.SetNodeReferenceID(SLICE_TABLE_REFERENCE_ROLE, table.GetID())
     except Exception:
         for node in reversed(created):
             if node.GetScene() is not None:
@@ -407,14 +430,65 @@ def apply_prediction(
     return segmentation_node
 
 
-def probability_node_of(segmentation_node: Any) -> Any:
-    """The probability volume an earlier run wrote for this segmentation node (None if none/removed)."""
+def _referenced_node(segmentation_node: Any, role: str, class_name: str) -> Any:
+    """The node of this class that an earlier run referenced from the segmentation node (None if none/removed)."""
     if segmentation_node is None:
         return None
-    node = segmentation_node.GetNodeReference(PROBABILITY_REFERENCE_ROLE)
-    if node is None or node.GetScene() is None or node.GetClassName() != "vtkMRMLScalarVolumeNode":
+    node = segmentation_node.GetNodeReference(role)
+    if node is None or node.GetScene() is None or node.GetClassName() != class_name:
         return None
     return node
+
+
+def probability_node_of(segmentation_node: Any) -> Any:
+    """The probability volume an earlier run wrote for this segmentation node (None if none/removed)."""
+    return _referenced_node(segmentation_node, PROBABILITY_REFERENCE_ROLE, "vtkMRMLScalarVolumeNode")
+
+
+def slice_table_node_of(segmentation_node: Any) -> Any:
+    """The per-slice table an earlier run filled for this segmentation node (None if none/removed)."""
+    return _referenced_node(segmentation_node, SLICE_TABLE_REFERENCE_ROLE, "vtkMRMLTableNode")
+
+
+def _slice_table_columns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The table's columns from the per-slice rows, each a VTK array named after its field: whole numbers as
+    integers and scores as reals, so that the table sorts them as numbers; the rest (verdicts, True/False, an
+    empty support) as text.
+
+    Raises:
+        ValueError: the rows are not mappings with the same fields (checked before the scene changes).
+    """
+    rows = list(rows)
+    if not rows or not all(isinstance(r, Mapping) for r in rows):
+        raise ValueError("slice_rows: expected a non-empty list of per-slice rows (mappings)")
+    fields = list(rows[0])
+    if any(list(r) != fields for r in rows):
+        raise ValueError(f"slice_rows: every row must have the fields {fields}")
+    columns = []
+    for field in fields:
+        values = [r[field] for r in rows]
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+            column = vtk.vtkIntArray()
+        elif all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) for v in values):
+            column = vtk.vtkDoubleArray()
+        else:
+            column = vtk.vtkStringArray()
+            values = [str(v) for v in values]
+        column.SetName(str(field))
+        for value in values:
+            column.InsertNextValue(value)
+        columns.append(column)
+    return columns
+
+
+def _fill_table(table: Any, columns: Sequence[Any]) -> None:
+    was_modifying = table.StartModify()
+    try:
+        table.RemoveAllColumns()
+        for column in columns:
+            table.AddColumn(column)
+    finally:
+        table.EndModify(was_modifying)
 
 
 def _display_nodes(node: Any) -> list[Any]:

@@ -9,7 +9,9 @@ the process; the output file only appears (atomically) when everything succeeded
 Protocol on stdout, one message per line:
     ``BUNDLE <name and version>``    the model is loaded
     ``PROGRESS <fraction>``          0.0 .. 1.0
-    ``DONE <output path>``           success (exit code 0)
+    ``DONE <output path>``           success (exit code 0); the .npz holds ``mask``, ``input_unusual``
+                                     (per slice), ``slice_rows`` (the per-slice report, JSON text) and
+                                     ``probability`` when asked
     ``ERROR <message>``              failure (exit code 2 for bad input/model/device, 1 otherwise)
 
 Any other line (``device: cpu`` after ``BUNDLE``, warnings of the libraries, a traceback) is log
@@ -21,6 +23,7 @@ Needs no ``slicer`` module: only numpy and brainseg-monai (torch, MONAI).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -86,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         out = os.path.abspath(args.output)
         arrays = {"mask": mask, "input_unusual": np.array([r["input_unusual"] for r in reports], dtype=bool)}
+        # the per-slice report as JSON text: read back without pickle, and never as code
+        rows = inference.bundle_module("tumor_report", args.bundle_dir).slice_rows(reports)
+        arrays["slice_rows"] = np.array(json.dumps(rows))
         if probability is not None:
             arrays["probability"] = probability
         with inference.bundle_module("io", args.bundle_dir).atomic_output(out) as tmp:
