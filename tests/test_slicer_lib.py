@@ -776,9 +776,11 @@ def test_each_slice_gets_a_row_in_the_per_slice_table_and_a_rerun_refills_it(sce
     btl.segment_volume(volume, segmentation, predictor=predictor)  # again into the same segmentation
     assert btl.slice_table_node_of(segmentation) is table and table.GetNumberOfRows() == 4
     assert scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == tables
-    # a stand-in without the bundle's per-slice details makes no table
+    # a stand-in without the bundle's per-slice details makes no table, nor does a 2D image (its verdict is all)
     plain = btl.segment_volume(volume, predictor=testing.IntensityPredictor())
     assert btl.slice_table_node_of(plain) is None
+    image = btl.segment_volume(testing.add_scalar_volume(scene, samples[0].grey[None]), predictor=predictor)
+    assert btl.slice_table_node_of(image) is None
 
 
 def test_per_slice_rows_that_do_not_fit_are_refused_before_the_scene_changes(scene, samples):

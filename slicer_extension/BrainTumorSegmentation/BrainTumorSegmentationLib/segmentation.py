@@ -355,8 +355,9 @@ def apply_prediction(
     ``slice_rows``, the bundle's per-slice report (``scripts.tumor_report.slice_rows``: one row per
     slice, its verdict, tumor score, areas, neighbour support...), fills a table node, "<volume>
     tumor per slice", referenced from the segmentation node (:data:`SLICE_TABLE_REFERENCE_ROLE`,
-    :func:`slice_table_node_of`; a run again with the same segmentation node refills it). None
-    leaves any earlier table as it was.
+    :func:`slice_table_node_of`; a run again with the same segmentation node refills it) when the
+    volume has more than one slice: a 2D image's one row is its verdict, which the segments show.
+    None leaves any earlier table as it was.
 
     This is the scene-changing half of :func:`segment_volume`, for results computed elsewhere
     (the Slicer module runs the model in a background process and calls this on its output).
@@ -376,6 +377,8 @@ def apply_prediction(
     if probability is not None and np.asarray(probability).shape != shape:
         raise ValueError(f"the probability has shape {np.asarray(probability).shape} but the volume has {shape}")
     columns = None if slice_rows is None else _slice_table_columns(slice_rows)
+    if columns is not None and columns[0].GetNumberOfTuples() < 2:
+        columns = None  # a 2D image: no table
     labelmaps = {label: _oriented_labelmap(volume_node, mask == label) for label in _SEGMENTS}
     _register_converter_rules()
 
