@@ -16,6 +16,7 @@ interface. Pixel checks compare against ``predictor.predict_array`` of the same 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from BrainTumorSegmentationLib.segmentation import (
     segment_ids,
     segment_volume,
     segmentation_label_map,
+    slice_table_node_of,
     tumor_slice_summary,
 )
 
@@ -315,6 +317,16 @@ def check_3d_stack(scene: Any, predictor: Any, greys: Sequence[np.ndarray], batc
     prob = slicer.util.arrayFromVolume(probability)
     for k, (m, p) in enumerate(expected):
         assert np.allclose(prob[k], p, atol=1e-6), f"slice {k}: probability differs from predict_array's"
+    # the per-slice table: the bundle's per-slice report, for a predictor that gives its details
+    table = slice_table_node_of(segmentation)
+    if "details" in inspect.signature(predictor.predict_arrays).parameters:
+        assert table is not None and table.GetNumberOfRows() == len(stack), "no per-slice table, or not one row a slice"
+        labels = segmentation_label_map(segmentation)
+        verdicts = [table.GetCellText(k, table.GetColumnIndex("verdict")) for k in range(len(stack))]
+        tumor = [bool((labels[k] == 1).any()) for k in range(len(stack))]
+        assert [v == "tumor" for v in verdicts] == tumor, f"per-slice verdicts {verdicts} != the segments"
+    else:
+        assert table is None, "a per-slice table from a predictor without per-slice details"
     return mask
 
 
