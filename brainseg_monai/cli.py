@@ -813,6 +813,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         SLICE_REPORT_SUFFIX,
         TUMOR_REPORT_FILE,
         UNUSUAL_INPUT_WARNING,
+        is_volume_row,
         read_tumor_report,
         row_summary,
         tumor_summary,
@@ -871,7 +872,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}{already}", file=sys.stderr)
     if rows:
         nothing = sum(row["verdict"] == NO_TUMOR for row in rows)
-        volumes = any(row.get("n_slices") not in (None, "") for row in rows)
+        volumes = any(map(is_volume_row, rows))
         per_slice = f"; per slice: <volume>{SLICE_REPORT_SUFFIX} beside each volume's mask" if volumes else ""
         print(
             f"{tumor_summary(rows)}; nothing found on {nothing}; per-image report: {report}{per_slice}", file=sys.stderr

@@ -26,6 +26,7 @@ __all__ = [
     "TUMOR_REPORT_FILE",
     "UNUSUAL_INPUT_WARNING",
     "TumorReportWriter",
+    "is_volume_row",
     "read_tumor_report",
     "row_summary",
     "slice_report_path",
@@ -146,7 +147,8 @@ def volume_row(
     return row
 
 
-def _is_volume_row(row: Mapping[str, Any]) -> bool:
+def is_volume_row(row: Mapping[str, Any]) -> bool:
+    """Whether a report row is a volume's (it counts its slices) rather than a 2D image's."""
     return row.get("n_slices") not in (None, "")
 
 
@@ -156,7 +158,7 @@ def row_summary(row: Mapping[str, Any]) -> str:
     "tumor (tumor found on 7 of 24 slices; possible tumor on 2 of 24 slices)".
     """
     said = str(row["verdict"])
-    if _is_volume_row(row):
+    if is_volume_row(row):
         n = int(row["n_slices"])
         tumor = tumor_count_summary(int(row["slices_with_tumor"]), n, "slices")
         said = f"{said} ({tumor}; possible tumor on {int(row['slices_with_possible_tumor'])} of {n} slices)"
@@ -330,7 +332,7 @@ class TumorReportWriter:
 
         "tumor found on 2 of 3 inputs (2 images, 1 volume); 1 input(s) unlike the training data; report: <path>".
         """
-        volumes = sum(_is_volume_row(r) for r in self.rows)
+        volumes = sum(is_volume_row(r) for r in self.rows)
         images = len(self.rows) - volumes
         if not volumes:
             said = tumor_summary(self.rows)
