@@ -449,8 +449,9 @@ def test_worker_lines_reach_on_log_in_order_while_the_worker_runs(tmp_path, capl
             on_progress=lambda f, n: progress.append(f),
         )
         deadline = time.monotonic() + 60
-        while not logged and time.monotonic() < deadline:
-            assert not run.poll()  # the worker waits for the file: the first line came while it runs
+        # The reader thread queues one line at a time: wait for both of the worker's first lines, not the first.
+        while not progress and time.monotonic() < deadline:
+            assert not run.poll()  # the worker waits for the file: its first lines came while it runs
             time.sleep(0.02)
         assert logged == ["loading the model"] and progress == [0.25]
         go.write_text("")
