@@ -17,6 +17,7 @@ __all__ = [
     "distributed",
     "errors",
     "handlers",
+    "inference_network",
     "inferers",
     "input_check",
     "io",

@@ -24,6 +24,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from .handlers import load_weights
+from .inference_network import prepare_for_inference
 from .verdict import label_map, verdict_of
 
 __all__ = ["BundlePredictor", "SlicePredictor", "TumorPrediction"]
@@ -270,6 +271,9 @@ class BundlePredictor(SlicePredictor):
         else:
             network = parser.get_parsed_content("network")
         load_weights(network, self.ckpt_path, device)
+        # as inference.json's "network" does; bundles made before it have no optimize_networks id
+        if "optimize_networks" in parser:
+            network = prepare_for_inference(network, parser.get_parsed_content("optimize_networks"))
         # slice_transforms: image_transforms plus what inference keeps beside them (the full-size grey slice
         # for the cascade); bundles made before the cascade have image_transforms only
         slice_id = "slice_transforms" if "slice_transforms" in parser else "image_transforms"
