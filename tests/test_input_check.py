@@ -72,6 +72,18 @@ def test_outer_layer_is_the_scalp_bright_in_t1_dark_in_flair():
     cut[0:32, 16:48] = 0.45
     cut[0:32, 16:18] = cut[0:32, 46:48] = cut[30:32, 16:48] = 0.9
     assert outer_layer_brightness(cut) == pytest.approx((28 * 0.45 + 88 * 0.9) / 116)
+    # the same head at the bottom, left and right edges and in a corner; and a whole head anywhere in a larger
+    # frame: the layer is measured the same wherever the head lies
+    for moved in (cut[::-1], cut.T, cut.T[:, ::-1]):
+        assert outer_layer_brightness(moved) == pytest.approx((28 * 0.45 + 88 * 0.9) / 116)
+    corner = np.zeros((64, 64), np.float32)
+    corner[32:, 32:] = cut[:32, 16:48][::-1, ::-1]
+    assert outer_layer_brightness(corner) == pytest.approx(outer_layer_brightness(np.rot90(corner, 2)))
+    whole = outer_layer_brightness(t1_like)
+    for dy, dx in ((0, 0), (30, 3), (5, 61), (66, 66)):
+        frame = np.zeros((130, 130), np.float32)
+        frame[dy : dy + 64, dx : dx + 64] = t1_like
+        assert outer_layer_brightness(frame) == pytest.approx(whole)
     assert outer_layer_brightness(np.zeros((64, 64))) == 0.0 and outer_layer_brightness(np.ones((4, 4))) == 0.0
     assert outer_layer_brightness(np.full((64, 64), np.nan)) == 0.0
 

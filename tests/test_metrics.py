@@ -138,6 +138,33 @@ def test_components_eight_connected_boxes_areas_scores():
     assert components_to_boxes(np.zeros((5, 5))) == []
 
 
+def test_components_of_small_tumors_far_from_the_corner_of_a_large_slice():
+    """Components are labelled within the foreground's box: boxes, areas, scores, order and full masks must be
+    those of scikit-image's labelling of the whole slice, at any offset and in the slice's last corner."""
+    from skimage.measure import label, regionprops
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        height, width = rng.integers(300, 700, 2)
+        mask = np.zeros((height, width), bool)
+        for _ in range(rng.integers(1, 4)):
+            h, w = rng.integers(1, 40, 2)
+            y, x = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            mask[y : y + h, x : x + w] = True
+        mask[-1, -1] = rng.random() < 0.5  # sometimes a one-pixel component in the last corner
+        prob = np.where(mask, rng.uniform(0.3, 1.0, mask.shape), 0.0).astype(np.float32)
+        comps = components_to_boxes(mask, prob)
+        labels = label(mask, connectivity=2)
+        regions = regionprops(labels)
+        assert [c.bbox for c in comps] == [
+            [float(r.bbox[1]), float(r.bbox[0]), float(r.bbox[3] - r.bbox[1]), float(r.bbox[2] - r.bbox[0])]
+            for r in regions
+        ]
+        assert [c.area for c in comps] == [int(r.area) for r in regions]
+        assert [c.score for c in comps] == pytest.approx([float(prob[labels == r.label].mean()) for r in regions])
+        np.testing.assert_array_equal(np.logical_or.reduce([c.full_mask(height, width) for c in comps]), mask)
+
+
 def test_box_iou_hand_computed():
     assert box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
     assert box_iou([0, 0, 10, 10], [5, 0, 10, 10]) == pytest.approx(50 / 150)

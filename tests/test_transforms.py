@@ -231,6 +231,21 @@ def test_real_rgb_sample_becomes_one_channel(train_config, sample_records):
     torch.testing.assert_close(grey[0].as_tensor(), raw.float().mean(0).as_tensor())
 
 
+def test_to_grayscale_of_interleaved_rgb_is_the_channel_mean():
+    """A reader's (C, H, W) view of an interleaved (H, W, C) picture: the grey is the mean of R, G and B to the
+    bit, as ``mean(dim=0)`` gives it, and a MetaTensor keeps its metadata."""
+    from monai.data import MetaTensor
+
+    rng = np.random.default_rng(4)
+    for dtype in (np.uint8, np.uint16, np.float32):
+        pixels = (rng.random((37, 53, 3)) * (255 if dtype is np.uint8 else 4000)).astype(dtype)
+        view = MetaTensor(torch.from_numpy(pixels).permute(2, 0, 1), meta={"filename_or_obj": "x.png"})
+        assert not view.is_contiguous()
+        grey = ToGrayscaled()({"image": view})["image"]
+        assert torch.equal(grey.as_tensor(), view.as_tensor().float().mean(dim=0, keepdim=True))
+        assert isinstance(grey, MetaTensor) and grey.meta["filename_or_obj"] == "x.png"
+
+
 def test_to_grayscale_channel_rules_on_tensors():
     rgba = torch.stack(
         [torch.full((4, 5), 30.0), torch.full((4, 5), 60.0), torch.full((4, 5), 90.0), torch.full((4, 5), 255.0)]

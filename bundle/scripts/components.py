@@ -100,11 +100,20 @@ def components_to_boxes(mask: np.ndarray, prob: np.ndarray | None = None) -> lis
         _check_same_shape(binary, prob, "components_to_boxes: mask and prob")
     from skimage.measure import label, regionprops
 
+    rows = np.flatnonzero(binary.any(axis=1))
+    if rows.size == 0:
+        return []
+    cols = np.flatnonzero(binary.any(axis=0))
+    # labelled within the foreground's box: the same components in the same order, at a fraction of the
+    # cost where the tumor is small on a large slice
+    window = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    window_prob = prob[window] if prob is not None else None
     components = []
-    for region in regionprops(label(binary, connectivity=2)):  # connectivity 2: 8-connected in 2D
+    for region in regionprops(label(binary[window], connectivity=2)):  # connectivity 2: 8-connected in 2D
         top, left, bottom, right = region.bbox
         pixels = region.image
-        score = float(prob[region.slice][pixels].mean(dtype=np.float64)) if prob is not None else 1.0
+        score = float(window_prob[region.slice][pixels].mean(dtype=np.float64)) if prob is not None else 1.0
+        top, left, bottom, right = top + rows[0], left + cols[0], bottom + rows[0], right + cols[0]
         bbox = [float(left), float(top), float(right - left), float(bottom - top)]
         components.append(Component(bbox=bbox, area=int(region.area), score=score, pixels=pixels))
     return components

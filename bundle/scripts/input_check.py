@@ -105,11 +105,15 @@ def outer_layer_brightness(image: Any) -> float:
     labels, count = ndimage.label(head)
     if count == 0:
         return 0.0
-    head = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    # within the head's box, padded with one ring of air: the nearest air pixel of any head pixel is as near
+    # there as in the whole frame (or a frame edge the box touches), and the distance transform costs less
+    box = ndimage.find_objects(labels, max_label=largest)[largest - 1]
+    head = labels[box] == largest
     depth = ndimage.distance_transform_edt(np.pad(head, 1))[1:-1, 1:-1]
     # at least the one-pixel edge: a small section (vertex) is thinner than 1/OUTER_LAYER pixels
     layer = head & (depth <= max(1.0, OUTER_LAYER * float(depth.max())))
-    return float(plane[layer].mean())
+    return float(plane[box][layer].mean())
 
 
 def frame_fill(image: Any) -> float:

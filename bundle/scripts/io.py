@@ -1121,7 +1121,10 @@ def to_grey(image, name: str = "image"):
     channels = image.shape[0]
     if channels in (3, 4):
         if hasattr(image, "float"):  # a torch tensor (MetaTensor keeps its metadata)
-            return image[:3].float().mean(dim=0, keepdim=True)
+            rgb = image[:3].float()
+            # the same values as rgb.mean(dim=0): a reader's (C, H, W) view of interleaved RGB has its channels
+            # next to each other in memory, where torch's reduction over dim 0 is a few times slower than two adds
+            return (rgb[0:1] + rgb[1:2] + rgb[2:3]) / 3
         return np.asarray(image[:3], dtype=np.float32).mean(axis=0, keepdims=True)
     if channels == 2:
         return image[:1]
