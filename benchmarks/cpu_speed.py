@@ -6,6 +6,9 @@ Measures, in one run on the same machine:
 1. inference per image, end to end through the bundle's own inference (JPEG in -> mask PNG out,
    ``python -m monai.bundle``'s workflow objects), network only, and each transform of the pre- and
    postprocessing (``stages_ms``: where the time outside the network goes); medians over N images;
+   the network once more per image as trained, before ``prepare_for_inference`` folded its batch norms
+   and reordered its weights (``network_unprepared_ms``; ``network_prepared_ratio``, the median of the
+   per-image ratios, holds where the machine's speed drifts);
 2. the same two figures for the original project's model (a from-scratch U-Net with 64..1024
    channels at 224 px, see REFERENCE.md), and the ratio;
 3. training throughput (images/s) of the bundle's pipeline (CacheDataset, ThreadDataLoader,
@@ -85,13 +88,15 @@ def bench_bundle_inference(images: list[str], out_dir: str, model: str) -> dict[
     parser["bundle_root"] = str(BUNDLE)
     parser["output_dir"] = out_dir
     parser["device"] = "$torch.device('cpu')"
-    network = parser.get_parsed_content("network")
-    network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
-    network.eval()
+    parser["ckpt_path"] = os.path.abspath(model)
+    network = parser.get_parsed_content("network")  # as inference.json prepares it (prepare_for_inference)
+    from scripts.handlers import load_weights
+
+    unprepared = load_weights(parser.get_parsed_content("network_def"), model, "cpu")  # the same weights as trained
     pre = parser.get_parsed_content("preprocessing")
     post = parser.get_parsed_content("postprocessing")
     inferer = parser.get_parsed_content("inferer")
-    e2e, net = [], []
+    e2e, net, net_unprepared = [], [], []
     stages: dict[str, list[float]] = {}
 
     def run_stages(transforms: list, d: dict) -> dict:
@@ -113,14 +118,21 @@ def bench_bundle_inference(images: list[str], out_dir: str, model: str) -> dict[
             t2 = time.perf_counter()
         run_stages(post.transforms, d)  # softmax, invert the resize, mask, cascade, input check, write the PNG
         t3 = time.perf_counter()
+        with torch.inference_mode():  # the same input through the network as trained, outside the end-to-end time
+            t4 = time.perf_counter()
+            inferer(d["image"][None], unprepared)
+            t5 = time.perf_counter()
         if k >= 3:
             e2e.append(t3 - t0)
             net.append(t2 - t1)
+            net_unprepared.append(t5 - t4)
     size = parser.get_parsed_content("spatial_size")
-    params = sum(p.numel() for p in network.parameters())
+    params = sum(p.numel() for p in parser.get_parsed_content("network_def").parameters())  # before folding
     return {
         "end_to_end_ms": _median_ms(e2e),
         "network_ms": _median_ms(net),
+        "network_unprepared_ms": _median_ms(net_unprepared),
+        "network_prepared_ratio": round(statistics.median(a / b for a, b in zip(net, net_unprepared)), 3),
         "stages_ms": {name: round(_median_ms(times), 2) for name, times in stages.items()},
         "input_px": size[0],
         "params_M": params / 1e6,
