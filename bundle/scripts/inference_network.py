@@ -7,8 +7,8 @@
   its feature maps stay in that order through the network (a one-channel slice already is). A network
   on a GPU keeps its layout.
 
-On 2 CPU threads the two together take the bundle's 256 px U-Net from 1.0 to about 0.75 of its time
-(``benchmarks/cpu_speed.py``). The outputs agree with the unprepared network's to float rounding (about
+On 2 CPU threads the two together take the bundle's 256 px U-Net to 0.77-0.85 of its time
+(``network_prepared_ratio`` of ``benchmarks/cpu_speed.py``). The outputs agree with the unprepared network's to float rounding (about
 1e-5 in the logits), so a probability exactly at a threshold may rarely land on the other side.
 """
 
