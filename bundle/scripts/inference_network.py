@@ -8,8 +8,9 @@
   on a GPU keeps its layout.
 
 On 2 CPU threads the two together take the bundle's 256 px U-Net to 0.77-0.85 of its time
-(``network_prepared_ratio`` of ``benchmarks/cpu_speed.py``). The outputs agree with the unprepared network's to float rounding (about
-1e-5 in the logits), so a probability exactly at a threshold may rarely land on the other side.
+(``network_prepared_ratio`` of ``benchmarks/cpu_speed.py``). The outputs agree with the unprepared
+network's to float rounding (about 1e-5 in the logits), so a probability exactly at a threshold may
+rarely land on the other side.
 """
 
 from __future__ import annotations
