@@ -9,6 +9,7 @@ port, asked what a 3D Slicer MONAI Label plugin asks, and stopped by its own pro
 
 from __future__ import annotations
 
+import csv
 import email
 import email.policy
 import hashlib
@@ -228,6 +229,16 @@ def test_masks_have_the_input_geometry_and_monai_bundle_run_pixels(server, tmp_p
             "tumor" if tumor.any() else "possible tumor" if possible.any() else "no tumor found"
         )
         assert result["label_names"] == {"tumor": 1, "possible tumor": 2}
+        if reference is None:
+            assert "slice_report" not in result  # a 2D image: its one row is the verdict above
+        else:  # a volume: the rows monai.bundle run wrote to <name>_slices.csv, field by field
+            with open(expected / f"{Path(name).name.split('.')[0]}_slices.csv", newline="", encoding="utf-8") as f:
+                written = list(csv.DictReader(f))
+            got = [{k: str(row[k]) for k in written[0]} for row in result["slice_report"]]
+            assert got == written and len(got) == slices, name
+            assert [row["verdict"] for row in result["slice_report"]] == [
+                "tumor" if t else "possible tumor" if p else "no tumor found" for t, p in zip(tumor, possible)
+            ], name
     assert run.any(), "the sample volume should hold a tumor somewhere"
 
     # the Slicer plugin's own flow: upload the volume to the datastore, then segment it by its image id
@@ -249,6 +260,7 @@ def test_masks_have_the_input_geometry_and_monai_bundle_run_pixels(server, tmp_p
     one = itk.array_from_image(_read_mask(data, "one_slice.nrrd", received))
     assert np.array_equal(one[1], run[1]) and not one[[0, 2]].any()
     assert result["tumor_slices"] == int((run[1] == 1).any())
+    assert [row["slice"] for row in result["slice_report"]] == [1]  # the one slice segmented, by its number
 
     # a 2D PNG mask for a JPEG when asked, the same pixels as label values
     result, data, filename = _infer(url, cases / "slice.jpg", {**SLICER_PARAMS, "result_extension": ".png"})

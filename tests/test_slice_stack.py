@@ -6,6 +6,7 @@ these run in the project's, on every CI run.
 
 from __future__ import annotations
 
+import csv
 import shutil
 
 import numpy as np
@@ -76,6 +77,16 @@ def test_a_volume_gets_the_slice_loop_mask_with_its_geometry(stages, tmp_path):
 
     one = _run(stages, tmp_path / "case.nii.gz", slice_index=1)["pred"]
     assert np.array_equal(one[1], expected.mask[1]) and not one[0].any()
+
+    # with the per-slice report: the rows segment_medical_file wrote beside its mask, and one row for one slice
+    stack = stages["pre"][0]({"image": str(tmp_path / "case.nii.gz")})["image"]
+    mask, rows = stages["inferer"].segment(stack)
+    assert np.array_equal(mask, expected.mask)
+    with open(expected.slice_report_path, newline="", encoding="utf-8") as f:
+        written = list(csv.DictReader(f))
+    assert [{k: str(row[k]) for k in written[0]} for row in rows] == written and len(rows) == 2
+    _, one_row = stages["inferer"].segment(stack, 1)
+    assert len(one_row) == 1 and one_row[0]["slice"] == 1
 
 
 def test_a_jpeg_gets_the_predictor_mask_as_a_2d_label_image(stages, tmp_path):

@@ -23,6 +23,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from .io import is_medical_image, read_grey, read_medical_image, write_mask, write_medical_mask
+from .tumor_report import slice_rows
 from .verdict import POSSIBLE_TUMOR_LABEL, TUMOR_LABEL
 from .volumes import predict_volume
 
@@ -117,7 +118,8 @@ class LoadSliceStackd(MapTransform):
 class SliceStackInferer:
     """Segment a slice stack with the bundle's slice loop.
 
-    ``inferer(stack) -> (k, j, i)`` uint8 labels (1 tumor, 2 possible).
+    ``inferer(stack) -> (k, j, i)`` uint8 labels (1 tumor, 2 possible); :meth:`segment` also gives the
+    per-slice report.
 
     Args:
         predictor: the ``slice_predictor`` of ``inference.json`` (same network, transforms and
@@ -130,23 +132,30 @@ class SliceStackInferer:
         self.batch_size = int(batch_size)
 
     def __call__(self, stack: np.ndarray, slice_index: Any = None) -> np.ndarray:
-        """The mask of every slice, or of slice ``slice_index`` (K) only, the others left empty.
+        """The mask of every slice, or of slice ``slice_index`` (K) only, the others left empty (:meth:`segment`)."""
+        return self.segment(stack, slice_index)[0]
+
+    def segment(self, stack: np.ndarray, slice_index: Any = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The mask of every slice, or of slice ``slice_index`` (K) only, and the per-slice report of the slices
+        segmented (:func:`~scripts.tumor_report.slice_rows`: the rows ``monai.bundle run`` writes to
+        ``<name>_slices.csv``, each with its slice number in the stack).
 
         Raises:
             ValueError: ``slice_index`` is not the index of one of the stack's slices.
         """
+        reports: list[dict[str, Any]] = []
         if slice_index is None:
             # with slice reports: the label map (tumor, possible tumor) decided with neighbouring slices
-            mask, _ = predict_volume(stack, self.predictor, axis=2, batch_size=self.batch_size, slice_reports=[])
-            return mask
+            mask, _ = predict_volume(stack, self.predictor, axis=2, batch_size=self.batch_size, slice_reports=reports)
+            return mask, slice_rows(reports)
         if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)):
             raise ValueError(f"slice_index: expected a slice number, got {slice_index!r}")
         if not 0 <= slice_index < len(stack):
             raise ValueError(f"slice_index: {slice_index} is not a slice of this image (0 to {len(stack) - 1})")
-        one, _ = predict_volume(stack[slice_index : slice_index + 1], self.predictor, axis=2, slice_reports=[])
+        one, _ = predict_volume(stack[slice_index : slice_index + 1], self.predictor, axis=2, slice_reports=reports)
         mask = np.zeros(np.shape(stack)[:3], dtype=np.uint8)
         mask[slice_index] = one[0]
-        return mask
+        return mask, [{**row, "slice": int(slice_index)} for row in slice_rows(reports)]
 
 
 class SliceStackToInputd(MapTransform):

@@ -162,7 +162,12 @@ class BrainTumorSegmentation(BasicInferTask):
 
     def run_inferer(self, data: Dict[str, Any], convert_to_batch: bool = True, device: str = "cuda"):
         inferer = self._bundle(device)["inferer"]  # slice_index: "segment this slice" of a volume
-        data[self.output_label_key] = inferer(data[self.input_key], data.get("slice_index"))
+        if hasattr(inferer, "segment"):  # with the per-slice report (bundles from 0.6.3)
+            data[self.output_label_key], data["slice_report"] = inferer.segment(
+                data[self.input_key], data.get("slice_index")
+            )
+        else:
+            data[self.output_label_key] = inferer(data[self.input_key], data.get("slice_index"))
         return data
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None) -> Tuple[Any, Any]:
@@ -186,10 +191,14 @@ class BrainTumorSegmentation(BasicInferTask):
         tumor = (stack == self.labels.get("tumor", 1)).any(axis=1)
         possible = (stack == self.labels.get("possible tumor", -1)).any(axis=1) & ~tumor
         verdict = "tumor" if tumor.any() else ("possible tumor" if possible.any() else "no tumor found")
-        return path, {
+        result = {
             "verdict": verdict,
             "tumor_slices": int(tumor.sum()),
             "possible_tumor_slices": int(possible.sum()),
             "slices": len(stack),
             "bundle_version": self.version,
         }
+        if ndim == 3 and data.get("slice_report") is not None:
+            # a volume: the rows monai.bundle run writes to <name>_slices.csv (a 2D image's one row is the above)
+            result["slice_report"] = data["slice_report"]
+        return path, result
