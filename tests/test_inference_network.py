@@ -81,10 +81,9 @@ def test_folding_keeps_the_function_of_the_bundles_networks(build):
         parser = ConfigParser()
         parser.read_config(os.path.join(BUNDLE, "configs", "inference.json"))
         network = parser.get_parsed_content("network_def")
-        x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     else:
         network = SequenceClassifier()
-        x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     network = _with_running_statistics(network)
     norms = _norms(network)
     with torch.inference_mode():
@@ -146,7 +145,7 @@ def test_prepare_for_inference_leaves_the_loaded_network_as_it_was():
     assert prepare_for_inference(network, optimize=False) is network and not network.training
 
 
-def test_an_optimize_switch_that_is_not_a_bool_is_refused_by_name(tmp_path):
+def test_an_optimize_switch_that_is_not_a_bool_is_refused_by_name():
     """``--optimize_networks false`` on a command line arrives as the text "false", which is true: refused."""
     for value in ("false", 0, None):
         with pytest.raises(ValueError, match="optimize_networks: expected True or False"):

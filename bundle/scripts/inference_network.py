@@ -24,30 +24,33 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 __all__ = ["fold_batch_norms", "prepare_for_inference"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+#: each batch norm and the spatial dimensions of the convolution whose statistics it can hold
+_NORM_DIMS = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
 
 
-def _first_run(module: nn.Module) -> tuple[nn.Module, str] | None:
-    """The ``(parent, name)`` of the module a :class:`~torch.nn.Sequential` runs first, looking into nested ones.
+def _first_run(parent: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The ``(parent, name)`` of the module that runs first when ``parent``'s ``name`` runs, looking into nested
+    :class:`~torch.nn.Sequential` ones.
 
     MONAI's ``Convolution`` is ``Sequential(conv, ADN)`` and its ``ADN`` is ``Sequential(N, D, A)`` in the
     default order: the norm that follows a convolution sits at the head of the next Sequential.
     """
-    parent, name = None, None
+    module = parent._modules[name]
     while isinstance(module, nn.Sequential) and len(module) > 0:
         parent, name = module, next(iter(module._modules))
         module = module[0]
-    return None if parent is None else (parent, name)
+    return parent, name
 
 
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     return (
         isinstance(conv, _CONVS)
-        and isinstance(norm, _NORMS)
+        and type(norm) in _NORM_DIMS
         and norm.track_running_stats
         and norm.running_mean is not None
         and conv.out_channels == norm.num_features
-        and conv.weight.dim() - 2 == int(type(norm).__name__[-2])  # Conv2d with BatchNorm2d, and so on
+        and conv.weight.dim() - 2 == _NORM_DIMS[type(norm)]  # Conv2d with BatchNorm2d, and so on
     )
 
 
@@ -70,14 +73,12 @@ def fold_batch_norms(network: nn.Module) -> int:
         names = list(sequential._modules)
         for name, after in zip(names, names[1:]):
             conv = sequential._modules[name]
-            target = (sequential, after) if isinstance(sequential._modules[after], _NORMS) else None
-            target = target or _first_run(sequential._modules[after])
-            if target is None or not _foldable(conv, target[0]._modules[target[1]]):
+            parent, norm_name = _first_run(sequential, after)
+            norm = parent._modules[norm_name]
+            if not _foldable(conv, norm):
                 continue
-            norm = target[0]._modules[target[1]]
-            transposed = isinstance(conv, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
-            sequential._modules[name] = fuse_conv_bn_eval(conv, norm, transpose=transposed)
-            target[0]._modules[target[1]] = nn.Identity()
+            sequential._modules[name] = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, _TRANSPOSED))
+            parent._modules[norm_name] = nn.Identity()
             folded += 1
     return folded
 
