@@ -454,11 +454,13 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
         "tumor_report.csv",
     ]
     predictor = BundlePredictor(BUNDLE, device="cpu")
-    for name, source, n_slices in (
-        ("case1", "case1.nii.gz", 3),
-        ("case2", "case2.mha", 3),
-        ("single", "single.nrrd", 1),
-        ("series", "series", 3),
+    # case1's direction puts its rows right to left and its columns front to back: each slice is segmented
+    # transposed, rows front to back as in the training slices, and its mask turned back
+    for name, source, n_slices, transposed in (
+        ("case1", "case1.nii.gz", 3, True),
+        ("case2", "case2.mha", 3, False),
+        ("single", "single.nrrd", 1, False),
+        ("series", "series", 3, False),
     ):
         src = data / source
         reference = itk.imread(sorted(str(p) for p in src.iterdir()) if src.is_dir() else str(src), itk.F)
@@ -468,9 +470,14 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
         assert np.allclose(itk.array_from_matrix(mask.GetDirection()), itk.array_from_matrix(reference.GetDirection()))
         voxels = itk.array_from_image(mask)
         slices = itk.array_from_image(reference)
-        assert voxels.shape == slices.shape and set(np.unique(voxels)) <= {0, 1}, name
-        expected = predictor.predict_arrays([slices] if n_slices == 1 else list(slices))
-        assert np.array_equal(voxels, expected[0] if n_slices == 1 else np.stack(expected)), name
+        assert voxels.shape == slices.shape and set(np.unique(voxels)) <= {0, 1, 2}, name
+        planes = [slices] if n_slices == 1 else [s.T if transposed else s for s in slices]
+        for k, found in enumerate(predictor.predict_arrays(planes, details=True)):
+            labels = voxels if n_slices == 1 else voxels[k]
+            tumor, possible = (np.asarray(m).astype(bool) for m in (found.mask, found.possible_mask))
+            tumor, possible = (tumor.T, possible.T) if transposed else (tumor, possible)
+            # the slice's own tumor and possible tumor; its neighbours may only turn a tumor into a possible one
+            assert np.array_equal(labels > 0, tumor | possible) and not (labels == 1)[~tumor].any(), (name, k)
     rows = {r["file_name"]: r for r in csv.DictReader(open(out / "tumor_report.csv"))}
     assert set(rows) == {"photo.jpg", "case1.nii.gz", "case2.mha", "single.nrrd", "series"}
     assert rows["case1.nii.gz"]["n_slices"] == "3" and rows["single.nrrd"]["n_slices"] == ""

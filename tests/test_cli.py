@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -302,3 +303,34 @@ def test_segment_overlays_for_a_volume_show_the_slices_with_a_tumor(tmp_path):
     assert sorted(p.name for p in (out / "overlays").iterdir()) == expected
     with Image.open(out / "overlays" / expected[0]) as im:
         assert im.size == (tumor.shape[1], tumor.shape[0])
+
+
+def test_segment_cuts_a_sagittal_volume_into_its_axial_slices_and_shows_them(tmp_path):
+    """A head stored sagittally (K right to left, J foot to head, I front to back) gets the axial original's
+    result: the same label map in its own voxel layout, the same per-slice rows, axial overlays."""
+    itk = pytest.importorskip("itk")
+    tumor = np.asarray(Image.open(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]).convert("L"), dtype=np.float32)
+    axial = np.stack([np.zeros_like(tumor), tumor, np.zeros_like(tumor)])  # (k, j, i)
+    sagittal = itk.image_from_array(np.ascontiguousarray(np.transpose(axial, (2, 0, 1))))
+    sagittal.SetDirection(itk.matrix_from_array(np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])))
+    (tmp_path / "input").mkdir()
+    itk.imwrite(itk.image_from_array(axial), str(tmp_path / "input" / "axial.nii.gz"))
+    itk.imwrite(sagittal, str(tmp_path / "input" / "sagittal.nii.gz"))
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "input"), "--output-dir", str(out), "--overlays", "--device", "cpu"]) == 0
+    expected = itk.array_from_image(itk.imread(str(out / "axial.nii.gz")))
+    labels = itk.array_from_image(itk.imread(str(out / "sagittal.nii.gz")))
+    assert labels.shape == (tumor.shape[1], 3, tumor.shape[0]) and np.array_equal(
+        labels, np.transpose(expected, (2, 0, 1))
+    )
+    with open(out / "axial_slices.csv") as a, open(out / "sagittal_slices.csv") as s:
+        assert list(csv.DictReader(a)) == list(csv.DictReader(s)) and expected[1].any()
+    pictures = sorted(p.name for p in (out / "overlays").iterdir())
+    assert pictures == ["axial_slice001.png", "sagittal_slice001.png"]
+    with (
+        Image.open(out / "overlays" / "axial_slice001.png") as a,
+        Image.open(out / "overlays" / "sagittal_slice001.png") as s,
+    ):
+        assert a.size == s.size == (tumor.shape[1], tumor.shape[0]), "the sagittal volume's overlay is an axial slice"
+        same = (np.asarray(a) == np.asarray(s)).all(axis=-1).mean()
+        assert same > 0.95, f"only {same:.1%} of the pixels agree (the captions name the files)"

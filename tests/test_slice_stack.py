@@ -37,7 +37,7 @@ def _run(stages, path, slice_index=None):
     data = {"image": str(path)}
     for t in stages["pre"]:
         data = t(data)
-    data["pred"] = stages["inferer"](data["image"], slice_index)
+    data["pred"] = stages["inferer"](data["image"], slice_index, data["image_direction"])  # as the app calls it
     for t in stages["post"]:
         data = t(data)
     return data
@@ -66,6 +66,8 @@ def test_a_volume_gets_the_slice_loop_mask_with_its_geometry(stages, tmp_path):
         stages["predictor"], tmp_path / "case.nii.gz", tmp_path / "expected.nii.gz"
     )
     assert np.array_equal(data["pred"], expected.mask)
+    # the direction's rows run right to left: both cut the planes transposed, rows front to back
+    assert np.allclose(data["image_direction"], tilted) and (expected.slice_axis, expected.transposed) == ("K", True)
     written = stages["scripts"].slice_stack.write_slice_stack_mask(
         data["pred"], data["image_geometry"], tmp_path / "mask.nrrd"
     )
@@ -79,13 +81,14 @@ def test_a_volume_gets_the_slice_loop_mask_with_its_geometry(stages, tmp_path):
     assert np.array_equal(one[1], expected.mask[1]) and not one[0].any()
 
     # with the per-slice report: the rows segment_medical_file wrote beside its mask, and one row for one slice
-    stack = stages["pre"][0]({"image": str(tmp_path / "case.nii.gz")})["image"]
-    mask, rows = stages["inferer"].segment(stack)
+    loaded = stages["pre"][0]({"image": str(tmp_path / "case.nii.gz")})
+    stack, direction = loaded["image"], loaded["image_direction"]
+    mask, rows = stages["inferer"].segment(stack, None, direction)
     assert np.array_equal(mask, expected.mask)
     with open(expected.slice_report_path, newline="", encoding="utf-8") as f:
         written = list(csv.DictReader(f))
     assert [{k: str(row[k]) for k in written[0]} for row in rows] == written and len(rows) == 2
-    _, one_row = stages["inferer"].segment(stack, 1)
+    _, one_row = stages["inferer"].segment(stack, 1, direction)
     assert len(one_row) == 1 and one_row[0]["slice"] == 1
 
 
@@ -179,3 +182,24 @@ def test_a_one_slice_volume_comes_back_a_volume_and_a_2d_image_2d(tmp_path, name
     write_volume(tmp_path / "flat.nrrd", grey[0], [0.5, 0.6], [12.5, -20.0], np.eye(2))
     flat = run(tmp_path / "flat.nrrd")
     assert flat["image_ndim"] == 2 and np.array_equal(flat["pred"], expected[0])
+
+
+def test_a_sagittal_volume_is_cut_into_its_axial_slices_whole_or_one_slice_at_a_time():
+    """The stack of a volume stored sagittally (K right to left, J foot to head, I front to back): slice k is
+    its k-th axial slice, whole or with ``slice_index``, as ``monai.bundle run`` cuts it."""
+    from scripts.slice_stack import SliceStackInferer
+
+    axial = np.zeros((4, 6, 8), np.float32)  # (k, j, i): foot to head, front to back, right to left
+    axial[1, 2, 3], axial[2, 2:4, 3], axial[3, 5, 7] = 150.0, 150.0, 70.0
+    sagittal = np.ascontiguousarray(np.transpose(axial, (2, 0, 1)))  # (8, 4, 6)
+    direction = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]  # I front to back, J foot to head, K right to left
+    inferer = SliceStackInferer(_Threshold())
+    expected, expected_rows = inferer.segment(axial)
+    whole, rows = inferer.segment(sagittal, None, direction)
+    assert np.array_equal(whole, np.transpose(expected, (2, 0, 1))) and rows == expected_rows and len(rows) == 4
+    for k in range(4):
+        one, one_rows = inferer.segment(sagittal, k, direction)
+        assert np.array_equal(one[:, k, :], whole[:, k, :]) and not np.delete(one, k, axis=1).any()
+        assert one_rows == [{**expected_rows[k], "slice": k}]
+    with pytest.raises(ValueError, match=r"slice_index: 4 is not a slice of this image \(0 to 3\)"):
+        inferer(sagittal, 4, direction)

@@ -862,3 +862,40 @@ def test_worker_output_that_is_not_utf8_is_read_on_and_logged(tmp_path, caplog):
     assert run.error.startswith("the stand-in worker stops here")
     assert any("warning from a library" in line and "\ufffd" in line for line in run.log)
     assert any("worker: caf" in r.getMessage() for r in caplog.records)
+
+
+def test_a_sagittal_volume_is_segmented_as_its_axial_slices(scene, samples, predictor):
+    testing.check_sagittal_volume(scene, predictor, [s.grey for s in samples[:3]])
+
+
+def test_the_worker_cuts_a_sagittal_volume_as_the_lib_does(tmp_path, samples, smoke_model, smoke_predictor):
+    """The module hands the worker the volume's directions: the background run cuts the axial slices too."""
+    from BrainTumorSegmentationLib.background import WorkerRun, worker_command
+
+    h, w = samples[0].grey.shape[:2]
+    axial = np.stack([s.grey[h // 2 - 24 : h // 2 + 24, w // 2 - 20 : w // 2 + 20] for s in samples[:3]])
+    sagittal = np.ascontiguousarray(np.transpose(axial.astype(np.float32), (2, 0, 1)))
+    directions = [[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]  # RAS: I posterior, J superior, K left
+    run = WorkerRun(
+        sagittal,
+        str(BUNDLE),
+        device="cpu",
+        batch_size=2,
+        ckpt_path=str(smoke_model),
+        config_files=[str(SMOKE_NETWORK)],
+        axis=btl.resolve_axis(sagittal.shape, None, directions),
+        direction=directions,
+    )
+    assert run.wait(300) and run.error is None, run.error
+    assert run.command[run.command.index("--axis") + 1] == "1"
+    assert run.command[run.command.index("--direction") + 1] == "0.0,0.0,-1.0,-1.0,0.0,0.0,0.0,1.0,0.0"
+    reports: list = []
+    expected, _ = btl.predict_volume(axial, smoke_predictor, batch_size=2, slice_reports=reports)
+    assert np.array_equal(run.result.mask, np.transpose(expected, (2, 0, 1)))
+    assert [row["verdict"] for row in run.result.slice_rows] == [r["verdict"] for r in reports]
+    # the numbers are read as numbers only: anything else is refused before the worker starts its work
+    for bad in ("1,0,0,0,1,0,0,0", "__import__('os'),0,0,0,1,0,0,0,1"):
+        command = worker_command(sys.executable, str(tmp_path / "in.npy"), str(tmp_path / "out.npz"), str(BUNDLE))
+        proc = subprocess.run([*command, "--direction", bad], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "--direction: expected nine comma-separated numbers" in proc.stderr
+        assert not (tmp_path / "out.npz").exists()

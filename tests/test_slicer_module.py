@@ -616,9 +616,11 @@ def test_the_status_summary_counts_along_the_axis_the_chosen_bundle_picks(
     (second / "configs" / "metadata.json").write_text(json.dumps(metadata))
     volumes = second / "scripts" / "volumes.py"
     source = volumes.read_text()
-    auto = re.search(r"(\n    if axis is None:\n(?:        .*\n)*?)        return 2\n", source)
-    assert auto, "resolve_axis's Auto branch is not where this test expects it"
-    volumes.write_text(source.replace(auto.group(0), auto.group(1) + "        return 1  # J: this bundle's choice\n"))
+    auto = "    return (axial, transpose) if chosen in (None, axial) else (chosen, False)\n"
+    assert source.count(auto) == 1, "slicing's Auto branch for a volume is not where this test expects it"
+    volumes.write_text(
+        source.replace(auto, "    return (1, False) if chosen is None else (chosen, False)  # J: its choice\n")
+    )
     assert btl.bundle_info(second)["name"] == "Second bundle (J slices)"
 
     scene = slicer.vtkMRMLScene()

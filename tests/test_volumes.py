@@ -20,11 +20,25 @@ from scripts.verdict import NO_TUMOR, POSSIBLE_TUMOR, TUMOR, NeighbourSupport
 from scripts.volumes import (
     SegmentationCancelled,
     VolumeSegmentation,
+    axial_slicing,
     is_cancelled,
     predict_volume,
     resolve_axis,
     segment_medical_file,
+    slicing,
 )
+
+#: Direction matrices (LPS, one column per IJK axis) of the ways a head is stored. A sagittal DICOM series:
+#: I front to back, J head to foot, K right to left; a coronal one: I right to left, J head to foot, K front to back.
+AXIAL = np.eye(3)
+SAGITTAL = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
+CORONAL = [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]
+
+
+def _tilted(degrees: float) -> np.ndarray:
+    """An axial volume tilted about the left-right axis (its J and K columns turned towards each other)."""
+    t = np.radians(degrees)
+    return np.array([[1.0, 0.0, 0.0], [0.0, np.cos(t), -np.sin(t)], [0.0, np.sin(t), np.cos(t)]])
 
 
 def _components(mask: np.ndarray, confidence: float) -> list[dict]:
@@ -185,6 +199,66 @@ def test_resolve_axis_picks_the_flat_axis_and_reads_names():
             resolve_axis((5, 20, 30), bad)
 
 
+def test_axial_slicing_cuts_along_the_axis_nearest_foot_to_head_with_rows_front_to_back():
+    assert axial_slicing(AXIAL) == (2, False)
+    assert axial_slicing(np.diag([-1.0, -1.0, 1.0])) == (2, False), "NIfTI's RAS identity as ITK reads it"
+    assert axial_slicing(np.diag([1.0, 1.0, -1.0])) == (2, False), "slices stored head to foot"
+    assert axial_slicing(SAGITTAL) == (1, True), "J is foot to head; the (K, I) plane's rows are right to left"
+    assert axial_slicing(CORONAL) == (1, False), "the (K, I) plane's rows are front to back already"
+    assert axial_slicing([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) == (2, True), "rows right to left"
+    assert axial_slicing(np.diag([0.5, 0.6, 4.0])) == (2, False), "spacing in the columns does not matter"
+    assert axial_slicing(_tilted(30)) == (2, False) and axial_slicing(_tilted(-30)) == (2, False)
+    assert axial_slicing(_tilted(60)) == (1, False), "tilted past 45 degrees: J is the nearer axis"
+    assert axial_slicing(_tilted(45)) == (2, False), "a tie keeps K"
+    assert axial_slicing(np.array(SAGITTAL) @ _tilted(10)) == (1, True), "an oblique sagittal volume"
+    for bad, said in (
+        (np.eye(2), "3x3"),
+        ([[1.0, 0.0, 0.0], [0.0, np.nan, 0.0], [0.0, 0.0, 1.0]], "finite"),
+        ([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], "the IJK axis J has no direction"),
+        ("identity", "3x3 matrix of numbers"),
+        (None, "3x3"),
+    ):
+        with pytest.raises(ValueError, match=f"direction: .*{said}"):
+            axial_slicing(bad)
+
+
+def test_slicing_reads_the_direction_only_for_a_volume_cut_automatically():
+    assert slicing((5, 20, 30), None, SAGITTAL) == (1, True) and resolve_axis((5, 20, 30), None, SAGITTAL) == 1
+    assert slicing((5, 20, 30), None, None) == (2, False), "no direction: K, as before"
+    assert slicing((1, 20, 30), None, SAGITTAL) == (2, False), "a single slice is one 2D image, whichever way"
+    assert slicing((20, 1, 30), None, AXIAL) == (1, False)
+    assert slicing((5, 20, 30), "K", SAGITTAL) == (2, False), "a chosen other axis cuts the planes as they lie"
+    assert slicing((5, 20, 30), "J", SAGITTAL) == (1, True), "the axial axis chosen: cut as Auto cuts it"
+    assert slicing((1, 20, 30), "K", SAGITTAL) == (2, False) and slicing((5, 20, 30), 0) == (0, False)
+    with pytest.raises(ValueError, match="direction"):
+        slicing((5, 20, 30), None, [[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("direction, permutation", [(SAGITTAL, (2, 0, 1)), (CORONAL, (1, 0, 2))])
+def test_a_volume_stored_sagittally_or_coronally_is_segmented_as_its_axial_slices(direction, permutation):
+    """The same head stored along other axes: the predictor gets the axial planes, the masks land back."""
+    axial = _four_slices()  # (k, j, i): K foot to head, J front to back, I right to left
+    stored = np.ascontiguousarray(np.transpose(axial, permutation))
+    reference: list[dict] = []
+    expected, expected_prob = predict_volume(axial, StandIn(), with_probability=True, slice_reports=reference)
+    stand_in, reports = StandIn(), []
+    labels, prob = predict_volume(stored, stand_in, with_probability=True, slice_reports=reports, direction=direction)
+    assert {shape for call in stand_in.calls for shape in call} == {(6, 8)}, "the axial plane, rows front to back"
+    assert np.array_equal(labels, np.transpose(expected, permutation))
+    assert np.array_equal(prob, np.transpose(expected_prob, permutation))
+    assert [(r["index"], r["verdict"], r["tumor_score"]) for r in reports] == [
+        (r["index"], r["verdict"], r["tumor_score"]) for r in reference
+    ]
+    assert reports[2]["components"] == reference[2]["components"], "boxes in the plane as the predictor saw it"
+    # the axial axis chosen: as Auto; another one: its planes as they lie
+    chosen = StandIn()
+    assert np.array_equal(predict_volume(stored, chosen, axis="J", direction=direction)[0], labels == 1)
+    assert {s for call in chosen.calls for s in call} == {(6, 8)}
+    chosen = StandIn()
+    predict_volume(stored, chosen, axis="K", direction=direction)
+    assert {s for call in chosen.calls for s in call} == {stored.shape[1:]}
+
+
 def test_bad_volumes_batch_sizes_and_predictor_answers_are_refused():
     for shape in ((8, 8), (2, 8, 8, 2), (2, 8, 8, 5), (2, 3, 4, 5), (2, 8, 8, 0), (2, 8, 8, 3, 1), (1, 2, 3, 4, 5)):
         bad = np.zeros(shape)
@@ -317,6 +391,34 @@ def test_a_volume_file_gets_its_mask_with_its_geometry_and_counts_slices_by_verd
     labels = [set(np.unique(plane).tolist()) for plane in expected]
     for r, plane in zip(slices_read, labels):  # the mask's slice of that index says the same
         assert (r["tumor_found"] == "True") == (1 in plane) and (r["possible_tumor"] == "True") == (2 in plane), r
+
+
+def test_a_sagittal_volume_file_is_cut_into_its_axial_slices_and_its_mask_keeps_the_files_layout(tmp_path):
+    import itk
+
+    stored = np.ascontiguousarray(np.transpose(_four_slices(), (2, 0, 1)))  # (8, 4, 6): K right to left
+    write_volume(tmp_path / "sagittal.nrrd", stored, [0.9, 1.0, 1.1], [5.0, 6.0, 7.0], SAGITTAL)
+    result = segment_medical_file(StandIn(), tmp_path / "sagittal.nrrd", tmp_path / "out" / "sagittal.nii.gz")
+    axial = segment_medical_file(StandIn(), _axial_file(tmp_path), tmp_path / "out" / "axial.nii.gz")
+    assert (result.slice_axis, result.transposed) == ("J", True)
+    assert (axial.slice_axis, axial.transposed) == ("K", False)
+    written = itk.array_from_image(itk.imread(result.mask_path))
+    assert written.shape == (8, 4, 6) and np.array_equal(written, np.transpose(axial.mask, (2, 0, 1)))
+    assert [np.array_equal(a, b) for a, b in zip(result.planes(result.array), axial.planes(axial.array))] == [True] * 4
+    assert [np.array_equal(a, b) for a, b in zip(result.planes(result.mask), axial.planes(axial.mask))] == [True] * 4
+    with open(result.slice_report_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    with open(axial.slice_report_path, newline="", encoding="utf-8") as f:
+        assert rows == list(csv.DictReader(f)), "slice k of the report is the k-th axial slice"
+    assert {k: v for k, v in result.row.items() if k != "file_name"} == {
+        k: v for k, v in axial.row.items() if k != "file_name"
+    }
+
+
+def _axial_file(tmp_path) -> str:
+    path = tmp_path / "axial.nrrd"
+    write_volume(path, _four_slices(), [1.1, 1.0, 0.9], [5.0, 6.0, 7.0], AXIAL)
+    return str(path)
 
 
 def test_a_2d_file_is_one_slice_with_a_2d_mask_and_an_image_row(tmp_path):

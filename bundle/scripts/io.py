@@ -35,6 +35,7 @@ __all__ = [  # noqa: F822 - PILImageReader is built on first use (__getattr__)
     "check_inference_inputs",
     "check_output_dir",
     "check_output_file",
+    "image_direction",
     "image_stem",
     "is_dicom_series",
     "keep_locale",
@@ -756,6 +757,14 @@ def _dimension_problem(path: str, shape: Sequence[int]) -> str:
             "nib.save(nib.load(path).slicer[..., 0], 'first.nii.gz'))"
         )
     return f"{path}: a {len(size)}D image ({shown}): only a 2D or 3D scalar image can be segmented"
+
+
+def image_direction(image) -> np.ndarray:
+    """The 3x3 direction matrix of a 3D ITK image (LPS, one column per IJK axis); identity for a 2D one."""
+    import itk
+
+    direction = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64)
+    return direction if direction.shape == (3, 3) else np.eye(3)
 
 
 def write_medical_mask(mask: np.ndarray, reference, path: str | os.PathLike) -> str:

@@ -9,7 +9,9 @@ the ``slice_predictor`` of ``inference.json``), given back the input's own dimen
 
 Geometry: a medical image's mask keeps its spacing, origin and direction (ITK reads and writes
 both). A JPEG/PNG has none: its mask is written on the same pixel grid, which ITK and SimpleITK
-read with unit spacing, zero origin and identity direction, as they read the image itself.
+read with unit spacing, zero origin and identity direction, as they read the image itself. A
+volume is cut into its axial slices as its direction tells them, as ``monai.bundle run`` cuts it
+(:func:`~scripts.volumes.axial_slicing`: along K for a volume acquired axially).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from .io import is_medical_image, read_grey, read_medical_image, write_mask, write_medical_mask
+from .io import image_direction, is_medical_image, read_grey, read_medical_image, write_mask, write_medical_mask
 from .tumor_report import slice_rows
 from .verdict import POSSIBLE_TUMOR_LABEL, TUMOR_LABEL
-from .volumes import predict_volume
+from .volumes import predict_volume, slice_plane, slicing
 
 __all__ = [
     "MASK_SUFFIXES",
@@ -102,7 +104,9 @@ def write_slice_stack_mask(mask: np.ndarray, reference: Any | None, path: str | 
 class LoadSliceStackd(MapTransform):
     """Replace an image path by its ``(k, j, i)`` slice stack (:func:`read_slice_stack`).
 
-    Adds ``<key>_geometry`` (the ITK reference, or ``None``) and ``<key>_ndim`` (2 or 3).
+    Adds ``<key>_geometry`` (the ITK reference, or ``None``), ``<key>_ndim`` (2 or 3) and
+    ``<key>_direction`` (a volume's 3x3 direction matrix, :func:`~scripts.io.image_direction`; ``None``
+    for a 2D input), which :meth:`SliceStackInferer.segment` cuts the volume by.
     """
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
@@ -112,6 +116,10 @@ class LoadSliceStackd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key], d[f"{key}_geometry"], d[f"{key}_ndim"] = read_slice_stack(d[key])
+            geometry = d[f"{key}_geometry"]
+            d[f"{key}_direction"] = (
+                image_direction(geometry) if geometry is not None and d[f"{key}_ndim"] == 3 else None
+            )
         return d
 
 
@@ -131,14 +139,22 @@ class SliceStackInferer:
         self.predictor = predictor
         self.batch_size = int(batch_size)
 
-    def __call__(self, stack: np.ndarray, slice_index: Any = None) -> np.ndarray:
-        """The mask of every slice, or of slice ``slice_index`` (K) only, the others left empty (:meth:`segment`)."""
-        return self.segment(stack, slice_index)[0]
+    def __call__(self, stack: np.ndarray, slice_index: Any = None, direction: Any = None) -> np.ndarray:
+        """The mask of every slice, or of slice ``slice_index`` only, the others left empty (:meth:`segment`)."""
+        return self.segment(stack, slice_index, direction)[0]
 
-    def segment(self, stack: np.ndarray, slice_index: Any = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """The mask of every slice, or of slice ``slice_index`` (K) only, and the per-slice report of the slices
+    def segment(
+        self, stack: np.ndarray, slice_index: Any = None, direction: Any = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The mask of every slice, or of slice ``slice_index`` only, and the per-slice report of the slices
         segmented (:func:`~scripts.tumor_report.slice_rows`: the rows ``monai.bundle run`` writes to
         ``<name>_slices.csv``, each with its slice number in the stack).
+
+        Args:
+            stack: the ``(k, j, i)`` slices (:class:`LoadSliceStackd`).
+            slice_index: one slice to segment: its index along the axis the volume is cut along.
+            direction: the volume's direction matrix (``<key>_direction`` of :class:`LoadSliceStackd`):
+                a volume is cut into its axial slices (:func:`~scripts.volumes.axial_slicing`); None: along K.
 
         Raises:
             ValueError: ``slice_index`` is not the index of one of the stack's slices.
@@ -146,15 +162,21 @@ class SliceStackInferer:
         reports: list[dict[str, Any]] = []
         if slice_index is None:
             # with slice reports: the label map (tumor, possible tumor) decided with neighbouring slices
-            mask, _ = predict_volume(stack, self.predictor, axis=2, batch_size=self.batch_size, slice_reports=reports)
+            mask, _ = predict_volume(
+                stack, self.predictor, batch_size=self.batch_size, slice_reports=reports, direction=direction
+            )
             return mask, slice_rows(reports)
+        ijk_axis, transpose = slicing(np.shape(stack), None, direction)
+        n = np.shape(stack)[2 - ijk_axis]
         if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)):
             raise ValueError(f"slice_index: expected a slice number, got {slice_index!r}")
-        if not 0 <= slice_index < len(stack):
-            raise ValueError(f"slice_index: {slice_index} is not a slice of this image (0 to {len(stack) - 1})")
-        one, _ = predict_volume(stack[slice_index : slice_index + 1], self.predictor, axis=2, slice_reports=reports)
+        if not 0 <= slice_index < n:
+            raise ValueError(f"slice_index: {slice_index} is not a slice of this image (0 to {n - 1})")
+        one, _ = predict_volume(
+            slice_plane(stack, slice_index, ijk_axis, transpose)[None], self.predictor, axis=2, slice_reports=reports
+        )
         mask = np.zeros(np.shape(stack)[:3], dtype=np.uint8)
-        mask[slice_index] = one[0]
+        np.moveaxis(mask, 2 - ijk_axis, 0)[slice_index] = slice_plane(one, 0, 2, transpose)  # a view: in place
         return mask, [{**row, "slice": int(slice_index)} for row in slice_rows(reports)]
 
 

@@ -71,7 +71,8 @@ TUMOR_REPORT_FIELDS = (
 SLICE_REPORT_SUFFIX = "_slices.csv"
 
 #: Columns of a volume's per-slice report, one row per slice in slice order: the slice's index along the
-#: volume's slice axis (K, from 0: the mask's slice of that index); the columns of :data:`TUMOR_REPORT_FIELDS`
+#: axis the volume was cut along (its axial slices', :func:`~scripts.volumes.axial_slicing`; K for a volume acquired
+#: axially), from 0: the mask's slice of that index; the columns of :data:`TUMOR_REPORT_FIELDS`
 #: for that slice, its verdict the final one, after the neighbouring slices were consulted; the fraction of
 #: the slice's tumor pixels that lie under a tumor or possible tumor on an adjacent slice
 #: (``neighbour_support``, :class:`~scripts.verdict.NeighbourSupport`; empty where the slice alone found no

@@ -8,8 +8,11 @@ cancellation between batches, and put each slice's mask back in its place.
 
 Arrays are in ITK's and ``slicer.util.arrayFromVolume``'s numpy order: ``(k, j, i)`` for
 scalar volumes and ``(k, j, i, c)`` for vector (RGB/RGBA) ones. Each 2D slice is given to the
-predictor in ``(row, column)`` order exactly as it lies in the array, so slice ``k`` of a
-volume gets the same pixels as ``predict_array(array[k])``.
+predictor in ``(row, column)`` order as it lies in the array, so slice ``k`` of a volume gets the
+same pixels as ``predict_array(array[k])``. The network learnt axial slices: given the volume's
+direction matrix, a volume acquired sagittally or coronally is cut along the axis nearest the
+head's superior-inferior axis instead, its planes turned so that rows run front to back
+(:func:`axial_slicing`).
 
 Only numpy is imported here: the Slicer module's main process uses this module.
 """
@@ -31,14 +34,24 @@ __all__ = [
     "SegmentationCancelled",
     "VolumeResult",
     "VolumeSegmentation",
+    "axial_slicing",
     "is_cancelled",
     "predict_volume",
     "resolve_axis",
     "segment_medical_file",
+    "slice_plane",
+    "slicing",
 ]
 
 #: IJK axis index -> name. ``axis=2`` (K) slices a volume the way it was acquired.
 AXIS_NAMES = {0: "I", 1: "J", 2: "K"}
+
+#: The rows of a direction matrix (one column per IJK axis) that point front to back and foot to head: the same
+#: in ITK's LPS and Slicer's RAS matrices, which differ only in the signs of rows 0 and 1 (only magnitudes are read).
+_ANTERIOR_POSTERIOR, _SUPERIOR_INFERIOR = 1, 2
+#: How much nearer an axis must be to win over the axis a volume is stored along: a tie (a 45 degree
+#: oblique volume) keeps K and the planes as they lie.
+_TIE = 1e-6
 
 # typing.Union, not X | Y: the Slicer Lib imports this module, and Slicer 5.8 runs Python 3.9
 CancelSpec = Optional[Union[Callable[[], bool], threading.Event]]
@@ -79,21 +92,82 @@ def _check_cancel(cancel: CancelSpec) -> None:
         raise SegmentationCancelled("segmentation cancelled; nothing was changed")
 
 
-def resolve_axis(shape_kji: Sequence[int], axis: int | str | None = None) -> int:
-    """The IJK axis to slice along: 0 (I), 1 (J) or 2 (K).
+def axial_slicing(direction: Any) -> tuple[int, bool]:
+    """How to cut a head volume into axial slices, rows running front to back, from its direction matrix.
 
-    ``None`` picks the axis of size 1 for a single-slice image (a 2D image is one slice,
-    whichever axis is flat) and K otherwise. Names ``"I"``, ``"J"``, ``"K"`` are accepted.
+    The network learnt axial slices whose rows run front to back. A volume acquired sagittally or
+    coronally (a 3D T1 often is) holds its axial slices along another array axis than K, and cut
+    along K it would hand the network sagittal or coronal slices it never saw. The slicing axis is
+    the IJK axis whose direction lies nearest the superior-inferior axis; the slice's plane is
+    transposed when its rows' axis lies farther from the anterior-posterior axis than its columns'.
+    Slices are only taken and transposed, never resampled or flipped (the network learnt both
+    flips): an oblique volume is cut along its nearest axis.
+
+    Args:
+        direction: the 3x3 direction matrix, one column per IJK axis: ITK's ``GetDirection()`` (LPS)
+            or the direction part of Slicer's IJK-to-RAS matrix; a column's length does not matter.
+
+    Returns:
+        ``(ijk_axis, transpose)``: ``(2, False)`` for a volume stored axially (whatever its flips).
 
     Raises:
-        ValueError: ``axis`` is not one of those.
+        ValueError: not a 3x3 matrix of finite numbers, or an axis without a direction.
     """
-    if axis is None:
-        k, j, i = (int(s) for s in shape_kji[:3])
-        for ijk_axis, size in ((2, k), (1, j), (0, i)):
-            if size == 1:
-                return ijk_axis
-        return 2
+    try:
+        m = np.asarray(direction, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"direction: expected a 3x3 matrix of numbers, got {direction!r}") from None
+    if m.shape != (3, 3) or not np.isfinite(m).all():
+        raise ValueError(f"direction: expected a 3x3 matrix of finite numbers, got {m.tolist()}")
+    lengths = np.linalg.norm(m, axis=0)
+    if not (lengths > 0).all():
+        raise ValueError(f"direction: the IJK axis {AXIS_NAMES[int(np.argmin(lengths))]} has no direction")
+    m = np.abs(m / lengths)
+    nearness = m[_SUPERIOR_INFERIOR]
+    ijk_axis = 2 if nearness[2] >= nearness.max() - _TIE else int(np.argmax(nearness))
+    # the plane's rows and columns: the other two IJK axes, in the array's (k, j, i) order
+    rows, columns = sorted((a for a in range(3) if a != ijk_axis), reverse=True)
+    front_to_back = m[_ANTERIOR_POSTERIOR]
+    return ijk_axis, bool(front_to_back[columns] > front_to_back[rows] + _TIE)
+
+
+def _flat_axis(shape_kji: Sequence[int]) -> int | None:
+    """The IJK axis of size 1 of a single-slice image (a 2D image is one slice, whichever axis is flat)."""
+    k, j, i = (int(s) for s in shape_kji[:3])
+    for ijk_axis, size in ((2, k), (1, j), (0, i)):
+        if size == 1:
+            return ijk_axis
+    return None
+
+
+def resolve_axis(shape_kji: Sequence[int], axis: int | str | None = None, direction: Any = None) -> int:
+    """The IJK axis to slice along: 0 (I), 1 (J) or 2 (K) (:func:`slicing`'s axis)."""
+    return slicing(shape_kji, axis, direction)[0]
+
+
+def slicing(shape_kji: Sequence[int], axis: int | str | None = None, direction: Any = None) -> tuple[int, bool]:
+    """How a volume is cut: the IJK axis to slice along, and whether each plane is transposed.
+
+    ``None`` picks the axis of size 1 for a single-slice image (a 2D image is one slice,
+    whichever axis is flat); for a volume, its axial slices, rows front to back, when its
+    ``direction`` is given (:func:`axial_slicing`), else K. Names ``"I"``, ``"J"``, ``"K"`` are
+    accepted; a chosen axis that is the axial one is cut as ``None`` cuts it, any other one
+    gives its planes as they lie.
+
+    Raises:
+        ValueError: ``axis`` is not one of those, or ``direction`` is not a direction matrix.
+    """
+    flat = _flat_axis(shape_kji)
+    chosen = None if axis is None else _named_axis(axis)
+    if flat is not None and chosen is None:
+        return flat, False
+    if direction is None or flat is not None:
+        return (2 if chosen is None else chosen), False
+    axial, transpose = axial_slicing(direction)
+    return (axial, transpose) if chosen in (None, axial) else (chosen, False)
+
+
+def _named_axis(axis: int | str) -> int:
     if isinstance(axis, str):
         names = {v: k for k, v in AXIS_NAMES.items()}
         if axis.upper() not in names:
@@ -102,6 +176,16 @@ def resolve_axis(shape_kji: Sequence[int], axis: int | str | None = None) -> int
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or int(axis) not in AXIS_NAMES:
         raise ValueError(f"axis must be 0 (I), 1 (J) or 2 (K, slices), got {axis!r}")
     return int(axis)
+
+
+def slice_plane(volume: np.ndarray, index: int, ijk_axis: int = 2, transpose: bool = False) -> np.ndarray:
+    """Slice ``index`` along IJK axis ``ijk_axis`` of a ``(k, j, i[, c])`` array, as the predictor gets it.
+
+    ``transpose`` swaps the plane's rows and columns (:func:`axial_slicing`); applied to a slice's
+    mask, it turns the mask back.
+    """
+    plane = np.take(volume, index, axis=2 - ijk_axis)  # numpy order is (k, j, i)
+    return np.swapaxes(plane, 0, 1) if transpose else plane
 
 
 def predict_volume(
@@ -113,23 +197,28 @@ def predict_volume(
     progress: ProgressCallback = None,
     cancel: CancelSpec = None,
     slice_reports: list | None = None,
+    direction: Any = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Segment a volume array slice by slice.
 
     Args:
         array: ``(k, j, i)`` scalar or ``(k, j, i, c)`` vector voxels (c = 1, 3 or 4).
         predictor: a ``BundlePredictor`` or any object with its ``predict_arrays``.
-        axis: IJK axis to slice along (see :func:`resolve_axis`).
+        axis: IJK axis to slice along (see :func:`slicing`); ``None`` with ``direction``: the
+            volume's axial slices, rows front to back (:func:`axial_slicing`).
         batch_size: slices per predictor call; ``cancel`` is checked between calls.
         with_probability: also return the tumor probability.
         progress: called with the fraction done (0.0 first, 1.0 last).
         cancel: callable or ``threading.Event``; when it fires :class:`SegmentationCancelled` is raised.
         slice_reports: a list to fill with one ``{"index", "verdict", "tumor_found", "tumor_score",
             "input_unusual", "input_distance", "input_other_sequence", "components", "possible_components"}``
-            per slice; the predictor must take ``details=True`` (a ``BundlePredictor`` does). With it, the mask is a
-            label map (1 tumor, 2 possible tumor, :mod:`scripts.verdict`), and a volume of several
-            slices is decided with its neighbouring slices by the predictor's ``volume_rule``
-            (:class:`~scripts.verdict.NeighbourSupport`), when it has one.
+            per slice (``index``: the slice's index along the axis cut; component boxes in the plane as
+            the predictor saw it); the predictor must take ``details=True`` (a ``BundlePredictor`` does).
+            With it, the mask is a label map (1 tumor, 2 possible tumor, :mod:`scripts.verdict`), and a
+            volume of several slices is decided with its neighbouring slices by the predictor's
+            ``volume_rule`` (:class:`~scripts.verdict.NeighbourSupport`), when it has one.
+        direction: the volume's 3x3 direction matrix (ITK's LPS or Slicer's RAS, one column per IJK axis):
+            which axis holds its axial slices, and how their planes lie (:func:`slicing`).
 
     Returns:
         ``(mask, probability)``: ``(k, j, i)`` uint8 labels (0/1 without ``slice_reports``) and
@@ -148,8 +237,12 @@ def predict_volume(
         raise ValueError(f"the volume is empty (shape {arr.shape})")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    ijk_axis = resolve_axis(arr.shape, axis)
-    np_axis = 2 - ijk_axis  # numpy order is (k, j, i)
+    ijk_axis, transpose = slicing(arr.shape, axis, direction)
+
+    def back(result: np.ndarray) -> np.ndarray:  # a plane's result in the array's own layout
+        return np.swapaxes(result, 0, 1) if transpose else result
+
+    np_axis = 2 - ijk_axis
     n = arr.shape[np_axis]
     mask = np.zeros(arr.shape[:3], dtype=np.uint8)
     prob = np.zeros(arr.shape[:3], dtype=np.float32) if with_probability else None
@@ -157,7 +250,7 @@ def predict_volume(
     for start in range(0, n, int(batch_size)):
         _check_cancel(cancel)
         indices = range(start, min(n, start + int(batch_size)))
-        images = [np.take(arr, index, axis=np_axis) for index in indices]
+        images = [slice_plane(arr, index, ijk_axis, transpose) for index in indices]
         if slice_reports is None:
             results = predictor.predict_arrays(images, with_probability=with_probability, batch_size=int(batch_size))
         else:
@@ -180,13 +273,13 @@ def predict_volume(
                         "possible_components": list(result.possible_components),
                     }
                 )
-                mask[where] = _fit(result.labels, image.shape[:2], "mask", index)
+                mask[where] = back(_fit(result.labels, image.shape[:2], "mask", index))
                 slice_prob = result.probability
             else:
                 slice_mask, slice_prob = result if with_probability else (result, None)
-                mask[where] = _fit(slice_mask, image.shape[:2], "mask", index) != 0
+                mask[where] = back(_fit(slice_mask, image.shape[:2], "mask", index) != 0)
             if prob is not None:
-                prob[where] = _fit(slice_prob, image.shape[:2], "probability", index)
+                prob[where] = back(_fit(slice_prob, image.shape[:2], "probability", index))
         _report(progress, (indices[-1] + 1) / n)
     _check_cancel(cancel)
     rule = getattr(predictor, "volume_rule", None)
@@ -227,6 +320,8 @@ class VolumeResult:
             volume with ``n_slices`` and ``slices_with_tumor`` (:func:`~scripts.tumor_report.volume_row`).
         slice_report_path: a volume's per-slice report, written beside its mask
             (:func:`~scripts.tumor_report.write_slice_report`); None for a 2D image.
+        slice_axis: the IJK axis the input was cut along ("K" for an axial volume and a 2D image).
+        transposed: whether each slice's plane was transposed, rows front to back (:func:`axial_slicing`).
     """
 
     source: str
@@ -236,6 +331,15 @@ class VolumeResult:
     slice_reports: list[dict[str, Any]] = field(default_factory=list)
     row: dict[str, Any] = field(default_factory=dict)
     slice_report_path: str | None = None
+    slice_axis: str = "K"
+    transposed: bool = False
+
+    def planes(self, volume: np.ndarray) -> list[np.ndarray]:
+        """``array`` or ``mask`` (or a volume on their grid) as the slices the predictor saw, in slice order."""
+        if volume.ndim == 2:
+            return [volume]
+        ijk_axis = {v: k for k, v in AXIS_NAMES.items()}[self.slice_axis]
+        return [slice_plane(volume, k, ijk_axis, self.transposed) for k in range(volume.shape[2 - ijk_axis])]
 
 
 def segment_medical_file(
@@ -248,7 +352,8 @@ def segment_medical_file(
 ) -> VolumeResult:
     """Segment a NIfTI/NRRD/MetaImage/DICOM file (or DICOM series folder) and write its mask.
 
-    A 2D image is one slice; a volume is cut along its acquisition axis (K). The mask is
+    A 2D image is one slice; a volume is cut into its axial slices, rows front to back, as its direction
+    matrix tells them (:func:`axial_slicing`: along K for a volume acquired axially). The mask is
     written atomically with the input's spacing, origin and direction (ITK); a volume's per-slice
     report (``<mask stem>_slices.csv``, :data:`~scripts.tumor_report.SLICE_REPORT_FIELDS`) beside it.
 
@@ -264,14 +369,21 @@ def segment_medical_file(
         ValueError: the input cannot be read or is not a 2D/3D scalar image (the message names it).
     """
     from .input_check import unusual_volume
-    from .io import read_medical_image, write_medical_mask
+    from .io import image_direction, read_medical_image, write_medical_mask
     from .tumor_report import slice_report_path, tumor_row, volume_row, write_slice_report
 
     array, image = read_medical_image(path)
     reports: list[dict[str, Any]] = []
     volume = array[None] if array.ndim == 2 else array
+    direction = image_direction(image)
     mask, _ = predict_volume(
-        volume, predictor, axis=2, batch_size=batch_size, progress=progress, cancel=cancel, slice_reports=reports
+        volume,
+        predictor,
+        batch_size=batch_size,
+        progress=progress,
+        cancel=cancel,
+        slice_reports=reports,
+        direction=direction,
     )
     mask = mask[0] if array.ndim == 2 else mask
     # the per-slice report first: a volume whose mask is there has its report too (--skip-existing relies on it)
@@ -291,7 +403,10 @@ def segment_medical_file(
         row = tumor_row(
             name, report["tumor_score"], report["components"], report["input_unusual"], report["possible_components"]
         )
-    return VolumeResult(os.fspath(path), written, array, mask, reports, row, slices_path)
+    ijk_axis, transposed = slicing(volume.shape, None, direction)
+    return VolumeResult(
+        os.fspath(path), written, array, mask, reports, row, slices_path, AXIS_NAMES[ijk_axis], transposed
+    )
 
 
 class VolumeSegmentation:
@@ -343,8 +458,11 @@ class VolumeSegmentation:
             target = mask_output_path(path, self.output_dir, self.output_ext)
             results.append(segment_medical_file(self.predictor, path, target, self.batch_size))
             row, name = results[-1].row, os.path.basename(path)
-            slices = results[-1].slice_report_path
-            self.logger.info(f"{name}: {row_summary(row)} -> {target}" + (f", per slice: {slices}" if slices else ""))
+            slices, axis = results[-1].slice_report_path, results[-1].slice_axis
+            cut = f" (its axial slices lie along {axis})" if axis != "K" and slices else ""
+            self.logger.info(
+                f"{name}: {row_summary(row)}{cut} -> {target}" + (f", per slice: {slices}" if slices else "")
+            )
             if row["input_unusual"]:
                 self.logger.warning(f"{name} {UNUSUAL_INPUT_WARNING}")
         if results and self.report is not None:

@@ -21,6 +21,7 @@ class are in ``if SLICER_SUPPORTED:`` blocks.
 """
 
 import enum
+import inspect
 import logging
 import os
 import pathlib
@@ -189,7 +190,7 @@ class SliceAxis(_Choice):
     """The IJK axis 3D volumes are cut along (``axis`` of ``segment_volume``)."""
 
     AUTO = (None, "Auto")
-    K = (2, "K (acquired slices)")
+    K = (2, "K")
     J = (1, "J")
     I = (0, "I")  # noqa: E741 - the axis is called I
 
@@ -587,7 +588,8 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
     def sliceAxis(inputVolume, axis=None, bundleDir=None):
         """The IJK axis a run slices ``inputVolume`` along, as the chosen bundle's slice loop decides it.
 
-        The bundle's ``scripts/volumes.py`` (``resolve_axis``) picks the axis for Auto; asking the chosen
+        The bundle's ``scripts/volumes.py`` (``resolve_axis``) picks the axis for Auto: the one its
+        IJK-to-RAS directions put nearest foot to head, where the axial slices lie; asking the chosen
         bundle, not the default one, and passing the answer to the worker and to :meth:`tumorSummary` keeps
         the status line counting along the axis that was segmented.
 
@@ -612,7 +614,10 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
                 f"BrainTumorSegmentation: the slice axis follows the bundle code loaded first in this session "
                 f"({loaded}), not {bundle}'s; restart Slicer to use that bundle's code in Slicer's process"
             )
-        return volumes.resolve_axis(slicer.util.arrayFromVolume(inputVolume).shape, axis)
+        shape = slicer.util.arrayFromVolume(inputVolume).shape
+        if "direction" not in inspect.signature(volumes.resolve_axis).parameters:  # bundles before 0.6.4: K
+            return volumes.resolve_axis(shape, axis)
+        return volumes.resolve_axis(shape, axis, btl.volume_direction(inputVolume))
 
     @staticmethod
     def tumorSummary(segmentationNode, axis):
@@ -755,6 +760,7 @@ class BackgroundSegmentation:
             config_files=tuple(configFiles),
             axis=axis,
             probability=outputProbability,
+            direction=btl.volume_direction(volumeNode),  # the worker cuts the axial slices as Auto chose them
         )
         command = " ".join(self.run.command)
         logging.info("BrainTumorSegmentation: " + command)

@@ -11,6 +11,8 @@ server's temporary folder, which MONAI Label removes once sent) and HTTP errors.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ import tempfile
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from fastapi import HTTPException
 from monai.bundle import ConfigParser
@@ -78,7 +81,7 @@ class BrainTumorSegmentation(BasicInferTask):
             dimension=len(image.get("spatial_shape", (0, 0))),
             description=(
                 f"{metadata.get('name', 'brainseg-monai')} {metadata.get('version', '')}: a 2D slice, or a volume "
-                "slice by slice along K; the mask has the input's geometry"
+                "axial slice by axial slice; the mask has the input's geometry"
             ),
             config={"result_extension": "", "result_dtype": "uint8"},
         )
@@ -163,12 +166,21 @@ class BrainTumorSegmentation(BasicInferTask):
     def run_inferer(self, data: Dict[str, Any], convert_to_batch: bool = True, device: str = "cuda"):
         inferer = self._bundle(device)["inferer"]  # slice_index: "segment this slice" of a volume
         if hasattr(inferer, "segment"):  # with the per-slice report (bundles from 0.6.3)
-            data[self.output_label_key], data["slice_report"] = inferer.segment(
-                data[self.input_key], data.get("slice_index")
-            )
+            args = [data[self.input_key], data.get("slice_index")]
+            if "direction" in inspect.signature(inferer.segment).parameters:  # axial slices (bundles from 0.6.4)
+                args.append(data.get(f"{self.input_key}_direction"))
+            data[self.output_label_key], data["slice_report"] = inferer.segment(*args)
         else:
             data[self.output_label_key] = inferer(data[self.input_key], data.get("slice_index"))
         return data
+
+    def _slice_axis(self, mask: Any, data: Dict[str, Any]) -> int:
+        """The numpy axis a volume was cut along: its axial slices' (bundles from 0.6.4), else K's."""
+        volumes = importlib.import_module(f"{self._slice_stack.__package__}.volumes")
+        direction = data.get(f"{self.input_key}_direction")
+        if direction is None or "direction" not in inspect.signature(volumes.resolve_axis).parameters:
+            return 0
+        return 2 - volumes.resolve_axis(np.shape(mask), None, direction)
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None) -> Tuple[Any, Any]:
         ndim = data[f"{self.input_key}_ndim"]
@@ -187,7 +199,8 @@ class BrainTumorSegmentation(BasicInferTask):
             os.unlink(path)
             raise
         mask = data[self.output_label_key]
-        stack = (mask[None] if ndim == 2 else mask).reshape(len(mask[None] if ndim == 2 else mask), -1)
+        planes = mask[None] if ndim == 2 else np.moveaxis(mask, self._slice_axis(mask, data), 0)
+        stack = planes.reshape(len(planes), -1)
         tumor = (stack == self.labels.get("tumor", 1)).any(axis=1)
         possible = (stack == self.labels.get("possible tumor", -1)).any(axis=1) & ~tumor
         verdict = "tumor" if tumor.any() else ("possible tumor" if possible.any() else "no tumor found")

@@ -54,6 +54,7 @@ _SEGMENTATION_NAMES = (
     "UNUSUAL_SLICES_ATTRIBUTE",
     "unusual_slice_note",
     "volume_array",
+    "volume_direction",
 )
 
 __all__ = [

@@ -171,8 +171,13 @@ def worker_command(
     force_cpu: bool = False,
     device: str | None = None,
     worker: str = WORKER,
+    direction: Any = None,
 ) -> list[str]:
     """The command line of one worker run (a list: nothing goes through a shell).
+
+    ``direction``, the volume's 3x3 IJK-to-RAS direction matrix (``volume_direction`` of the Lib),
+    becomes ``--direction`` with its nine numbers row by row: the worker cuts the volume's axial slices
+    as the bundle's slice loop reads them from it.
 
     ``device`` (see :func:`~BrainTumorSegmentationLib.inference.resolve_device`) becomes ``--device``,
     except the CPU, which is ``--force-cpu`` as for ``force_cpu``; None and ``"auto"`` add nothing (the
@@ -190,6 +195,8 @@ def worker_command(
         command += ["--config-file", os.fspath(config)]
     if axis is not None:
         command += ["--axis", str(int(axis))]
+    if direction is not None:
+        command += ["--direction", ",".join(repr(float(v)) for v in np.asarray(direction, dtype=float).ravel())]
     if probability:
         command.append("--probability")
     if device == "cpu":
@@ -226,8 +233,8 @@ class WorkerRun:
         on_progress: ``on_progress(fraction, bundle_name)``.
         on_log: ``on_log(line)`` for each line the worker writes but progress lines, in order: its log
             output (also logged at info level) and the ``BUNDLE``, ``DONE`` and ``ERROR`` messages.
-        **options: ``batch_size``, ``ckpt_path``, ``config_files``, ``axis``, ``probability``
-            (see :func:`worker_command`).
+        **options: ``batch_size``, ``ckpt_path``, ``config_files``, ``axis``, ``probability``,
+            ``direction`` (see :func:`worker_command`).
 
     Call :meth:`poll` until it returns True (it never blocks), then read :attr:`result`,
     :attr:`error` or :attr:`cancelled`. The callbacks are called from :meth:`poll`, so in the thread

@@ -47,6 +47,7 @@ __all__ = [
     "UNUSUAL_SLICES_ATTRIBUTE",
     "unusual_slice_note",
     "volume_array",
+    "volume_direction",
 ]
 
 SEGMENT_NAME = "Brain tumor"
@@ -171,6 +172,19 @@ def volume_array(volume_node: Any) -> np.ndarray:
     return np.array(slicer.util.arrayFromVolume(volume_node), copy=True)
 
 
+def volume_direction(volume_node: Any) -> np.ndarray:
+    """The volume's 3x3 IJK-to-RAS direction matrix (one column per IJK axis), which tells the bundle's slice
+    loop along which axis its axial slices lie (``scripts.volumes.axial_slicing``)."""
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASDirectionMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])
+
+
+def _takes_direction(volumes: Any) -> bool:
+    """Whether the bundle's slice loop reads a volume's direction (bundles from 0.6.4; older ones cut along K)."""
+    return "direction" in inspect.signature(volumes.predict_volume).parameters
+
+
 def _check_output_nodes(volume_node: Any, segmentation_node: Any, probability_node: Any) -> None:
     scene = volume_node.GetScene()
     if segmentation_node is not None:
@@ -233,8 +247,10 @@ def segment_volume(
         config_files: JSON files layered on the bundle's ``inference.json`` (e.g. another network size).
         device: torch device (default: CUDA if available, else CPU).
         force_cpu: use the CPU even when a GPU is available.
-        axis: IJK axis to slice along: 2 (K, the acquisition slices, default for 3D volumes),
-            1 (J) or 0 (I); ``None`` also picks the flat axis of a single-slice image.
+        axis: IJK axis to slice along: 2 (K), 1 (J) or 0 (I); ``None`` (Auto) cuts a volume into its
+            axial slices, the axis its IJK-to-RAS directions put nearest foot to head (K for a volume
+            acquired axially; ``scripts.volumes.axial_slicing``), and picks the flat axis of a single-slice
+            image.
         batch_size: slices per network call.
         output_probability: also write the tumor probability (0..1) into a scalar volume with the
             input's geometry: ``probability_node``, else the one made by an earlier run with this
@@ -260,7 +276,9 @@ def segment_volume(
     if predictor is not None and (bundle_dir or ckpt_path or config_files or device or force_cpu):
         raise ValueError("pass either predictor or the options to load one (bundle_dir, ckpt_path, ...), not both")
     volumes = bundle_module("volumes", bundle_dir)  # the bundle's slice loop
-    ijk_axis = volumes.resolve_axis(array.shape, axis)
+    # the direction says which axis holds the axial slices and how their rows lie
+    direction = {"direction": volume_direction(volume_node)} if _takes_direction(volumes) else {}
+    ijk_axis = volumes.resolve_axis(array.shape, axis, **direction)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if predictor is None:
@@ -276,6 +294,7 @@ def segment_volume(
         progress=progress,
         cancel=cancel,
         slice_reports=reports,
+        **direction,
     )
     return apply_prediction(
         volume_node,

@@ -23,6 +23,7 @@ Needs no ``slicer`` module: only numpy and brainseg-monai (torch, MONAI).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -46,6 +47,17 @@ def _say(*words: object) -> None:
     print(*words, flush=True)
 
 
+def _direction(text: str) -> list[list[float]]:
+    """``--direction``: nine numbers, row by row (read as numbers only, never evaluated)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected nine comma-separated numbers, got {text!r}") from None
+    if len(values) != 9:
+        raise argparse.ArgumentTypeError(f"expected nine comma-separated numbers, got {len(values)}")
+    return [values[0:3], values[3:6], values[6:9]]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--input", required=True, help=".npy file with the volume's (k, j, i[, c]) voxels")
@@ -58,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force-cpu", action="store_true", help="run on the CPU (as --device cpu)")
     p.add_argument("--axis", default=None, help="IJK axis to slice along: 0, 1, 2 or I, J, K (default: auto)")
+    p.add_argument(
+        "--direction",
+        default=None,
+        type=_direction,
+        help="the volume's IJK-to-RAS direction matrix, nine comma-separated numbers row by row: "
+        "its axial slices are cut as the bundle reads them from it",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--probability", action="store_true", help="also output the tumor probability")
     return p
@@ -78,7 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("BUNDLE", getattr(predictor, "name", ""))
         _say(f"device: {getattr(predictor, 'device', device or 'auto')}")  # a log line: where the model runs
         reports: list = []
-        mask, probability = inference.bundle_module("volumes", args.bundle_dir).predict_volume(
+        volumes = inference.bundle_module("volumes", args.bundle_dir)
+        # the direction tells the bundle's slice loop where the axial slices lie (bundles from 0.6.4 read it)
+        takes_direction = "direction" in inspect.signature(volumes.predict_volume).parameters
+        direction = {"direction": args.direction} if args.direction is not None and takes_direction else {}
+        mask, probability = volumes.predict_volume(
             array,
             predictor,
             axis=axis,
@@ -86,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with_probability=args.probability,
             progress=lambda f: _say("PROGRESS", f"{f:.4f}"),
             slice_reports=reports,
+            **direction,
         )
         out = os.path.abspath(args.output)
         arrays = {"mask": mask, "input_unusual": np.array([r["input_unusual"] for r in reports], dtype=bool)}

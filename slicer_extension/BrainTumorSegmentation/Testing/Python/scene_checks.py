@@ -54,6 +54,10 @@ JPEG_IJK_TO_RAS_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0
 TEST_SPACING = (0.7, 0.7, 3.0)
 TEST_ORIGIN = (12.5, -30.25, 7.0)
 TEST_DIRECTIONS = ((0.0, -1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
+#: TEST_DIRECTIONS put a slice's rows (J) right to left and its columns (I) front to back: the bundle's
+#: slice loop segments each axial plane transposed, rows front to back as the network learnt, and turns
+#: its mask back (``scripts.volumes.axial_slicing``).
+TEST_PLANES_TRANSPOSED = True
 
 
 # --------------------------------------------------------------------------------------
@@ -299,12 +303,17 @@ def check_3d_stack(scene: Any, predictor: Any, greys: Sequence[np.ndarray], batc
     mask = check_geometry(segmentation, volume)
     # The same batches as segment_volume makes, so the same arithmetic: pixels must be identical.
     # (One image at a time, torch's CPU kernels may differ in the last float bit: ~1e-7 on a probability.)
-    expected = predictor.predict_arrays(list(stack), with_probability=True, batch_size=batch_size)
+    planes = [plane.T if TEST_PLANES_TRANSPOSED else plane for plane in stack]  # as the network sees them
+    expected = [
+        (m.T, p.T) if TEST_PLANES_TRANSPOSED else (m, p)
+        for m, p in predictor.predict_arrays(planes, with_probability=True, batch_size=batch_size)
+    ]
     for k, (m, p) in enumerate(expected):
         assert np.array_equal(
             mask[k], m
         ), f"slice {k}: mask differs from its 2D prediction in {int((mask[k] != m).sum())} pixels"
-        single = np.asarray(predictor.predict_array(stack[k]))
+        single = np.asarray(predictor.predict_array(planes[k]))
+        single = single.T if TEST_PLANES_TRANSPOSED else single
         assert (mask[k] != single).mean() <= 1e-4, f"slice {k}: mask differs from predict_array(slice {k})"
     batches = math.ceil(len(stack) / batch_size)
     assert len(fractions) == batches + 1 and fractions[0] == 0.0 and fractions[-1] == 1.0, f"progress {fractions}"
@@ -341,6 +350,30 @@ def check_axis(scene: Any, predictor: Any, grey: np.ndarray) -> None:
     for j in range(small.shape[1]):
         expected = np.asarray(predictor.predict_array(small[:, j, :]))
         assert np.array_equal(mask[:, j, :], expected), f"J slice {j} is not the prediction of volume[:, {j}, :]"
+
+
+def check_sagittal_volume(scene: Any, predictor: Any, greys: Sequence[np.ndarray]) -> None:
+    """A head stored sagittally (K right to left, J foot to head, I front to back, as many 3D T1 volumes are)
+    is segmented as the same head stored axially: Auto cuts its axial slices, and each label lands back in
+    the sagittal voxel it came from."""
+    h, w = np.shape(greys[0])[:2]  # the middle of the head: planes of every axis hold some of it
+    stack = np.stack(
+        [np.asarray(g, dtype=np.float32)[h // 2 - 24 : h // 2 + 24, w // 2 - 20 : w // 2 + 20] for g in greys]
+    )
+    axial_directions = JPEG_IJK_TO_RAS_DIRECTIONS  # i -> left, j -> posterior, k -> superior
+    axial = add_scalar_volume(scene, stack, "axial", (0.8, 0.9, 3.0), TEST_ORIGIN, axial_directions)
+    sagittal_voxels = np.ascontiguousarray(np.transpose(stack, (2, 0, 1)))  # (i, k, j): K <- I, J <- K, I <- J
+    columns = [1, 2, 0]  # the sagittal node's I, J, K are the axial node's J, K, I
+    sagittal_directions = [[row[c] for c in columns] for row in axial_directions]
+    sagittal = add_scalar_volume(scene, sagittal_voxels, "sagittal", (0.9, 3.0, 0.8), TEST_ORIGIN, sagittal_directions)
+    assert np.allclose(
+        ijk_to_ras_array(sagittal) @ [5, 2, 7, 1], ijk_to_ras_array(axial) @ [7, 5, 2, 1]
+    ), "the two nodes should hold the same head: sagittal voxel (i, j, k) is axial voxel (k, i, j)"
+    expected = segmentation_label_map(segment_volume(axial, predictor=predictor, batch_size=2))
+    labels = segmentation_label_map(segment_volume(sagittal, predictor=predictor, batch_size=2))
+    assert labels.shape == sagittal_voxels.shape, f"label map {labels.shape} != the volume's {sagittal_voxels.shape}"
+    assert np.array_equal(labels, np.transpose(expected, (2, 0, 1))), "the sagittal volume's labels != the axial's"
+    assert tumor_slice_summary(labels, 1) == tumor_slice_summary(expected, 2), "slices counted along another axis"
 
 
 def _expect_value_error(scene: Any, call: Callable[[], Any], words: Sequence[str]) -> str:
@@ -589,6 +622,8 @@ def run_all_checks(
     check_3d_stack(scene, predictor, greys, batch_size=2)
     log("slicing along J")
     check_axis(scene, predictor, greys[0])
+    log("a volume stored sagittally: its axial slices")
+    check_sagittal_volume(scene, predictor, greys)
     log("bad inputs")
     check_bad_inputs(scene, predictor)
     log("cancel")
