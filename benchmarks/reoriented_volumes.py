@@ -1,19 +1,22 @@
-"""Volumes stored sagittally or coronally: are they segmented as their axial originals are?
+"""Volumes stored sagittally or coronally, or with their slices transposed: are they segmented as their axial
+originals are?
 
     python benchmarks/reoriented_volumes.py [../shared/data/lgg_volumes] [--cases runs/lgg/cases.json]
-        [--split tune] [--bundle bundle] [--json results.json]
+        [--split tune] [--storage NAME ...] [--bundle bundle] [--json results.json]
 
-Many hospitals acquire the post-contrast T1 as a 3D sagittal volume; others store coronal ones. Each
-T1 contrast volume of ``<lgg_dir>/t1c`` (the ``--split`` cases of ``--cases``, or all) is written again
-with its voxels stored along other axes and a direction matrix that keeps every voxel where it was in
-the patient: sagittal (I front to back, J foot to head, K right to left) and coronal (I right to left,
+Many hospitals acquire the post-contrast T1 as a 3D sagittal volume; others store coronal ones, or
+axial slices whose rows run right to left. Each T1 contrast volume of ``<lgg_dir>/t1c`` (the ``--split``
+cases of ``--cases``, or all) is written again with its voxels stored along other axes and a direction
+matrix that keeps every voxel where it was in the patient: axially with each slice transposed (rows right
+to left), sagittally (I front to back, J foot to head, K right to left) and coronally (I right to left,
 J foot to head, K front to back). Each copy goes through ``segment_medical_file`` (the slice loop of
 ``python -m monai.bundle run``, ``brainseg segment`` and the 3D Slicer module) and its mask is turned
 back onto the original's grid. Printed per storage: how many volumes get the same label map as the
 axial original, and on the original's axial slices the tumor-free slices (at least 3 slices from every
 slice of the FLAIR mask) with a confident tumor, and the tumor slices with a tumor found.
 
-A bundle that cuts every volume along K hands the network sagittal or coronal slices of such a copy.
+A bundle that cuts every volume along K and hands the network each slice as it lies gives it sagittal or
+coronal slices of such a copy, or axial slices whose rows run right to left.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import tempfile
 from typing import Any
 
 import numpy as np
+from benchmark_results import emit, share
 
 #: Each storage: the permutation of the original (k, j, i) array axes that gives the copy's (k, j, i),
 #: with the original stored axially (K foot to head).
 STORAGES = {
     "axial": (0, 1, 2),
+    "axial, rows right to left": (0, 2, 1),  # the same slices transposed: J <- the original I, I <- J
     "sagittal": (2, 0, 1),  # K <- the original I, J <- K, I <- J
     "coronal": (1, 0, 2),  # K <- the original J, J <- K, I <- I
 }
@@ -63,14 +68,20 @@ def main() -> None:
     ap.add_argument("lgg_dir", nargs="?", default="../shared/data/lgg_volumes", help="holds t1c/ and masks/")
     ap.add_argument("--cases", help="JSON of case lists (train, tune)")
     ap.add_argument("--split", default="tune", help="the list of --cases to measure (default: tune)")
+    ap.add_argument(
+        "--storage",
+        action="append",
+        choices=list(STORAGES),
+        help="measure these storages only (repeatable; axial is always measured)",
+    )
     ap.add_argument("--bundle", default="bundle")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     bundle = os.path.abspath(args.bundle)
     os.environ["BRAINSEG_BUNDLE"] = bundle  # `scripts` is the measured bundle's code, not the checkout's
-    import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
     import itk
 
+    import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
     from scripts.predictor import BundlePredictor
     from scripts.tumor_free import tumor_free_slice_indices
     from scripts.volumes import segment_medical_file
@@ -82,8 +93,9 @@ def main() -> None:
         paths = [p for p in paths if os.path.basename(p).split(".")[0] in wanted]
     if not paths:
         sys.exit(f"{args.lgg_dir}/t1c: no volumes to measure")
+    storages = {name: p for name, p in STORAGES.items() if name == "axial" or not args.storage or name in args.storage}
     predictor = BundlePredictor(bundle, device="cpu")
-    counts = {name: {"same_as_axial": 0, "free": 0, "free_false": 0, "tumor": 0, "tumor_found": 0} for name in STORAGES}
+    counts = {name: {"same_as_axial": 0, "free": 0, "free_false": 0, "tumor": 0, "tumor_found": 0} for name in storages}
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
             case = os.path.basename(path).split(".")[0]
@@ -93,7 +105,7 @@ def main() -> None:
             free = np.zeros(len(truth), dtype=bool)
             free[tumor_free_slice_indices(truth, 3)] = True  # as benchmarks/lgg_volumes.py counts them
             labels = {}
-            for name, permutation in STORAGES.items():
+            for name, permutation in storages.items():
                 source = os.path.join(tmp, f"{case}_{name}.nii.gz")
                 itk.imwrite(reoriented(image, permutation), source)
                 result = segment_medical_file(predictor, source, os.path.join(tmp, f"{case}_{name}_mask.nii.gz"))
@@ -105,10 +117,7 @@ def main() -> None:
                 c["tumor"] += int(tumor_slices.sum())
                 c["tumor_found"] += int((found & tumor_slices).sum())
                 c["same_as_axial"] += int(np.array_equal(labels[name], labels["axial"]))
-            print(case, {n: int(np.array_equal(labels[n], labels["axial"])) for n in STORAGES}, flush=True)
-
-    def share(part: int, whole: int) -> str:
-        return f"{part} of {whole} ({part / max(1, whole):.1%})"
+            print(case, {n: int(np.array_equal(labels[n], labels["axial"])) for n in storages}, flush=True)
 
     rows = [
         {
@@ -121,10 +130,7 @@ def main() -> None:
         for name, c in counts.items()
     ]
     results = {"bundle": bundle, "split": args.split if args.cases else "all", "rows": rows}
-    print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

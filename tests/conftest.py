@@ -111,6 +111,23 @@ def write_volume(path: Path, slices, spacing, origin, direction) -> None:
     itk.imwrite(image, str(path))
 
 
+def write_volume_dir(folder: Path) -> Path:
+    """A folder laid out as ``../shared/data/lgg_volumes``: ``t1c/case.nii.gz``, three sample slices stacked, and
+    ``masks/case.nii.gz``, a square on the middle slice."""
+    import itk
+    import numpy as np
+    from PIL import Image
+
+    greys = [np.asarray(Image.open(f).convert("L"), np.float32) for f in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:3]]
+    (folder / "t1c").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    itk.imwrite(itk.image_from_array(np.stack(greys)), str(folder / "t1c" / "case.nii.gz"))
+    mask = np.zeros((3, *greys[0].shape), np.uint8)
+    mask[1, 200:300, 200:300] = 1
+    itk.imwrite(itk.image_from_array(mask), str(folder / "masks" / "case.nii.gz"))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def smoke_model(tmp_path_factory) -> Path:
     """A tiny model trained for 2 epochs on the sample split with configs/smoke_cpu.json (a real bundle run).

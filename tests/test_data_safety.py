@@ -94,6 +94,24 @@ def test_metaimage_dimsize_past_32_bits_is_refused_from_the_header(tmp_path, suf
         read_medical_image(path)
 
 
+@pytest.mark.parametrize(
+    "directions, said",
+    [
+        ("(1,0,0) (1,0,0) (0,0,1)", "its direction matrix is singular: an axis without a direction, or two axes along"),
+        ("(1,0,0) (0,0,0) (0,0,1)", "Zero-valued spacing is not supported"),
+    ],
+)
+def test_a_volume_whose_axes_have_no_direction_is_refused_naming_the_file_in_one_line(tmp_path, directions, said):
+    """The slice loop reads a volume's directions to find its axial slices: ITK refuses a singular matrix first."""
+    path = tmp_path / "bad.nrrd"
+    header = _nrrd_header("6 5 4") + f"space: left-posterior-superior\nspace directions: {directions}\n"
+    path.write_bytes(header.encode() + b"\n" + bytes(120))
+    with pytest.raises(ValueError) as error:
+        read_medical_image(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: cannot read image (") and said in message and "\n" not in message
+
+
 def test_a_size_field_that_is_not_whole_numbers_is_refused_by_name(tmp_path):
     path = tmp_path / "bad.nrrd"
     path.write_bytes(_nrrd_header("4 x 1").encode() + b"\n" + bytes(4))

@@ -1081,3 +1081,27 @@ def test_training_refuses_to_replace_weights_it_did_not_make(tmp_path):
     proc = run_bundle(*args, "--overwrite_weights", "True", "--train#trainer#max_epochs", "1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (models / "model.pt").read_bytes() != shipped
+
+
+def test_a_narrow_slice_is_padded_to_a_square_not_stretched():
+    """PadToSquared: a slice cut to the columns its head spans (a narrow field of view) is segmented as the same
+    slice put back in a square frame of its own air, and its mask comes back at its own size."""
+    from scripts.io import read_grey
+    from scripts.predictor import BundlePredictor
+
+    predictor = BundlePredictor(device="cpu")
+    for source in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:4]:
+        grey = read_grey(source)
+        left, right = 120, grey.shape[1] - 120
+        narrow = grey[:, left:right]
+        found = predictor.predict_arrays([narrow], details=True)[0]
+        assert found.mask.shape == narrow.shape and found.probability.shape == narrow.shape, source.name
+        framed = np.full(grey.shape, narrow.min(), np.float32)
+        framed[:, left:right] = narrow
+        expected = predictor.predict_arrays([framed], details=True)[0]
+        # the same network input: the same probabilities where the slice is
+        assert np.allclose(found.probability, expected.probability[:, left:right], atol=1e-5), source.name
+        assert found.verdict == expected.verdict, source.name
+        inter = (found.mask & expected.mask[:, left:right]).sum()
+        union = (found.mask | expected.mask[:, left:right]).sum()
+        assert union == 0 or inter / union > 0.9, (source.name, inter / union)

@@ -1,5 +1,5 @@
-"""``benchmarks/reoriented_volumes.py``: a volume written again sagittally and coronally, with the shipped model,
-gets its axial original's label map voxel for voxel."""
+"""``benchmarks/reoriented_volumes.py``: a volume written again sagittally, coronally or with its slices
+transposed gets, with the shipped model, its axial original's label map voxel for voxel."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import numpy as np
-from PIL import Image
 
-from conftest import BUNDLE, REPO, SAMPLE_SPLIT
+from conftest import BUNDLE, REPO, write_volume_dir
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from reoriented_volumes import STORAGES, back, reoriented  # noqa: E402
@@ -36,20 +35,12 @@ def test_a_reoriented_copy_keeps_every_voxel_where_it_was_in_the_patient():
 
 
 def test_sagittal_and_coronal_copies_get_the_axial_label_map(tmp_path):
-    import itk
-
-    greys = [np.asarray(Image.open(f).convert("L"), np.float32) for f in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:3]]
-    (tmp_path / "t1c").mkdir()
-    (tmp_path / "masks").mkdir()
-    itk.imwrite(itk.image_from_array(np.stack(greys)), str(tmp_path / "t1c" / "case.nii.gz"))
-    mask = np.zeros((3, *greys[0].shape), np.uint8)
-    mask[1, 200:300, 200:300] = 1
-    itk.imwrite(itk.image_from_array(mask), str(tmp_path / "masks" / "case.nii.gz"))
+    write_volume_dir(tmp_path)
     out = tmp_path / "results.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "reoriented_volumes.py"), str(tmp_path), "--bundle", str(BUNDLE)]
     proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {row["storage"]: row for row in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"axial", "sagittal", "coronal"}
+    assert set(rows) == {"axial", "axial, rows right to left", "sagittal", "coronal"}
     assert all(row["volumes"] == 1 and row["label_map_same_as_axial"] == 1 for row in rows.values()), rows
     assert len({row["tumor_slices_found"] for row in rows.values()}) == 1

@@ -17,7 +17,7 @@ from monai.transforms import Compose
 from PIL import Image
 
 from scripts.coco import coco_to_datalist
-from scripts.transforms import CocoAnnotationsToMaskd, SaveMaskd, ToGrayscaled
+from scripts.transforms import CocoAnnotationsToMaskd, PadToSquared, SaveMaskd, ToGrayscaled
 
 SIZE = (256, 256)
 
@@ -63,6 +63,7 @@ def test_config_builds_the_expected_chains(train_config):
     assert isinstance(image_transforms[0], ToGrayscaled)
     assert [type(t).__name__ for t in image_transforms] == [
         "ToGrayscaled",
+        "PadToSquared",
         "ShrinkLarged",
         "ScipyAntiAliasResized",
         "NumpyScaleIntensityRangePercentilesd",
@@ -75,6 +76,57 @@ def test_config_builds_the_expected_chains(train_config):
     # training = the validation chain + random augmentation after it
     assert [type(t).__name__ for t in train.transforms[: len(names)]] == names
     assert {"RandFlipd", "RandAffined"} <= {type(t).__name__ for t in train.transforms[len(names) :]}
+
+
+def test_the_inference_and_evaluation_chains_pad_the_image_alone_after_the_grey_copy():
+    inference = parse_config("inference.json").get_parsed_content("slice_transforms")
+    names = [type(t).__name__ for t in inference]
+    assert names[:4] == ["ToGrayscaled", "CopyItemsd", "PadToSquared", "ShrinkLarged"]  # the cascade's copy unpadded
+    assert list(inference[2].keys) == ["image", "label"] and inference[2].allow_missing_keys  # train.json's own
+    evaluation = ConfigParser()
+    evaluation.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "evaluate.json")])
+    evaluation["bundle_root"] = str(BUNDLE)
+    chain = evaluation.get_parsed_content("validate#preprocessing").transforms
+    pads = [t for t in chain if isinstance(t, PadToSquared)]
+    # the label stays at the input's size: the prediction is compared with it after Invertd undid the padding
+    assert len(pads) == 1 and list(pads[0].keys) == ["image"]
+    assert [type(t).__name__ for t in chain][:6] == [
+        "LoadImaged", "CocoAnnotationsToMaskd", "ToGrayscaled", "CopyItemsd", "PadToSquared", "ShrinkLarged"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [(1, 6, 10), (1, 9, 4), (1, 7, 7), (3, 5, 8)])
+def test_pad_to_square_pads_the_shorter_side_with_the_slices_air_and_inverts(shape):
+    image = MetaTensor(torch.arange(int(np.prod(shape)), dtype=torch.float32).reshape(shape) + 5.0)
+    pad = PadToSquared(["image", "label"], allow_missing_keys=True)
+    out = pad({"image": image})["image"]
+    height, width = shape[1:]
+    side = max(height, width)
+    assert tuple(out.shape) == (shape[0], side, side)
+    top, left = (side - height) // 2, (side - width) // 2
+    assert torch.equal(out[:, top : top + height, left : left + width], image), "the slice sits in the middle"
+    border = torch.ones(out.shape, dtype=torch.bool)
+    border[:, top : top + height, left : left + width] = False
+    assert torch.all(out[border] == 5.0), "the padding is the slice's lowest value (its air)"
+    if height == width:
+        assert out is image and not out.applied_operations, "a square slice is left as it was"
+    back = pad.inverse({"image": out})["image"]
+    assert torch.equal(back, image) and not back.applied_operations
+
+
+def test_pad_to_square_pads_an_image_and_its_label_alike_and_invertd_takes_the_padding_away():
+    from monai.transforms import Invertd, Resized
+
+    image = MetaTensor(torch.rand(1, 40, 64) + 1.0)
+    label = MetaTensor(torch.zeros(1, 40, 64))
+    label[0, 10:20, 30:50] = 1.0
+    image[0, 10:20, 30:50] = 9.0
+    chain = Compose([PadToSquared(["image", "label"]), Resized(["image", "label"], (32, 32), mode="nearest")])
+    out = chain({"image": image, "label": label})
+    assert torch.equal(out["image"][0] == 9.0, out["label"][0] == 1.0), "the label lies on the image's tumor"
+    out["pred"] = out["label"].clone()
+    back = Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)(out)["pred"]
+    assert tuple(back.shape) == (1, 40, 64) and torch.equal(back, label)
 
 
 def test_validation_preprocessing_on_real_sample_records(train_config, sample_records):
@@ -158,8 +210,9 @@ def test_mask_of_the_bright_box_is_where_the_bright_pixels_are(train_config, bri
     bright = out["image"][0].numpy() > 0.5
     assert iou(mask, bright) > 0.9
     rows, cols = np.nonzero(mask)
-    # rows 30..79 of 200 and columns 40..129 of 300, scaled to 256x256
-    assert abs(rows.min() - 30 * 256 / 200) <= 2 and abs(rows.max() + 1 - 80 * 256 / 200) <= 2
+    # rows 30..79 of 200 and columns 40..129 of 300; the 200 rows padded to 300 (50 above), then 300x300 to 256x256:
+    # the box keeps its proportions
+    assert abs(rows.min() - 80 * 256 / 300) <= 2 and abs(rows.max() + 1 - 130 * 256 / 300) <= 2
     assert abs(cols.min() - 40 * 256 / 300) <= 2 and abs(cols.max() + 1 - 130 * 256 / 300) <= 2
 
 

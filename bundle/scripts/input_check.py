@@ -116,7 +116,7 @@ def outer_layer_brightness(image: Any) -> float:
     return float(plane[box][layer].mean())
 
 
-def frame_fill(image: Any) -> float:
+def frame_fill(image: Any, content: Sequence[float] | None = None) -> float:
     """The share of the frame's outer ring (:data:`FRAME_RING` of its shorter side) brighter than :data:`BACKGROUND`.
 
     A head slice has air around the head: the ring is mostly dark (a zoomed training slice reaches
@@ -124,14 +124,30 @@ def frame_fill(image: Any) -> float:
 
     Args:
         image: one preprocessed slice ((1, H, W) or (H, W), scaled to [0, 1]).
+        content: where the slice itself lies in a frame padded around it, ``[top, bottom, left, right]``
+            as fractions of the frame's sides (``<key>_content`` of
+            :class:`~scripts.transforms.PadToSquared`): the ring is that window's, not the padding's.
     """
-    plane = _plane(image)
+    plane = _content_window(_plane(image), content)
     width = max(1, int(round(FRAME_RING * min(plane.shape))))
     if 2 * width >= min(plane.shape):
         return float((plane > BACKGROUND).mean())
     ring = np.ones(plane.shape, dtype=bool)
     ring[width:-width, width:-width] = False
     return float((plane[ring] > BACKGROUND).mean())
+
+
+def _content_window(plane: np.ndarray, content: Sequence[float] | None) -> np.ndarray:
+    """The part of ``plane`` that ``content`` (fractions ``[top, bottom, left, right]``) names, rounded inward
+    by a pixel where it meets the padding (the resize blurs that edge); the whole plane without it."""
+    if content is None:
+        return plane
+    top, bottom, left, right = (float(v) for v in content)
+    height, width = plane.shape
+    rows = slice(int(np.ceil(top * height)) + (top > 0), int(np.floor(bottom * height)) - (bottom < 1))
+    cols = slice(int(np.ceil(left * width)) + (left > 0), int(np.floor(right * width)) - (right < 1))
+    window = plane[rows, cols]
+    return window if window.size else plane
 
 
 def graininess(image: Any) -> float:
@@ -368,9 +384,10 @@ class InputLikenessd(MapTransform):
             plane = _plane(d[key])  # once: every measure reads the same (H, W) plane
             distance = input_distance(intensity_features(plane), self.reference)
             d[f"{key}_distance"] = round(distance, 4)
+            content = d.get(f"{key}_content")  # a slice padded to a square: its own frame's ring
             d[f"{key}_unusual"] = bool(
                 distance > self.reference["max_distance"]
-                or frame_fill(plane) > self.reference.get("max_frame_fill", np.inf)
+                or frame_fill(plane, content) > self.reference.get("max_frame_fill", np.inf)
                 or graininess(plane) > self.reference.get("max_graininess", np.inf)
             )
         return d

@@ -370,9 +370,8 @@ def read_medical_image(path: str | os.PathLike):
         else:
             image = itk.imread(p, itk.F)
     except (RuntimeError, OSError) as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         # ITK's "No ImageIO is registered" says neither what the file is nor what to do
-        raise ValueError(f"{p}: {_unreadable_reason(p) or f'cannot read image ({first})'}") from None
+        raise ValueError(f"{p}: {_unreadable_reason(p) or f'cannot read image ({_itk_error(e)})'}") from None
     array = itk.array_from_image(image)
     if p.lower().endswith((".nii", ".nii.gz")):
         stored = _nifti_shape(p)  # ITK reads a dimension of length 0 as 1: a volume that holds nothing
@@ -395,6 +394,22 @@ DICOM_MODALITY_TAG = "0008|0060"
 #: Modalities read: MR, and OT ("other"), what secondary captures and converters (ITK's own writer among
 #: them) put on MR slices saved as DICOM; every other (CT, US, CR, PT...) is refused.
 ACCEPTED_MODALITIES = ("MR", "OT")
+
+
+def _itk_error(error: BaseException) -> str:
+    """ITK's reason for refusing a file, on one line: the text after its "ITK ERROR: <object>:" (the message
+    may go on over several lines, a matrix for one), else the error's last line."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    marker = text.find("ITK ERROR:")
+    if marker < 0:
+        return text.splitlines()[-1]
+    reason = text[marker + len("ITK ERROR:") :].split(": ", 1)[-1]
+    reason = " ".join(reason.split())
+    if reason.startswith("Bad direction"):  # a singular direction matrix: say what that means for the file
+        return f"its direction matrix is singular: an axis without a direction, or two axes along one line ({reason})"
+    return reason
 
 
 def _check_dicom_modality(path: str, dicom_file: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform, Resize
+from monai.transforms import InvertibleTransform, MapTransform, Pad, RandomizableTransform, Resize
 from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
 from .coco import rasterize_annotations
@@ -28,6 +28,7 @@ from .verdict import label_map, png_mask, verdict_of
 __all__ = [
     "CocoAnnotationsToBoxMapd",
     "CocoAnnotationsToMaskd",
+    "PadToSquared",
     "RandTumorCropd",
     "ShrinkLarged",
     "RandTumorFreed",
@@ -207,6 +208,13 @@ class ToGrayscaled(MapTransform):
         return d
 
 
+def _undo_if_last(image: Any, transform: InvertibleTransform) -> Any:
+    """``transform.inverse(image)`` when ``transform`` was the last to change ``image``, else ``image``: a
+    transform that left an image as it was (a small one not shrunk, a square one not padded) has nothing to undo."""
+    ops = getattr(image, "applied_operations", None)
+    return transform.inverse(image) if ops and ops[-1].get(TraceKeys.ID) == id(transform) else image
+
+
 class ShrinkLarged(MapTransform, InvertibleTransform):
     """Shrink an image whose longer side exceeds ``max_size`` to that size (area averaging), invertibly.
 
@@ -237,9 +245,52 @@ class ShrinkLarged(MapTransform, InvertibleTransform):
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            ops = getattr(d[key], "applied_operations", None)
-            if ops and ops[-1].get(TraceKeys.ID) == id(self.resizer):  # this image was shrunk
-                d[key] = self.resizer.inverse(d[key])
+            d[key] = _undo_if_last(d[key], self.resizer)  # if this image was shrunk
+        return d
+
+
+class PadToSquared(MapTransform, InvertibleTransform):
+    """Pad a slice whose sides differ to a square, invertibly, so that the resize does not stretch the head.
+
+    The network sees square slices and learnt square slices. A rectangular one (a narrow field of
+    view, or the axial slice of a volume stored sagittally: 256 x 176 for a common 3D T1) would be
+    stretched by the resize to the network's size, and the head with it. Padding the shorter side
+    on both sides with the slice's own lowest value (its air) keeps the head's proportions; the
+    network then sees the head framed as in a square field of view. ``Invertd`` crops the padding
+    away with the other spatial transforms, so masks come back at the input's own size. Square
+    slices are left exactly as they were.
+
+    A padded key gets ``<key>_content``: where the slice lies in the square, as fractions of its side
+    ``[top, bottom, left, right]`` (they hold through the resize), so that the input check measures the
+    slice's own frame, not the padding (:func:`~scripts.input_check.frame_fill`).
+
+    Args:
+        keys: channel-first keys, all of one spatial size (an image and its label are padded alike;
+            a label's lowest value is its background, 0).
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.padder = Pad(mode="constant")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            height, width = d[key].shape[-2:]
+            if height == width or not height or not width:
+                continue
+            side = max(height, width)
+            top, left = (side - height) // 2, (side - width) // 2
+            to_pad = [(0, 0)] * (d[key].ndim - 2) + [(top, side - height - top), (left, side - width - left)]
+            d[key] = self.padder(d[key], to_pad=to_pad, constant_values=float(d[key].min()))
+            d[f"{key}_content"] = [top / side, (top + height) / side, left / side, (left + width) / side]
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = _undo_if_last(d[key], self.padder)  # if this slice was padded
         return d
 
 

@@ -9,10 +9,8 @@ cancellation between batches, and put each slice's mask back in its place.
 Arrays are in ITK's and ``slicer.util.arrayFromVolume``'s numpy order: ``(k, j, i)`` for
 scalar volumes and ``(k, j, i, c)`` for vector (RGB/RGBA) ones. Each 2D slice is given to the
 predictor in ``(row, column)`` order as it lies in the array, so slice ``k`` of a volume gets the
-same pixels as ``predict_array(array[k])``. The network learnt axial slices: given the volume's
-direction matrix, a volume acquired sagittally or coronally is cut along the axis nearest the
-head's superior-inferior axis instead, its planes turned so that rows run front to back
-(:func:`axial_slicing`).
+same pixels as ``predict_array(array[k])``. Given the volume's direction matrix, a volume is cut
+into its axial slices, rows front to back, wherever they lie (:func:`axial_slicing`).
 
 Only numpy is imported here: the Slicer module's main process uses this module.
 """
@@ -95,9 +93,11 @@ def _check_cancel(cancel: CancelSpec) -> None:
 def axial_slicing(direction: Any) -> tuple[int, bool]:
     """How to cut a head volume into axial slices, rows running front to back, from its direction matrix.
 
-    The network learnt axial slices whose rows run front to back. A volume acquired sagittally or
-    coronally (a 3D T1 often is) holds its axial slices along another array axis than K, and cut
-    along K it would hand the network sagittal or coronal slices it never saw. The slicing axis is
+    The network learnt what a tumor-free level of a whole volume looks like from axial slices whose
+    rows run front to back (TCGA-LGG). A volume acquired sagittally or coronally (a 3D T1 often is)
+    holds its axial slices along another array axis than K, and some volumes store axial slices
+    whose rows run right to left; cut along K and given as they lie, their slices get false tumors
+    (``benchmarks/reoriented_volumes.py``). The slicing axis is
     the IJK axis whose direction lies nearest the superior-inferior axis; the slice's plane is
     transposed when its rows' axis lies farther from the anterior-posterior axis than its columns'.
     Slices are only taken and transposed, never resampled or flipped (the network learnt both
