@@ -21,7 +21,6 @@ class are in ``if SLICER_SUPPORTED:`` blocks.
 """
 
 import enum
-import inspect
 import logging
 import os
 import pathlib
@@ -615,7 +614,7 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
                 f"({loaded}), not {bundle}'s; restart Slicer to use that bundle's code in Slicer's process"
             )
         shape = slicer.util.arrayFromVolume(inputVolume).shape
-        if "direction" not in inspect.signature(volumes.resolve_axis).parameters:  # bundles before 0.6.4: K
+        if not inference.reads_direction(volumes):  # bundles before 0.6.4: K
             return volumes.resolve_axis(shape, axis)
         return volumes.resolve_axis(shape, axis, btl.volume_direction(inputVolume))
 

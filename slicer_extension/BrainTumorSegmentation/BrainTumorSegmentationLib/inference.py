@@ -31,12 +31,21 @@ __all__ = [  # noqa: F822 - the slice loop names come from the bundle (__getattr
     "is_cancelled",
     "load_predictor",
     "predict_volume",
+    "reads_direction",
     "resolve_axis",
     "resolve_device",
 ]
 
 #: Names this module passes on from the bundle's ``scripts/volumes.py``.
 VOLUME_NAMES = ("AXIS_NAMES", "SegmentationCancelled", "is_cancelled", "predict_volume", "resolve_axis")
+
+
+def reads_direction(volumes: Any) -> bool:
+    """Whether a bundle's slice loop (its ``scripts/volumes.py``) cuts a volume by its direction matrix, into its
+    axial slices (bundles from 0.6.4); older ones cut along K."""
+    import inspect
+
+    return all("direction" in inspect.signature(f).parameters for f in (volumes.resolve_axis, volumes.predict_volume))
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,7 @@ import slicer
 import vtk
 import vtk.util.numpy_support as vtk_np
 
-from .inference import bundle_module, load_predictor
+from .inference import bundle_module, load_predictor, reads_direction
 
 __all__ = [
     "POSSIBLE_SEGMENT_COLOR",
@@ -180,11 +180,6 @@ def volume_direction(volume_node: Any) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])
 
 
-def _takes_direction(volumes: Any) -> bool:
-    """Whether the bundle's slice loop reads a volume's direction (bundles from 0.6.4; older ones cut along K)."""
-    return "direction" in inspect.signature(volumes.predict_volume).parameters
-
-
 def _check_output_nodes(volume_node: Any, segmentation_node: Any, probability_node: Any) -> None:
     scene = volume_node.GetScene()
     if segmentation_node is not None:
@@ -277,7 +272,7 @@ def segment_volume(
         raise ValueError("pass either predictor or the options to load one (bundle_dir, ckpt_path, ...), not both")
     volumes = bundle_module("volumes", bundle_dir)  # the bundle's slice loop
     # the direction says which axis holds the axial slices and how their rows lie
-    direction = {"direction": volume_direction(volume_node)} if _takes_direction(volumes) else {}
+    direction = {"direction": volume_direction(volume_node)} if reads_direction(volumes) else {}
     ijk_axis = volumes.resolve_axis(array.shape, axis, **direction)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

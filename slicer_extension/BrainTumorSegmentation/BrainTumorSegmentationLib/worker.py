@@ -23,7 +23,6 @@ Needs no ``slicer`` module: only numpy and brainseg-monai (torch, MONAI).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -99,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reports: list = []
         volumes = inference.bundle_module("volumes", args.bundle_dir)
         # the direction tells the bundle's slice loop where the axial slices lie (bundles from 0.6.4 read it)
-        takes_direction = "direction" in inspect.signature(volumes.predict_volume).parameters
-        direction = {"direction": args.direction} if args.direction is not None and takes_direction else {}
+        use = args.direction is not None and inference.reads_direction(volumes)
+        direction = {"direction": args.direction} if use else {}
         mask, probability = volumes.predict_volume(
             array,
             predictor,
