@@ -63,6 +63,32 @@ def back(mask: np.ndarray, permutation: tuple[int, int, int]) -> np.ndarray:
     return np.transpose(mask, np.argsort(permutation))
 
 
+def t1c_volumes(lgg_dir: str, cases: str | None, split: str) -> list[str]:
+    """The T1 contrast volumes of ``<lgg_dir>/t1c`` to measure: the ``split`` list of the ``cases`` JSON, or all.
+    Exits naming the folder when there are none."""
+    paths = sorted(glob.glob(os.path.join(lgg_dir, "t1c", "*.nii.gz")))
+    if cases:
+        with open(cases, encoding="utf-8") as f:
+            wanted = set(json.load(f)[split])
+        paths = [p for p in paths if os.path.basename(p).split(".")[0] in wanted]
+    if not paths:
+        sys.exit(f"{lgg_dir}/t1c: no volumes to measure")
+    return paths
+
+
+def slice_truth(lgg_dir: str, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per axial slice of the volume at ``path``: whether its FLAIR mask holds tumor, and whether it is a
+    tumor-free slice (at least 3 slices from every masked slice, as ``benchmarks/lgg_volumes.py`` counts them)."""
+    import itk
+
+    from scripts.tumor_free import tumor_free_slice_indices
+
+    truth = itk.array_from_image(itk.imread(os.path.join(lgg_dir, "masks", os.path.basename(path)))) > 0
+    free = np.zeros(len(truth), dtype=bool)
+    free[tumor_free_slice_indices(truth, 3)] = True
+    return truth.reshape(len(truth), -1).any(axis=1), free
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("lgg_dir", nargs="?", default="../shared/data/lgg_volumes", help="holds t1c/ and masks/")
@@ -83,16 +109,9 @@ def main() -> None:
 
     import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
     from scripts.predictor import BundlePredictor
-    from scripts.tumor_free import tumor_free_slice_indices
     from scripts.volumes import segment_medical_file
 
-    paths = sorted(glob.glob(os.path.join(args.lgg_dir, "t1c", "*.nii.gz")))
-    if args.cases:
-        with open(args.cases, encoding="utf-8") as f:
-            wanted = set(json.load(f)[args.split])
-        paths = [p for p in paths if os.path.basename(p).split(".")[0] in wanted]
-    if not paths:
-        sys.exit(f"{args.lgg_dir}/t1c: no volumes to measure")
+    paths = t1c_volumes(args.lgg_dir, args.cases, args.split)
     storages = {name: p for name, p in STORAGES.items() if name == "axial" or not args.storage or name in args.storage}
     predictor = BundlePredictor(bundle, device="cpu")
     counts = {name: {"same_as_axial": 0, "free": 0, "free_false": 0, "tumor": 0, "tumor_found": 0} for name in storages}
@@ -100,17 +119,14 @@ def main() -> None:
         for path in paths:
             case = os.path.basename(path).split(".")[0]
             image = itk.imread(path, itk.F)
-            truth = itk.array_from_image(itk.imread(os.path.join(args.lgg_dir, "masks", os.path.basename(path)))) > 0
-            tumor_slices = truth.reshape(len(truth), -1).any(axis=1)
-            free = np.zeros(len(truth), dtype=bool)
-            free[tumor_free_slice_indices(truth, 3)] = True  # as benchmarks/lgg_volumes.py counts them
+            tumor_slices, free = slice_truth(args.lgg_dir, path)
             labels = {}
             for name, permutation in storages.items():
                 source = os.path.join(tmp, f"{case}_{name}.nii.gz")
                 itk.imwrite(reoriented(image, permutation), source)
                 result = segment_medical_file(predictor, source, os.path.join(tmp, f"{case}_{name}_mask.nii.gz"))
                 labels[name] = back(np.asarray(result.mask), permutation)
-                found = (labels[name] == 1).reshape(len(truth), -1).any(axis=1)
+                found = (labels[name] == 1).reshape(len(free), -1).any(axis=1)
                 c = counts[name]
                 c["free"] += int(free.sum())
                 c["free_false"] += int((found & free).sum())

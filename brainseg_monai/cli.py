@@ -700,8 +700,8 @@ def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) 
         target = mask_output_path(path, args.output_dir, ".nii.gz")
         result = segment_medical_file(predictor, path, target, batch_size=args.batch_size, progress=progress)
         if args.overlays:
-            # the slices as the model saw them: a sagittal or coronal volume's axial slices
-            slices, masks = result.planes(result.array), result.planes(result.mask)
+            # the slices as the model saw them: a sagittal or coronal volume's axial slices, with square pixels
+            slices, masks = result.planes(result.array), result.planes(result.mask, labels=True)
             _volume_overlays(path, slices, masks, result.slice_reports, Path(args.output_dir) / "overlays")
         return result.mask_path, result.row
     target = mask_output_path(path, args.output_dir, args.format)

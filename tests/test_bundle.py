@@ -427,6 +427,7 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
     import itk
 
     from scripts.predictor import BundlePredictor
+    from scripts.square_pixels import resample_linear, resample_nearest
 
     grey = np.stack(
         [np.asarray(Image.open(f).convert("L"), np.float32) for f in sorted(SAMPLE_SPLIT.glob("*.jpg"))[:3]]
@@ -435,9 +436,10 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
     data.mkdir()
     shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], data / "photo.jpg")
     permuted = [[0, 1, 0], [1, 0, 0], [0, 0, 1]]  # a direction ITK must keep, not reset to identity
-    write_volume(data / "case1.nii.gz", grey, [0.5, 0.6, 3.0], [10.0, -20.0, 5.0], permuted)
+    write_volume(data / "case1.nii.gz", grey, [0.5, 0.5, 3.0], [10.0, -20.0, 5.0], permuted)
     write_volume(data / "case2.mha", grey[::-1], [0.9, 0.9, 1.5], [-3.0, 4.0, 0.0], np.eye(3))
-    write_volume(data / "single.nrrd", grey[1], [0.7, 0.8], [1.0, 2.0], np.eye(2))
+    # rows 1.4 mm apart, columns 0.7 mm: given to the network twice as tall, square pixels
+    write_volume(data / "single.nrrd", grey[1][::2], [0.7, 1.4], [1.0, 2.0], np.eye(2))
     _write_dicom_series(data / "series", grey)
     out = tmp_path / "masks"
     proc = _infer_from_elsewhere(data, out, tmp_path)
@@ -472,9 +474,12 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
         slices = itk.array_from_image(reference)
         assert voxels.shape == slices.shape and set(np.unique(voxels)) <= {0, 1, 2}, name
         planes = [slices] if n_slices == 1 else [s.T if transposed else s for s in slices]
+        if name == "single":  # square pixels for the network, each voxel the label at its centre
+            planes = [resample_linear(slices, (2 * slices.shape[0], slices.shape[1]))]
         for k, found in enumerate(predictor.predict_arrays(planes, details=True)):
             labels = voxels if n_slices == 1 else voxels[k]
             tumor, possible = (np.asarray(m).astype(bool) for m in (found.mask, found.possible_mask))
+            tumor, possible = (resample_nearest(m, labels.shape) for m in (tumor, possible))
             tumor, possible = (tumor.T, possible.T) if transposed else (tumor, possible)
             # the slice's own tumor and possible tumor; its neighbours may only turn a tumor into a possible one
             assert np.array_equal(labels > 0, tumor | possible) and not (labels == 1)[~tumor].any(), (name, k)
@@ -487,8 +492,8 @@ def test_inference_segments_medical_volumes_with_their_geometry(tmp_path):
         assert [int(r["slice"]) for r in slices_read] == list(range(n_slices)), name
         assert [r["tumor_found"] == "True" for r in slices_read] == [bool((v == 1).any()) for v in voxels], name
     assert not (out / "single_slices.csv").exists() and not (out / "photo_slices.csv").exists()
-    # the same pixels as the 2D path: the NRRD holds the grey of the second JPEG
-    assert rows["single.nrrd"]["tumor_found"] == str(bool(predictor.predict_array(grey[1]).any()))
+    # as the 2D path finds the tumor on the whole JPEG, it finds it on every other row given square pixels
+    assert rows["single.nrrd"]["tumor_found"] == str(bool(predictor.predict_array(grey[1]).any())) == "True"
 
 
 @pytest.mark.parametrize("problem", ["output_in_input", "two_inputs_one_mask", "nothing_to_segment"])

@@ -334,3 +334,31 @@ def test_segment_cuts_a_sagittal_volume_into_its_axial_slices_and_shows_them(tmp
         assert a.size == s.size == (tumor.shape[1], tumor.shape[0]), "the sagittal volume's overlay is an axial slice"
         same = (np.asarray(a) == np.asarray(s)).all(axis=-1).mean()
         assert same > 0.95, f"only {same:.1%} of the pixels agree (the captions name the files)"
+
+
+def test_segment_gives_the_axial_slices_of_thick_coronal_slices_square_pixels(tmp_path):
+    """A head acquired in coronal slices 4 mm apart, 1 mm in their plane (every fourth row of a sample
+    slice, front to back): its axial slice is squeezed four times. With its spacing read, the shipped model
+    segments it as the axial original; squeezed as it lies (its spacing written as 1 mm), it finds nothing."""
+    itk = pytest.importorskip("itk")
+    tumor = np.asarray(Image.open(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]).convert("L"), dtype=np.float32)
+    axial = np.stack([np.zeros_like(tumor), tumor, np.zeros_like(tumor)])  # (k, j, i)
+    (tmp_path / "input").mkdir()
+    itk.imwrite(itk.image_from_array(axial), str(tmp_path / "input" / "axial.nii.gz"))
+    for name, spacing in (("coronal", 4.0), ("squeezed", 1.0)):
+        coronal = itk.image_from_array(np.ascontiguousarray(np.transpose(axial[:, 1::4], (1, 0, 2))))  # K front to back
+        coronal.SetDirection(itk.matrix_from_array(np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])))
+        coronal.SetSpacing([1.0, 1.0, spacing])
+        itk.imwrite(coronal, str(tmp_path / "input" / f"{name}.nii.gz"))
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "input"), "--output-dir", str(out), "--overlays", "--device", "cpu"]) == 0
+    with open(out / "tumor_report.csv") as f:
+        rows = {r["file_name"]: r for r in csv.DictReader(f)}
+    counts = ("verdict", "slices_with_tumor", "slices_with_possible_tumor")
+    assert [rows["coronal.nii.gz"][k] for k in counts] == [rows["axial.nii.gz"][k] for k in counts]
+    assert rows["axial.nii.gz"]["verdict"] != "no tumor found" == rows["squeezed.nii.gz"]["verdict"]
+    assert abs(float(rows["coronal.nii.gz"]["tumor_score"]) - float(rows["axial.nii.gz"]["tumor_score"])) < 0.05
+    labels = itk.array_from_image(itk.imread(str(out / "coronal.nii.gz")))
+    assert labels.shape == (tumor.shape[0] // 4, 3, tumor.shape[1]) and labels[:, 1].any() and not labels[:, 0].any()
+    with Image.open(out / "overlays" / "coronal_slice001.png") as im:
+        assert im.size == (tumor.shape[1], tumor.shape[0]), "the overlay shows the slice with square pixels"

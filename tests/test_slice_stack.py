@@ -37,7 +37,8 @@ def _run(stages, path, slice_index=None):
     data = {"image": str(path)}
     for t in stages["pre"]:
         data = t(data)
-    data["pred"] = stages["inferer"](data["image"], slice_index, data["image_direction"])  # as the app calls it
+    # as the app calls it
+    data["pred"] = stages["inferer"](data["image"], slice_index, data["image_direction"], data["image_spacing"])
     for t in stages["post"]:
         data = t(data)
     return data
@@ -82,13 +83,14 @@ def test_a_volume_gets_the_slice_loop_mask_with_its_geometry(stages, tmp_path):
 
     # with the per-slice report: the rows segment_medical_file wrote beside its mask, and one row for one slice
     loaded = stages["pre"][0]({"image": str(tmp_path / "case.nii.gz")})
-    stack, direction = loaded["image"], loaded["image_direction"]
-    mask, rows = stages["inferer"].segment(stack, None, direction)
+    stack, direction, spacing = loaded["image"], loaded["image_direction"], loaded["image_spacing"]
+    assert np.allclose(spacing, [0.5, 0.6, 4.0]), "rectangular pixels: given square to the network, as the file's"
+    mask, rows = stages["inferer"].segment(stack, None, direction, spacing)
     assert np.array_equal(mask, expected.mask)
     with open(expected.slice_report_path, newline="", encoding="utf-8") as f:
         written = list(csv.DictReader(f))
     assert [{k: str(row[k]) for k in written[0]} for row in rows] == written and len(rows) == 2
-    _, one_row = stages["inferer"].segment(stack, 1, direction)
+    _, one_row = stages["inferer"].segment(stack, 1, direction, spacing)
     assert len(one_row) == 1 and one_row[0]["slice"] == 1
 
 
@@ -203,3 +205,33 @@ def test_a_sagittal_volume_is_cut_into_its_axial_slices_whole_or_one_slice_at_a_
         assert one_rows == [{**expected_rows[k], "slice": k}]
     with pytest.raises(ValueError, match=r"slice_index: 4 is not a slice of this image \(0 to 3\)"):
         inferer(sagittal, 4, direction)
+
+
+def test_thick_sagittal_slices_are_given_square_pixels_whole_or_one_slice_at_a_time():
+    """Sagittal slices 3 mm apart (K right to left), 1 mm in their plane: the axial slices' columns are 3 mm
+    apart, so the predictor gets them three times wider, whole or with ``slice_index``."""
+    from scripts.slice_stack import SliceStackInferer
+
+    axial = np.zeros((4, 6, 8), np.float32)
+    axial[1, 2, 3], axial[2, 2:4, 3], axial[3, 5, 7] = 150.0, 150.0, 70.0
+    sagittal = np.ascontiguousarray(np.transpose(axial, (2, 0, 1)))
+    direction = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    seen: list = []
+
+    class Recording(_Threshold):
+        def predict_arrays(self, images, **kwargs):
+            seen.extend(np.shape(image) for image in images)
+            return super().predict_arrays(images, **kwargs)
+
+    inferer = SliceStackInferer(Recording())
+    expected, expected_rows = inferer.segment(axial)
+    whole, rows = inferer.segment(sagittal, None, direction, (1.0, 1.0, 3.0))
+    assert set(seen[4:]) == {(6, 24)}
+    assert np.array_equal(whole, np.transpose(expected, (2, 0, 1))), "each voxel: the result at its centre"
+    assert [r["verdict"] for r in rows] == [r["verdict"] for r in expected_rows]
+    for k in range(4):
+        one, _ = inferer.segment(sagittal, k, direction, (1.0, 1.0, 3.0))
+        assert np.array_equal(one[:, k, :], whole[:, k, :]) and not np.delete(one, k, axis=1).any()
+    assert set(seen[8:]) == {(6, 24)}
+    with pytest.raises(ValueError, match="spacing"):
+        inferer.segment(sagittal, 1, direction, (1.0, -1.0, 3.0))

@@ -222,6 +222,38 @@ def test_predict_volume_axes_and_shapes():
             btl.predict_volume(bad, stand_in)
 
 
+def test_the_slice_loop_is_given_only_the_geometry_its_bundle_takes():
+    """``slice_loop_geometry``: this bundle's loop takes the directions and the spacing; a 0.6.4 bundle's the
+    directions only, an older one's neither (their signatures); None values are left out."""
+    import types
+
+    from BrainTumorSegmentationLib import inference
+
+    def resolve_axis_0_6_3(shape_kji, axis=None):
+        raise AssertionError("only the signature is read")
+
+    def predict_volume_0_6_3(array, predictor, axis=None, batch_size=8, with_probability=False, progress=None):
+        raise AssertionError("only the signature is read")
+
+    def resolve_axis_0_6_4(shape_kji, axis=None, direction=None):
+        raise AssertionError("only the signature is read")
+
+    def predict_volume_0_6_4(array, predictor, axis=None, batch_size=8, slice_reports=None, direction=None):
+        raise AssertionError("only the signature is read")
+
+    direction, spacing = np.eye(3), (0.5, 3.0, 0.5)
+    volumes = inference.bundle_module("volumes", BUNDLE)
+    geometry = inference.slice_loop_geometry(volumes, direction=direction, spacing=spacing)
+    assert list(geometry) == ["direction", "spacing"]
+    assert geometry["direction"] is direction and geometry["spacing"] is spacing
+    assert list(inference.slice_loop_geometry(volumes, spacing=spacing)) == ["spacing"]
+    assert inference.slice_loop_geometry(volumes) == {}
+    v064 = types.SimpleNamespace(resolve_axis=resolve_axis_0_6_4, predict_volume=predict_volume_0_6_4)
+    assert list(inference.slice_loop_geometry(v064, direction=direction, spacing=spacing)) == ["direction"]
+    v063 = types.SimpleNamespace(resolve_axis=resolve_axis_0_6_3, predict_volume=predict_volume_0_6_3)
+    assert inference.slice_loop_geometry(v063, direction=direction, spacing=spacing) == {}
+
+
 def test_worker_process_matches_in_process(tmp_path, samples, smoke_model, smoke_predictor):
     """The background process (what the Slicer module runs in PythonSlicer) gives the in-process result."""
     volume = np.stack([s.grey for s in samples[:3]])
@@ -869,13 +901,16 @@ def test_a_sagittal_volume_is_segmented_as_its_axial_slices(scene, samples, pred
 
 
 def test_the_worker_cuts_a_sagittal_volume_as_the_lib_does(tmp_path, samples, smoke_model, smoke_predictor):
-    """The module hands the worker the volume's directions: the background run cuts the axial slices too."""
+    """The module hands the worker the volume's directions and spacing: the background run cuts the axial slices
+    too, and gives them to the network with square pixels."""
     from BrainTumorSegmentationLib.background import WorkerRun, worker_command
 
     h, w = samples[0].grey.shape[:2]
     axial = np.stack([s.grey[h // 2 - 24 : h // 2 + 24, w // 2 - 20 : w // 2 + 20] for s in samples[:3]])
     sagittal = np.ascontiguousarray(np.transpose(axial.astype(np.float32), (2, 0, 1)))
     directions = [[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]  # RAS: I posterior, J superior, K left
+    # 3 mm front to back (I), 0.5 mm across: the axial slices' pixels are six times as long as wide
+    spacing, axial_spacing = (3.0, 0.5, 0.5), (0.5, 3.0, 0.5)
     run = WorkerRun(
         sagittal,
         str(BUNDLE),
@@ -884,18 +919,78 @@ def test_the_worker_cuts_a_sagittal_volume_as_the_lib_does(tmp_path, samples, sm
         ckpt_path=str(smoke_model),
         config_files=[str(SMOKE_NETWORK)],
         axis=btl.resolve_axis(sagittal.shape, None, directions),
+        probability=True,
         direction=directions,
+        spacing=spacing,
     )
     assert run.wait(300) and run.error is None, run.error
     assert run.command[run.command.index("--axis") + 1] == "1"
-    assert run.command[run.command.index("--direction") + 1] == "0.0,0.0,-1.0,-1.0,0.0,0.0,0.0,1.0,0.0"
+    assert "--direction=0.0,0.0,-1.0,-1.0,0.0,0.0,0.0,1.0,0.0" in run.command
+    assert "--spacing=3.0,0.5,0.5" in run.command
     reports: list = []
-    expected, _ = btl.predict_volume(axial, smoke_predictor, batch_size=2, slice_reports=reports)
+    expected, probability = btl.predict_volume(
+        axial, smoke_predictor, batch_size=2, with_probability=True, slice_reports=reports, spacing=axial_spacing
+    )
     assert np.array_equal(run.result.mask, np.transpose(expected, (2, 0, 1)))
+    assert np.allclose(run.result.probability, np.transpose(probability, (2, 0, 1)), atol=1e-6)
     assert [row["verdict"] for row in run.result.slice_rows] == [r["verdict"] for r in reports]
+    # the spacing made a difference (the squeezed planes as they lie give another probability): it reached the loop
+    squeezed = btl.predict_volume(axial, smoke_predictor, batch_size=2, with_probability=True)[1]
+    assert not np.allclose(squeezed, probability, atol=1e-3)
     # the numbers are read as numbers only: anything else is refused before the worker starts its work
     for bad in ("1,0,0,0,1,0,0,0", "__import__('os'),0,0,0,1,0,0,0,1"):
         command = worker_command(sys.executable, str(tmp_path / "in.npy"), str(tmp_path / "out.npz"), str(BUNDLE))
         proc = subprocess.run([*command, "--direction", bad], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "--direction: expected nine comma-separated numbers" in proc.stderr
         assert not (tmp_path / "out.npz").exists()
+
+
+def test_the_worker_reads_the_spacing_as_three_positive_numbers_only(tmp_path, capsys):
+    """``--spacing`` is three comma-separated numbers, I,J,K, read with ``float`` (never evaluated); anything else
+    is an argparse error (exit code 2) naming the option and what is wrong, before the worker loads anything."""
+    from BrainTumorSegmentationLib import worker
+    from BrainTumorSegmentationLib.background import worker_command
+
+    command = worker_command("python", "in.npy", "out.npz", str(BUNDLE), spacing=np.array([0.5, 3, 1e-3]))
+    assert command[-1] == "--spacing=0.5,3.0,0.001"
+    assert not any(a.startswith("--spacing") for a in worker_command("python", "in.npy", "out.npz", str(BUNDLE)))
+    parser = worker.build_parser()
+    required = ["--input", "in.npy", "--output", "out.npz"]
+    assert parser.parse_args(required).spacing is None
+    assert parser.parse_args([*command[2:], "--force-cpu"]).spacing == (0.5, 3.0, 0.001)
+    assert parser.parse_args([*required, "--spacing", " 0.7, 0.7 ,3"]).spacing == (0.7, 0.7, 3.0)
+    for bad, why in [
+        ("0.5,3.0", "expected three comma-separated numbers (I,J,K), got 2"),
+        ("0.5,3.0,0.5,1", "expected three comma-separated numbers (I,J,K), got 4"),
+        ("0.5,,0.5", "expected three comma-separated numbers (I,J,K), got '0.5,,0.5'"),
+        ("__import__('os'),1,1", "expected three comma-separated numbers (I,J,K), got \"__import__('os'),1,1\""),
+        ("0.5,0,0.5", "expected three positive numbers (I,J,K), got '0.5,0,0.5'"),
+        ("0.5,-3,0.5", "expected three positive numbers (I,J,K), got '0.5,-3,0.5'"),
+        ("nan,1,1", "expected three positive numbers (I,J,K), got 'nan,1,1'"),
+        ("1,inf,1", "expected three positive numbers (I,J,K), got '1,inf,1'"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([*required, "--spacing", bad])
+        assert exit_info.value.code == 2
+        assert f"argument --spacing: {why}" in capsys.readouterr().err
+    # the worker itself: refused before anything is read or written
+    proc = subprocess.run(
+        [sys.executable, str(LIB_DIR / "worker.py"), "--input", str(tmp_path / "in.npy")]
+        + ["--output", str(tmp_path / "out.npz"), "--spacing", "1,1,-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--spacing: expected three positive numbers" in proc.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_a_volume_of_thick_coronal_slices_is_segmented_with_square_pixels(scene, samples, tumor_predictor):
+    """A real volume node of 3 mm coronal slices (spacing 0.5, 3.0, 0.5): its axial slices reach the network with
+    square pixels through segment_volume, and, with the trained model, get the verdicts of the same head with
+    square pixels."""
+    predictor, trained = tumor_predictor
+    labels, square_labels = testing.check_rectangular_pixels(scene, predictor, [s.grey for s in samples[:3]], trained)
+    assert labels.shape[1] * 6 == square_labels.shape[1]
+    if trained:  # the shipped model finds the tumors of these three slices (a check that says something)
+        assert (labels == 1).any(axis=(1, 2)).all()

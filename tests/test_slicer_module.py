@@ -575,6 +575,90 @@ def test_on_windows_the_modules_launcher_opens_no_console_window(import_module_i
     assert (kwargs["encoding"], kwargs["errors"]) == ("utf-8", "replace")
 
 
+class StandInQTimer:
+    """``qt.QTimer`` as BackgroundSegmentation uses it. It never fires: the test polls the run itself."""
+
+    def __init__(self):
+        self.active = False
+        self.timeout = types.SimpleNamespace(connect=lambda slot: None)
+
+    def setInterval(self, msec):  # noqa: N802 - Qt's name
+        pass
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def isActive(self):  # noqa: N802 - Qt's name
+        return self.active
+
+
+def test_the_modules_background_run_hands_the_worker_the_volumes_spacing(
+    import_module_in_slicer, monkeypatch, tmp_path, smoke_model
+):
+    """``startProcessing`` (Apply's background run) gives the worker the volume's spacing with its directions: a
+    real run (a ``PythonSlicer`` stand-in running this Python, the real worker and bundle, the smoke model) of a
+    volume of 3 mm coronal slices puts into the scene what the Lib's in-process run gives, whose network saw the
+    axial slices with square pixels."""
+    import os
+
+    import numpy as np
+    import scene_checks as testing
+    from conftest import SAMPLE_SPLIT, SMOKE_NETWORK
+
+    from scripts.predictor import BundlePredictor
+
+    module, _ = import_module_in_slicer("5.8.1", 5, 8)
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    launcher = folder / "PythonSlicer"
+    launcher.write_text(
+        f"#!{sys.executable}\nimport subprocess, sys\nsys.exit(subprocess.call([sys.executable, *sys.argv[1:]]))\n"
+    )
+    launcher.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(slicer.util, "startupEnvironment", lambda: dict(os.environ), raising=False)
+    monkeypatch.setattr(module.qt, "QTimer", StandInQTimer, raising=False)
+    scene = slicer.vtkMRMLScene()
+    monkeypatch.setattr(module.slicer, "mrmlScene", scene, raising=False)  # where the result is put
+    greys = [sample.grey for sample in testing.read_samples(SAMPLE_SPLIT, 3)]
+    h, w = greys[0].shape
+    voxels = np.stack([g[h // 2 - 24 : h // 2 + 24, w // 2 - 20 : w // 2 + 20] for g in greys])  # (k, j, i)
+    # J (front to back) 3 mm, I and K 0.5 mm: the axial slices' pixels are six times as long as wide
+    volume = testing.add_scalar_volume(
+        scene, voxels, "thick coronal", (0.5, 3.0, 0.5), testing.TEST_ORIGIN, testing.JPEG_IJK_TO_RAS_DIRECTIONS
+    )
+    finished = []
+    run = module.BrainTumorSegmentationLogic().startProcessing(
+        volume,
+        bundleDir=str(BUNDLE),
+        forceCPU=True,
+        outputProbability=True,
+        batchSize=2,
+        onFinished=lambda *args: finished.append(args),
+        ckptPath=str(smoke_model),
+        configFiles=[str(SMOKE_NETWORK)],
+    )
+    # one argument each: a direction starting with a minus must not be taken for an option
+    assert "--spacing=0.5,3.0,0.5" in run.run.command
+    assert "--direction=-1.0,0.0,0.0,0.0,-1.0,0.0,0.0,0.0,1.0" in run.run.command
+    assert run.run.wait(300), "the worker did not finish"
+    run._poll()  # what the Qt timer does: the result into the scene, then onFinished
+    ((segmentation, error, cancelled),) = finished
+    assert error is None and not cancelled and segmentation is not None, error
+
+    predictor = BundlePredictor(BUNDLE, ckpt_path=smoke_model, config_files=[SMOKE_NETWORK], device="cpu")
+    expected = btl.segment_volume(volume, predictor=predictor, batch_size=2, output_probability=True)
+    assert np.array_equal(btl.segmentation_label_map(segmentation), btl.segmentation_label_map(expected))
+    probability = slicer.util.arrayFromVolume(btl.probability_node_of(segmentation))
+    assert np.allclose(probability, slicer.util.arrayFromVolume(btl.probability_node_of(expected)), atol=1e-6)
+    # without the spacing the squeezed planes give another probability: the spacing is what made them agree
+    squeezed = btl.predict_volume(voxels, predictor, batch_size=2, with_probability=True)[1]
+    assert not np.allclose(probability, squeezed, atol=1e-3)
+
+
 # -- the summary follows the chosen bundle -------------------------------------------------------
 
 

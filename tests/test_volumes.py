@@ -259,6 +259,33 @@ def test_a_volume_stored_sagittally_or_coronally_is_segmented_as_its_axial_slice
     assert {s for call in chosen.calls for s in call} == {stored.shape[1:]}
 
 
+def test_rectangular_pixels_reach_the_predictor_square_and_every_result_lands_on_the_volumes_grid():
+    """Axial slices whose rows lie 3 mm apart and columns 1 mm (a coronal acquisition of 3 mm slices, cut
+    axially): the predictor gets them three times taller, and each voxel gets the result at its centre."""
+    reference: list[dict] = []
+    expected, expected_prob = predict_volume(_four_slices(), StandIn(), with_probability=True, slice_reports=reference)
+    stand_in, reports = StandIn(), []
+    labels, prob = predict_volume(
+        _four_slices(), stand_in, with_probability=True, slice_reports=reports, spacing=(1.0, 3.0, 5.0)
+    )
+    assert {s for call in stand_in.calls for s in call} == {(18, 8)}
+    # a voxel's centre is a row of the taller plane where the interpolation left the voxel's value as it was
+    assert np.array_equal(labels, expected) and np.allclose(prob, expected_prob)
+    assert [(r["verdict"], r["tumor_score"]) for r in reports] == [(r["verdict"], r["tumor_score"]) for r in reference]
+    # the 2x2 tumor at (row 1, column 2) was 6 rows tall for the predictor: its box and area in the voxels' pixels
+    assert reports[2]["components"] == [{"bbox": [2, 1, 2, 2], "area": 4, "confidence": 0.8}]
+    for spacing in (None, (1.0, 1.0, 1.0), (0.5, 0.505, 3.0)):  # square within 2%: as they lie
+        stand_in = StandIn()
+        predict_volume(_four_slices(), stand_in, spacing=spacing)
+        assert {s for call in stand_in.calls for s in call} == {(6, 8)}, spacing
+    stand_in = StandIn()
+    predict_volume(_four_slices(), stand_in, spacing=(2.0, 1.0, 1.0))  # columns 2 mm apart: twice as wide
+    assert {s for call in stand_in.calls for s in call} == {(6, 16)}
+    for bad in ((1.0, 0.0, 1.0), (1.0, 1.0), ("a", 1, 1), (1.0, float("nan"), 1.0)):
+        with pytest.raises(ValueError, match="spacing"):
+            predict_volume(_four_slices(), StandIn(), spacing=bad)
+
+
 def test_bad_volumes_batch_sizes_and_predictor_answers_are_refused():
     for shape in ((8, 8), (2, 8, 8, 2), (2, 8, 8, 5), (2, 3, 4, 5), (2, 8, 8, 0), (2, 8, 8, 3, 1), (1, 2, 3, 4, 5)):
         bad = np.zeros(shape)
@@ -366,7 +393,7 @@ def test_a_volume_file_gets_its_mask_with_its_geometry_and_counts_slices_by_verd
     import itk
 
     tilted = [[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
-    write_volume(tmp_path / "case.nrrd", _four_slices(), [0.5, 0.6, 4.0], [12.5, -20.0, 7.0], tilted)
+    write_volume(tmp_path / "case.nrrd", _four_slices(), [0.5, 0.5, 4.0], [12.5, -20.0, 7.0], tilted)
     result = segment_medical_file(StandIn(), tmp_path / "case.nrrd", tmp_path / "out" / "case.nii.gz", batch_size=3)
     expected = np.zeros((4, 6, 8), np.uint8)
     expected[2, 1:3, 2:4] = 1
@@ -375,7 +402,7 @@ def test_a_volume_file_gets_its_mask_with_its_geometry_and_counts_slices_by_verd
     assert result.mask_path == str(tmp_path / "out" / "case.nii.gz")
     written = itk.imread(result.mask_path)
     assert np.array_equal(itk.array_from_image(written), expected)
-    assert np.allclose(written.GetSpacing(), [0.5, 0.6, 4.0]) and np.allclose(written.GetOrigin(), [12.5, -20.0, 7.0])
+    assert np.allclose(written.GetSpacing(), [0.5, 0.5, 4.0]) and np.allclose(written.GetOrigin(), [12.5, -20.0, 7.0])
     assert np.allclose(itk.array_from_matrix(written.GetDirection()), tilted)
     row = result.row
     # slice 1 has a score above 0 and nothing found: one slice of four has a tumor
@@ -397,7 +424,8 @@ def test_a_sagittal_volume_file_is_cut_into_its_axial_slices_and_its_mask_keeps_
     import itk
 
     stored = np.ascontiguousarray(np.transpose(_four_slices(), (2, 0, 1)))  # (8, 4, 6): K right to left
-    write_volume(tmp_path / "sagittal.nrrd", stored, [0.9, 1.0, 1.1], [5.0, 6.0, 7.0], SAGITTAL)
+    # 3 mm axial slices, stored sagittally: I front to back, J foot to head (3 mm), K right to left
+    write_volume(tmp_path / "sagittal.nrrd", stored, [0.9, 3.0, 0.9], [5.0, 6.0, 7.0], SAGITTAL)
     result = segment_medical_file(StandIn(), tmp_path / "sagittal.nrrd", tmp_path / "out" / "sagittal.nii.gz")
     axial = segment_medical_file(StandIn(), _axial_file(tmp_path), tmp_path / "out" / "axial.nii.gz")
     assert (result.slice_axis, result.transposed) == ("J", True)
@@ -415,9 +443,30 @@ def test_a_sagittal_volume_file_is_cut_into_its_axial_slices_and_its_mask_keeps_
     }
 
 
+def test_a_coronal_file_of_thick_slices_is_segmented_with_square_pixels_and_its_mask_keeps_the_files_grid(tmp_path):
+    import itk
+
+    stored = np.ascontiguousarray(np.transpose(_four_slices(), (1, 0, 2)))  # (6, 4, 8): K front to back
+    write_volume(tmp_path / "coronal.nrrd", stored, [0.9, 3.0, 2.7], [5.0, 6.0, 7.0], CORONAL)  # 2.7 mm slices
+    result = segment_medical_file(StandIn(), tmp_path / "coronal.nrrd", tmp_path / "out" / "coronal.nii.gz")
+    axial = segment_medical_file(StandIn(), _axial_file(tmp_path), tmp_path / "out" / "axial.nii.gz")
+    assert (result.slice_axis, result.transposed, result.spacing) == ("J", False, (0.9, 3.0, 2.7))
+    written = itk.array_from_image(itk.imread(result.mask_path))
+    assert written.shape == (6, 4, 8) and np.array_equal(written, np.transpose(axial.mask, (1, 0, 2)))
+    assert np.allclose(itk.imread(result.mask_path).GetSpacing(), [0.9, 3.0, 2.7])
+    # the overlays' planes: the axial slices with square pixels, the image interpolated, the labels at their place
+    images, masks = result.planes(result.array), result.planes(result.mask, labels=True)
+    assert {p.shape for p in images} == {p.shape for p in masks} == {(18, 8)}
+    assert [np.array_equal(m[1::3], a) for m, a in zip(masks, axial.planes(axial.mask))] == [True] * 4
+    assert [np.allclose(i[1::3], a) for i, a in zip(images, axial.planes(axial.array))] == [True] * 4
+    assert [(r["verdict"], r["tumor_score"]) for r in result.slice_reports] == [
+        (r["verdict"], r["tumor_score"]) for r in axial.slice_reports
+    ]
+
+
 def _axial_file(tmp_path) -> str:
     path = tmp_path / "axial.nrrd"
-    write_volume(path, _four_slices(), [1.1, 1.0, 0.9], [5.0, 6.0, 7.0], AXIAL)
+    write_volume(path, _four_slices(), [0.9, 0.9, 3.0], [5.0, 6.0, 7.0], AXIAL)
     return str(path)
 
 
@@ -426,11 +475,11 @@ def test_a_2d_file_is_one_slice_with_a_2d_mask_and_an_image_row(tmp_path):
 
     grey = np.zeros((6, 8), np.float32)
     grey[2, 3] = 120.0
-    write_volume(tmp_path / "slice.nrrd", grey, [0.7, 0.8], [1.0, 2.0], np.eye(2))
+    write_volume(tmp_path / "slice.nrrd", grey, [0.7, 0.7], [1.0, 2.0], np.eye(2))
     result = segment_medical_file(StandIn(), tmp_path / "slice.nrrd", tmp_path / "slice_mask.nrrd")
     assert result.mask.shape == (6, 8) and np.argwhere(result.mask).tolist() == [[2, 3]]
     written = itk.imread(result.mask_path)
-    assert itk.array_from_image(written).shape == (6, 8) and np.allclose(written.GetSpacing(), [0.7, 0.8])
+    assert itk.array_from_image(written).shape == (6, 8) and np.allclose(written.GetSpacing(), [0.7, 0.7])
     assert "n_slices" not in result.row and result.slice_report_path is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slice.nrrd", "slice_mask.nrrd"]  # no per-slice report
     assert (result.row["verdict"], result.row["tumor_score"], result.row["tumor_area_px"]) == (TUMOR, 0.4706, 1)

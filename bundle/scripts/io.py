@@ -782,6 +782,12 @@ def image_direction(image) -> np.ndarray:
     return direction if direction.shape == (3, 3) else np.eye(3)
 
 
+def image_spacing(image) -> tuple[float, float, float]:
+    """The voxel spacing of an ITK image along I, J and K; a 2D image's slice gets 1.0 along K."""
+    spacing = [float(v) for v in image.GetSpacing()]
+    return tuple((spacing + [1.0])[:3])
+
+
 def write_medical_mask(mask: np.ndarray, reference, path: str | os.PathLike) -> str:
     """Write a mask with the geometry (spacing, origin, direction) of ITK image ``reference``."""
     import itk

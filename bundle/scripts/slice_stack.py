@@ -24,7 +24,16 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from .io import image_direction, is_medical_image, read_grey, read_medical_image, write_mask, write_medical_mask
+from .io import (
+    image_direction,
+    image_spacing,
+    is_medical_image,
+    read_grey,
+    read_medical_image,
+    write_mask,
+    write_medical_mask,
+)
+from .square_pixels import plane_spacing, volume_spacing
 from .tumor_report import slice_rows
 from .verdict import POSSIBLE_TUMOR_LABEL, TUMOR_LABEL
 from .volumes import predict_volume, slice_plane, slicing
@@ -106,7 +115,9 @@ class LoadSliceStackd(MapTransform):
 
     Adds ``<key>_geometry`` (the ITK reference, or ``None``), ``<key>_ndim`` (2 or 3) and
     ``<key>_direction`` (a volume's 3x3 direction matrix, :func:`~scripts.io.image_direction`; ``None``
-    for a 2D input), which :meth:`SliceStackInferer.segment` cuts the volume by.
+    for a 2D input), which :meth:`SliceStackInferer.segment` cuts the volume by, and ``<key>_spacing``
+    (a medical image's voxel spacing along I, J and K, :func:`~scripts.io.image_spacing`; ``None`` for a
+    JPEG or PNG), by which it gives slices square pixels.
     """
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
@@ -120,6 +131,7 @@ class LoadSliceStackd(MapTransform):
             d[f"{key}_direction"] = (
                 image_direction(geometry) if geometry is not None and d[f"{key}_ndim"] == 3 else None
             )
+            d[f"{key}_spacing"] = image_spacing(geometry) if geometry is not None else None
         return d
 
 
@@ -139,12 +151,14 @@ class SliceStackInferer:
         self.predictor = predictor
         self.batch_size = int(batch_size)
 
-    def __call__(self, stack: np.ndarray, slice_index: Any = None, direction: Any = None) -> np.ndarray:
+    def __call__(
+        self, stack: np.ndarray, slice_index: Any = None, direction: Any = None, spacing: Any = None
+    ) -> np.ndarray:
         """The mask of every slice, or of slice ``slice_index`` only, the others left empty (:meth:`segment`)."""
-        return self.segment(stack, slice_index, direction)[0]
+        return self.segment(stack, slice_index, direction, spacing)[0]
 
     def segment(
-        self, stack: np.ndarray, slice_index: Any = None, direction: Any = None
+        self, stack: np.ndarray, slice_index: Any = None, direction: Any = None, spacing: Any = None
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """The mask of every slice, or of slice ``slice_index`` only, and the per-slice report of the slices
         segmented (:func:`~scripts.tumor_report.slice_rows`: the rows ``monai.bundle run`` writes to
@@ -155,15 +169,23 @@ class SliceStackInferer:
             slice_index: one slice to segment: its index along the axis the volume is cut along.
             direction: the volume's direction matrix (``<key>_direction`` of :class:`LoadSliceStackd`):
                 a volume is cut into its axial slices (:func:`~scripts.volumes.axial_slicing`); None: along K.
+            spacing: the voxel spacing along I, J and K (``<key>_spacing``): slices whose pixels it makes
+                rectangular are segmented with square ones (:mod:`scripts.square_pixels`); None: as they lie.
 
         Raises:
-            ValueError: ``slice_index`` is not the index of one of the stack's slices.
+            ValueError: ``slice_index`` is not the index of one of the stack's slices, or ``spacing`` is not
+                three positive numbers.
         """
         reports: list[dict[str, Any]] = []
         if slice_index is None:
             # with slice reports: the label map (tumor, possible tumor) decided with neighbouring slices
             mask, _ = predict_volume(
-                stack, self.predictor, batch_size=self.batch_size, slice_reports=reports, direction=direction
+                stack,
+                self.predictor,
+                batch_size=self.batch_size,
+                slice_reports=reports,
+                direction=direction,
+                spacing=spacing,
             )
             return mask, slice_rows(reports)
         ijk_axis, transpose = slicing(np.shape(stack), None, direction)
@@ -172,8 +194,14 @@ class SliceStackInferer:
             raise ValueError(f"slice_index: expected a slice number, got {slice_index!r}")
         if not 0 <= slice_index < n:
             raise ValueError(f"slice_index: {slice_index} is not a slice of this image (0 to {n - 1})")
+        # the one plane as a one-slice volume: its (row, column) spacing becomes that volume's J and I
+        rows, columns = (1.0, 1.0) if spacing is None else plane_spacing(volume_spacing(spacing), ijk_axis, transpose)
         one, _ = predict_volume(
-            slice_plane(stack, slice_index, ijk_axis, transpose)[None], self.predictor, axis=2, slice_reports=reports
+            slice_plane(stack, slice_index, ijk_axis, transpose)[None],
+            self.predictor,
+            axis=2,
+            slice_reports=reports,
+            spacing=(columns, rows, 1.0),
         )
         mask = np.zeros(np.shape(stack)[:3], dtype=np.uint8)
         np.moveaxis(mask, 2 - ijk_axis, 0)[slice_index] = slice_plane(one, 0, 2, transpose)  # a view: in place

@@ -45,7 +45,8 @@ TUMOR_REPORT_FILE = "tumor_report.csv"
 #: Columns: the input; its verdict ("tumor", "possible tumor", "no tumor found", :mod:`scripts.verdict`);
 #: whether a tumor was found (the verdict is "tumor") and whether a possible tumor is shown; the
 #: highest component confidence (0 when nothing passed the pixel threshold); the tumor components
-#: kept and their pixel count; the possible tumors and their pixel count; whether the input looks
+#: kept and their pixel count; the possible tumors and their pixel count (in the input's own pixels: for a
+#: slice given square pixels, :mod:`scripts.square_pixels`, counted there and scaled back); whether the input looks
 #: unlike the training slices (:mod:`scripts.input_check`; True/False for images and volumes alike);
 #: and for a volume segmented slice by slice (empty for a 2D image) its number of slices, how many of
 #: them look unlike the training slices, and how many hold a tumor and a possible tumor (a slice with

@@ -10,7 +10,8 @@ Arrays are in ITK's and ``slicer.util.arrayFromVolume``'s numpy order: ``(k, j, 
 scalar volumes and ``(k, j, i, c)`` for vector (RGB/RGBA) ones. Each 2D slice is given to the
 predictor in ``(row, column)`` order as it lies in the array, so slice ``k`` of a volume gets the
 same pixels as ``predict_array(array[k])``. Given the volume's direction matrix, a volume is cut
-into its axial slices, rows front to back, wherever they lie (:func:`axial_slicing`).
+into its axial slices, rows front to back, wherever they lie (:func:`axial_slicing`); given its
+spacing, a slice whose pixels are rectangular gets square ones (:mod:`scripts.square_pixels`).
 
 Only numpy is imported here: the Slicer module's main process uses this module.
 """
@@ -25,6 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Union
 
 import numpy as np
+
+from .square_pixels import (
+    plane_spacing,
+    resample_linear,
+    resample_nearest,
+    scale_components,
+    square_shape,
+    volume_spacing,
+)
 
 __all__ = [
     "AXIS_NAMES",
@@ -100,8 +110,9 @@ def axial_slicing(direction: Any) -> tuple[int, bool]:
     (``benchmarks/reoriented_volumes.py``). The slicing axis is
     the IJK axis whose direction lies nearest the superior-inferior axis; the slice's plane is
     transposed when its rows' axis lies farther from the anterior-posterior axis than its columns'.
-    Slices are only taken and transposed, never resampled or flipped (the network learnt both
-    flips): an oblique volume is cut along its nearest axis.
+    Slices are only taken and transposed, never flipped (the network learnt both flips) nor
+    resampled across the volume: an oblique volume is cut along its nearest axis. (Within a slice,
+    rectangular pixels are made square: :mod:`scripts.square_pixels`.)
 
     Args:
         direction: the 3x3 direction matrix, one column per IJK axis: ITK's ``GetDirection()`` (LPS)
@@ -198,6 +209,7 @@ def predict_volume(
     cancel: CancelSpec = None,
     slice_reports: list | None = None,
     direction: Any = None,
+    spacing: Any = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Segment a volume array slice by slice.
 
@@ -219,13 +231,18 @@ def predict_volume(
             ``volume_rule`` (:class:`~scripts.verdict.NeighbourSupport`), when it has one.
         direction: the volume's 3x3 direction matrix (ITK's LPS or Slicer's RAS, one column per IJK axis):
             which axis holds its axial slices, and how their planes lie (:func:`slicing`).
+        spacing: the volume's voxel spacing along I, J and K (ITK's ``GetSpacing()``, Slicer's ``GetSpacing()``).
+            A plane whose pixels it makes rectangular (the axial slices of a volume acquired in thick coronal
+            or sagittal slices) is given to the predictor with square pixels, its coarser axis interpolated
+            (:mod:`scripts.square_pixels`), and its results come back on the plane's own pixels (component
+            boxes and areas too). ``None``: every plane as it lies.
 
     Returns:
         ``(mask, probability)``: ``(k, j, i)`` uint8 labels (0/1 without ``slice_reports``) and
         float32 (``None`` without ``with_probability``).
 
     Raises:
-        ValueError: bad array shape, axis or batch size, or the predictor's answer does not fit.
+        ValueError: bad array shape, axis, spacing or batch size, or the predictor's answer does not fit.
         SegmentationCancelled: ``cancel`` fired.
     """
     arr = np.asarray(array)
@@ -238,26 +255,30 @@ def predict_volume(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     ijk_axis, transpose = slicing(arr.shape, axis, direction)
-
-    def back(result: np.ndarray) -> np.ndarray:  # a plane's result in the array's own layout
-        return np.swapaxes(result, 0, 1) if transpose else result
-
     np_axis = 2 - ijk_axis
     n = arr.shape[np_axis]
+    plane_shape = tuple(arr.shape[a] for a in range(3) if a != np_axis)[:: -1 if transpose else 1]
+    pixel = (1.0, 1.0) if spacing is None else plane_spacing(volume_spacing(spacing), ijk_axis, transpose)
+    square = square_shape(plane_shape, pixel)
+
+    def back(result: np.ndarray, what: str, index: int) -> np.ndarray:  # a plane's result in the array's layout
+        own = resample_nearest(_fit(result, square, what, index), plane_shape)
+        return np.swapaxes(own, 0, 1) if transpose else own
+
     mask = np.zeros(arr.shape[:3], dtype=np.uint8)
     prob = np.zeros(arr.shape[:3], dtype=np.float32) if with_probability else None
     _report(progress, 0.0)
     for start in range(0, n, int(batch_size)):
         _check_cancel(cancel)
         indices = range(start, min(n, start + int(batch_size)))
-        images = [slice_plane(arr, index, ijk_axis, transpose) for index in indices]
+        images = [resample_linear(slice_plane(arr, index, ijk_axis, transpose), square) for index in indices]
         if slice_reports is None:
             results = predictor.predict_arrays(images, with_probability=with_probability, batch_size=int(batch_size))
         else:
             results = predictor.predict_arrays(images, batch_size=int(batch_size), details=True)
         if len(results) != len(images):
             raise ValueError(f"the predictor returned {len(results)} results for {len(images)} slices")
-        for index, image, result in zip(indices, images, results):
+        for index, result in zip(indices, results):
             where = _slice_index(np_axis, index)
             if slice_reports is not None:
                 slice_reports.append(
@@ -269,17 +290,17 @@ def predict_volume(
                         "input_unusual": bool(result.input_unusual),
                         "input_distance": result.input_distance,
                         "input_other_sequence": getattr(result, "input_other_sequence", None),
-                        "components": list(result.components),
-                        "possible_components": list(result.possible_components),
+                        "components": scale_components(result.components, square, plane_shape),
+                        "possible_components": scale_components(result.possible_components, square, plane_shape),
                     }
                 )
-                mask[where] = back(_fit(result.labels, image.shape[:2], "mask", index))
+                mask[where] = back(result.labels, "mask", index)
                 slice_prob = result.probability
             else:
                 slice_mask, slice_prob = result if with_probability else (result, None)
-                mask[where] = back(_fit(slice_mask, image.shape[:2], "mask", index) != 0)
+                mask[where] = back(np.asarray(slice_mask) != 0, "mask", index)
             if prob is not None:
-                prob[where] = back(_fit(slice_prob, image.shape[:2], "probability", index))
+                prob[where] = back(slice_prob, "probability", index)
         _report(progress, (indices[-1] + 1) / n)
     _check_cancel(cancel)
     rule = getattr(predictor, "volume_rule", None)
@@ -322,6 +343,8 @@ class VolumeResult:
             (:func:`~scripts.tumor_report.write_slice_report`); None for a 2D image.
         slice_axis: the IJK axis the input was cut along ("K" for an axial volume and a 2D image).
         transposed: whether each slice's plane was transposed, rows front to back (:func:`axial_slicing`).
+        spacing: the input's voxel spacing along I, J and K: slices with rectangular pixels were given to
+            the predictor with square ones (:mod:`scripts.square_pixels`); None: as they lie.
     """
 
     source: str
@@ -333,13 +356,24 @@ class VolumeResult:
     slice_report_path: str | None = None
     slice_axis: str = "K"
     transposed: bool = False
+    spacing: Optional[tuple[float, float, float]] = None
 
-    def planes(self, volume: np.ndarray) -> list[np.ndarray]:
-        """``array`` or ``mask`` (or a volume on their grid) as the slices the predictor saw, in slice order."""
-        if volume.ndim == 2:
-            return [volume]
+    def planes(self, volume: np.ndarray, labels: bool = False) -> list[np.ndarray]:
+        """``array`` or ``mask`` (or a volume on their grid) as the slices the predictor saw, in slice order:
+        with square pixels where the spacing made them rectangular, interpolated linearly or, for ``labels``
+        (a mask), each pixel the label at its place."""
         ijk_axis = {v: k for k, v in AXIS_NAMES.items()}[self.slice_axis]
-        return [slice_plane(volume, k, ijk_axis, self.transposed) for k in range(volume.shape[2 - ijk_axis])]
+        stack = volume[None] if volume.ndim == 2 else volume
+        planes = [slice_plane(stack, k, ijk_axis, self.transposed) for k in range(stack.shape[2 - ijk_axis])]
+        if self.spacing is None or not planes:
+            return planes
+        shape = planes[0].shape[:2]
+        square = square_shape(shape, plane_spacing(self.spacing, ijk_axis, self.transposed))
+        if square == tuple(shape):
+            return planes
+        if labels:  # the centre of each square pixel lies in one of the plane's own pixels
+            return [resample_nearest(p, square) for p in planes]
+        return [resample_linear(p, square) for p in planes]
 
 
 def segment_medical_file(
@@ -369,13 +403,13 @@ def segment_medical_file(
         ValueError: the input cannot be read or is not a 2D/3D scalar image (the message names it).
     """
     from .input_check import unusual_volume
-    from .io import image_direction, read_medical_image, write_medical_mask
+    from .io import image_direction, image_spacing, read_medical_image, write_medical_mask
     from .tumor_report import slice_report_path, tumor_row, volume_row, write_slice_report
 
     array, image = read_medical_image(path)
     reports: list[dict[str, Any]] = []
     volume = array[None] if array.ndim == 2 else array
-    direction = image_direction(image)
+    direction, spacing = image_direction(image), image_spacing(image)
     mask, _ = predict_volume(
         volume,
         predictor,
@@ -384,6 +418,7 @@ def segment_medical_file(
         cancel=cancel,
         slice_reports=reports,
         direction=direction,
+        spacing=spacing,
     )
     mask = mask[0] if array.ndim == 2 else mask
     # the per-slice report first: a volume whose mask is there has its report too (--skip-existing relies on it)
@@ -405,7 +440,7 @@ def segment_medical_file(
         )
     ijk_axis, transposed = slicing(volume.shape, None, direction)
     return VolumeResult(
-        os.fspath(path), written, array, mask, reports, row, slices_path, AXIS_NAMES[ijk_axis], transposed
+        os.fspath(path), written, array, mask, reports, row, slices_path, AXIS_NAMES[ijk_axis], transposed, spacing
     )
 
 

@@ -614,9 +614,10 @@ class BrainTumorSegmentationLogic(ScriptedLoadableModuleLogic):
                 f"({loaded}), not {bundle}'s; restart Slicer to use that bundle's code in Slicer's process"
             )
         shape = slicer.util.arrayFromVolume(inputVolume).shape
-        if not inference.reads_direction(volumes):  # bundles before 0.6.4: K
-            return volumes.resolve_axis(shape, axis)
-        return volumes.resolve_axis(shape, axis, btl.volume_direction(inputVolume))
+        # the directions, where the bundle's loop takes them (bundles before 0.6.4 cut along K); the spacing
+        # does not choose the axis
+        direction = inference.slice_loop_geometry(volumes, direction=btl.volume_direction(inputVolume))
+        return volumes.resolve_axis(shape, axis, **direction)
 
     @staticmethod
     def tumorSummary(segmentationNode, axis):
@@ -760,6 +761,7 @@ class BackgroundSegmentation:
             axis=axis,
             probability=outputProbability,
             direction=btl.volume_direction(volumeNode),  # the worker cuts the axial slices as Auto chose them
+            spacing=btl.volume_spacing(volumeNode),  # and gives planes with rectangular pixels square ones
         )
         command = " ".join(self.run.command)
         logging.info("BrainTumorSegmentation: " + command)
@@ -982,5 +984,8 @@ class BrainTumorSegmentationTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.array_equal(btl.segment_mask_array(segmentation)[0], expected))
         self.assertIn(1.0, progress)
         self.assertTrue(log[0].startswith("Started: ") and "--force-cpu" in log[0])
+        # the volume's geometry reached the worker (the JPEG's directions start with -1.0: one argument each)
+        self.assertIn("--direction=-1.0,", log[0])
+        self.assertIn("--spacing=", log[0])
         self.assertIn("device: cpu", log)
         self.delayDisplay("Background process test passed")

@@ -167,8 +167,11 @@ class BrainTumorSegmentation(BasicInferTask):
         inferer = self._bundle(device)["inferer"]  # slice_index: "segment this slice" of a volume
         if hasattr(inferer, "segment"):  # with the per-slice report (bundles from 0.6.3)
             args = [data[self.input_key], data.get("slice_index")]
-            if "direction" in inspect.signature(inferer.segment).parameters:  # axial slices (bundles from 0.6.4)
+            parameters = inspect.signature(inferer.segment).parameters
+            if "direction" in parameters:  # axial slices (bundles from 0.6.4)
                 args.append(data.get(f"{self.input_key}_direction"))
+            if "spacing" in parameters:  # square pixels (bundles from 0.6.5)
+                args.append(data.get(f"{self.input_key}_spacing"))
             data[self.output_label_key], data["slice_report"] = inferer.segment(*args)
         else:
             data[self.output_label_key] = inferer(data[self.input_key], data.get("slice_index"))

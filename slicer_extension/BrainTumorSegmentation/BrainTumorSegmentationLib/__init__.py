@@ -55,6 +55,7 @@ _SEGMENTATION_NAMES = (
     "unusual_slice_note",
     "volume_array",
     "volume_direction",
+    "volume_spacing",
 )
 
 __all__ = [

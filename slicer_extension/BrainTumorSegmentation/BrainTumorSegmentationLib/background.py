@@ -172,12 +172,16 @@ def worker_command(
     device: str | None = None,
     worker: str = WORKER,
     direction: Any = None,
+    spacing: Any = None,
 ) -> list[str]:
     """The command line of one worker run (a list: nothing goes through a shell).
 
-    ``direction``, the volume's 3x3 IJK-to-RAS direction matrix (``volume_direction`` of the Lib),
-    becomes ``--direction`` with its nine numbers row by row: the worker cuts the volume's axial slices
-    as the bundle's slice loop reads them from it.
+    ``direction``, the volume's 3x3 IJK-to-RAS direction matrix (``volume_direction`` of the Lib), becomes
+    ``--direction=`` and its nine numbers row by row, one argument so that a first number below zero is not
+    taken for an option: the worker cuts the volume's axial slices as the bundle's slice loop reads them from
+    it. ``spacing``, the volume's voxel spacing along I, J and K (``volume_spacing`` of the Lib), becomes
+    ``--spacing=`` and its three numbers: the worker gives planes with rectangular pixels to the network with
+    square ones.
 
     ``device`` (see :func:`~BrainTumorSegmentationLib.inference.resolve_device`) becomes ``--device``,
     except the CPU, which is ``--force-cpu`` as for ``force_cpu``; None and ``"auto"`` add nothing (the
@@ -195,8 +199,11 @@ def worker_command(
         command += ["--config-file", os.fspath(config)]
     if axis is not None:
         command += ["--axis", str(int(axis))]
+    # "--option=value": a value starting with a minus (most directions: "-1.0,0.0,...") would be taken for an option
     if direction is not None:
-        command += ["--direction", ",".join(repr(float(v)) for v in np.asarray(direction, dtype=float).ravel())]
+        command.append("--direction=" + ",".join(repr(float(v)) for v in np.asarray(direction, dtype=float).ravel()))
+    if spacing is not None:
+        command.append("--spacing=" + ",".join(repr(float(v)) for v in np.asarray(spacing, dtype=float).ravel()))
     if probability:
         command.append("--probability")
     if device == "cpu":
@@ -234,7 +241,7 @@ class WorkerRun:
         on_log: ``on_log(line)`` for each line the worker writes but progress lines, in order: its log
             output (also logged at info level) and the ``BUNDLE``, ``DONE`` and ``ERROR`` messages.
         **options: ``batch_size``, ``ckpt_path``, ``config_files``, ``axis``, ``probability``,
-            ``direction`` (see :func:`worker_command`).
+            ``direction``, ``spacing`` (see :func:`worker_command`).
 
     Call :meth:`poll` until it returns True (it never blocks), then read :attr:`result`,
     :attr:`error` or :attr:`cancelled`. The callbacks are called from :meth:`poll`, so in the thread

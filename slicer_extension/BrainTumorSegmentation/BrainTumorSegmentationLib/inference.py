@@ -34,6 +34,7 @@ __all__ = [  # noqa: F822 - the slice loop names come from the bundle (__getattr
     "reads_direction",
     "resolve_axis",
     "resolve_device",
+    "slice_loop_geometry",
 ]
 
 #: Names this module passes on from the bundle's ``scripts/volumes.py``.
@@ -46,6 +47,34 @@ def reads_direction(volumes: Any) -> bool:
     import inspect
 
     return all("direction" in inspect.signature(f).parameters for f in (volumes.resolve_axis, volumes.predict_volume))
+
+
+def slice_loop_geometry(volumes: Any, direction: Any = None, spacing: Any = None) -> dict[str, Any]:
+    """The volume's geometry as keyword arguments of a bundle's slice loop (``volumes.predict_volume``), limited
+    to those it takes: an older bundle is given nothing it does not know.
+
+    ``direction`` is given only when :func:`reads_direction` (the bundle's ``resolve_axis`` takes it too, so the
+    dict made without ``spacing`` fits ``resolve_axis`` as well); ``spacing`` when ``predict_volume`` takes it
+    (bundles from 0.6.5 give a plane with rectangular pixels to the network with square ones; older ones
+    segment it as it lies). None values are left out.
+
+    Args:
+        volumes: the bundle's ``scripts/volumes.py`` (:func:`bundle_module`).
+        direction: the volume's 3x3 IJK-to-RAS direction matrix, one column per IJK axis.
+        spacing: the volume's voxel spacing along I, J and K.
+
+    Returns:
+        ``{"direction": ..., "spacing": ...}``, each key only when given and taken.
+    """
+    import inspect
+
+    taken = inspect.signature(volumes.predict_volume).parameters
+    geometry: dict[str, Any] = {}
+    if direction is not None and reads_direction(volumes):
+        geometry["direction"] = direction
+    if spacing is not None and "spacing" in taken:
+        geometry["spacing"] = spacing
+    return geometry
 
 
 def __getattr__(name: str) -> Any:

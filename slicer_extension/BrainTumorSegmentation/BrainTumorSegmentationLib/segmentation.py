@@ -21,7 +21,7 @@ import slicer
 import vtk
 import vtk.util.numpy_support as vtk_np
 
-from .inference import bundle_module, load_predictor, reads_direction
+from .inference import bundle_module, load_predictor, slice_loop_geometry
 
 __all__ = [
     "POSSIBLE_SEGMENT_COLOR",
@@ -48,6 +48,7 @@ __all__ = [
     "unusual_slice_note",
     "volume_array",
     "volume_direction",
+    "volume_spacing",
 ]
 
 SEGMENT_NAME = "Brain tumor"
@@ -180,6 +181,14 @@ def volume_direction(volume_node: Any) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])
 
 
+def volume_spacing(volume_node: Any) -> tuple[float, float, float]:
+    """The volume's voxel spacing along I, J and K (``GetSpacing()``, mm), which tells the bundle's slice loop
+    which planes have rectangular pixels, to be given to the network with square ones
+    (``scripts.square_pixels``)."""
+    i, j, k = volume_node.GetSpacing()
+    return float(i), float(j), float(k)
+
+
 def _check_output_nodes(volume_node: Any, segmentation_node: Any, probability_node: Any) -> None:
     scene = volume_node.GetScene()
     if segmentation_node is not None:
@@ -231,6 +240,10 @@ def segment_volume(
     A single-slice volume (a JPEG/PNG loaded in Slicer, shape ``(1, H, W)``) is one 2D image;
     a 3D volume is segmented slice by slice along ``axis``, ``batch_size`` slices at a time.
     RGB(A) vector volumes are turned to grey by the bundle's own transforms (as for JPEG files).
+    A plane whose pixels the volume's spacing makes rectangular (the axial slices of a volume acquired
+    in thick coronal or sagittal slices) is given to the network with square pixels, and its labels come
+    back on the volume's own voxels (with a bundle whose slice loop takes the spacing; an older one
+    segments the plane as it lies).
 
     Args:
         volume_node: a scalar or RGB(A) vector volume node in a MRML scene.
@@ -271,8 +284,11 @@ def segment_volume(
     if predictor is not None and (bundle_dir or ckpt_path or config_files or device or force_cpu):
         raise ValueError("pass either predictor or the options to load one (bundle_dir, ckpt_path, ...), not both")
     volumes = bundle_module("volumes", bundle_dir)  # the bundle's slice loop
-    # the direction says which axis holds the axial slices and how their rows lie
-    direction = {"direction": volume_direction(volume_node)} if reads_direction(volumes) else {}
+    # the direction says which axis holds the axial slices and how their rows lie (resolve_axis takes it too);
+    # the spacing, which planes have rectangular pixels (the network learnt square ones). Only what this
+    # bundle's loop takes: an older bundle is not given what it does not know.
+    direction = slice_loop_geometry(volumes, direction=volume_direction(volume_node))
+    geometry = {**direction, **slice_loop_geometry(volumes, spacing=volume_spacing(volume_node))}
     ijk_axis = volumes.resolve_axis(array.shape, axis, **direction)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -289,7 +305,7 @@ def segment_volume(
         progress=progress,
         cancel=cancel,
         slice_reports=reports,
-        **direction,
+        **geometry,
     )
     return apply_prediction(
         volume_node,

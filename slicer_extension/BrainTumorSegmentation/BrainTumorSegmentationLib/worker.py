@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import traceback
@@ -57,6 +58,20 @@ def _direction(text: str) -> list[list[float]]:
     return [values[0:3], values[3:6], values[6:9]]
 
 
+def _spacing(text: str) -> tuple[float, float, float]:
+    """``--spacing``: three positive numbers, I, J, K (read as numbers only, never evaluated)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (I,J,K), got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (I,J,K), got {len(values)}")
+    # float() also reads "nan" and "inf": a spacing must be a real length, or the planes' proportions are nonsense
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected three positive numbers (I,J,K), got {text!r}")
+    return values[0], values[1], values[2]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--input", required=True, help=".npy file with the volume's (k, j, i[, c]) voxels")
@@ -75,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_direction,
         help="the volume's IJK-to-RAS direction matrix, nine comma-separated numbers row by row: "
         "its axial slices are cut as the bundle reads them from it",
+    )
+    p.add_argument(
+        "--spacing",
+        default=None,
+        type=_spacing,
+        help="the volume's voxel spacing, three comma-separated positive numbers I,J,K: planes with rectangular "
+        "pixels are given to the network with square ones",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--probability", action="store_true", help="also output the tumor probability")
@@ -97,9 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"device: {getattr(predictor, 'device', device or 'auto')}")  # a log line: where the model runs
         reports: list = []
         volumes = inference.bundle_module("volumes", args.bundle_dir)
-        # the direction tells the bundle's slice loop where the axial slices lie (bundles from 0.6.4 read it)
-        use = args.direction is not None and inference.reads_direction(volumes)
-        direction = {"direction": args.direction} if use else {}
+        # the direction tells the bundle's slice loop where the axial slices lie (bundles from 0.6.4 read it), the
+        # spacing which planes have rectangular pixels; a bundle is given only what its loop takes
+        geometry = inference.slice_loop_geometry(volumes, direction=args.direction, spacing=args.spacing)
         mask, probability = volumes.predict_volume(
             array,
             predictor,
@@ -108,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with_probability=args.probability,
             progress=lambda f: _say("PROGRESS", f"{f:.4f}"),
             slice_reports=reports,
-            **direction,
+            **geometry,
         )
         out = os.path.abspath(args.output)
         arrays = {"mask": mask, "input_unusual": np.array([r["input_unusual"] for r in reports], dtype=bool)}

@@ -16,6 +16,7 @@ interface. Pixel checks compare against ``predictor.predict_array`` of the same 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -46,6 +47,7 @@ from BrainTumorSegmentationLib.segmentation import (
     segmentation_label_map,
     slice_table_node_of,
     tumor_slice_summary,
+    volume_spacing,
 )
 
 #: The Slicer convention for a 2D image file: i -> left, j -> posterior (LPS image axes in RAS).
@@ -141,6 +143,26 @@ class IntensityPredictor:
 
     def predict_array(self, image: np.ndarray, with_probability: bool = False):
         return self.predict_arrays([image], with_probability)[0]
+
+
+class SeenPlanes:
+    """A predictor as it is, which also records the ``(rows, columns)`` of every plane it is given: what the network
+    sees. Its ``predict_arrays`` has the predictor's own signature (``details`` or not)."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.predictor = predictor
+        self.shapes: list[tuple[int, int]] = []
+        inner = predictor.predict_arrays
+
+        @functools.wraps(inner)
+        def predict_arrays(images: Sequence[np.ndarray], *args: Any, **kwargs: Any):
+            self.shapes.extend((int(np.shape(image)[0]), int(np.shape(image)[1])) for image in images)
+            return inner(images, *args, **kwargs)
+
+        self.predict_arrays = predict_arrays
+
+    def __getattr__(self, name: str) -> Any:  # name, volume_rule, input_reference...: the predictor's
+        return getattr(self.predictor, name)
 
 
 def _matrix(ijk_to_ras: Any) -> Any:
@@ -344,7 +366,9 @@ def check_axis(scene: Any, predictor: Any, grey: np.ndarray) -> None:
     h, w = np.asarray(grey).shape
     rows, c0, width = (h // 6, h // 2, (2 * h) // 3), w // 3, min(64, w - w // 3)
     small = np.stack([np.asarray(grey)[r : r + 5, c0 : c0 + width] for r in rows]).astype(np.float32)
-    volume = add_scalar_volume(scene, small, "axisJ")
+    # square pixels in the J planes (TEST_SPACING's would be 0.7 x 3 mm, given to the network with square ones:
+    # check_rectangular_pixels): here each plane goes to the predictor as it lies
+    volume = add_scalar_volume(scene, small, "axisJ", (0.7, 0.7, 0.7))
     segmentation = segment_volume(volume, predictor=predictor, axis=1, batch_size=4)
     mask = check_geometry(segmentation, volume)
     for j in range(small.shape[1]):
@@ -374,6 +398,49 @@ def check_sagittal_volume(scene: Any, predictor: Any, greys: Sequence[np.ndarray
     assert labels.shape == sagittal_voxels.shape, f"label map {labels.shape} != the volume's {sagittal_voxels.shape}"
     assert np.array_equal(labels, np.transpose(expected, (2, 0, 1))), "the sagittal volume's labels != the axial's"
     assert tumor_slice_summary(labels, 1) == tumor_slice_summary(expected, 2), "slices counted along another axis"
+
+
+def check_rectangular_pixels(
+    scene: Any, predictor: Any, greys: Sequence[np.ndarray], trained: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """A head acquired in thick coronal slices (0.5 mm across, 3 mm front to back, as post-contrast T1 volumes
+    often are) has axial slices whose pixels are six times as long as wide: each is given to the network with
+    square pixels, the head's own proportions, and its labels come back on the volume's own voxels. With a
+    trained model that gives per-slice verdicts, they are those of the same head with square pixels.
+
+    The thick volume's rows are the means of six rows of the square one (what a 3 mm slice records).
+
+    Returns:
+        ``(labels, square_labels)``: the thick volume's label map and the square one's.
+    """
+    h, w = np.shape(greys[0])[:2]
+    rows = 6 * (h // 6)
+    square = np.stack([np.asarray(g, dtype=np.float32)[:rows] for g in greys])
+    thick = square.reshape(len(greys), rows // 6, 6, w).mean(axis=2)  # (k, j, i): J (front to back) 3 mm
+    directions = JPEG_IJK_TO_RAS_DIRECTIONS  # i -> left, j -> posterior, k -> superior: axial slices along K
+    square_node = add_scalar_volume(scene, square, "square pixels", (0.5, 0.5, 0.5), TEST_ORIGIN, directions)
+    thick_node = add_scalar_volume(scene, thick, "thick coronal", (0.5, 3.0, 0.5), TEST_ORIGIN, directions)
+    assert volume_spacing(thick_node) == (0.5, 3.0, 0.5), f"volume_spacing read {volume_spacing(thick_node)}"
+    seen = SeenPlanes(predictor)
+    segmentation = segment_volume(thick_node, predictor=seen, batch_size=len(greys))
+    assert seen.shapes == [(rows, w)] * len(greys), f"the network saw planes of {seen.shapes}, not {(rows, w)}"
+    labels = segmentation_label_map(segmentation)
+    assert labels.shape == thick.shape, f"label map {labels.shape} != the volume's {thick.shape}"
+    square_segmentation = segment_volume(square_node, predictor=predictor, batch_size=len(greys))
+    square_labels = segmentation_label_map(square_segmentation)
+    table, square_table = slice_table_node_of(segmentation), slice_table_node_of(square_segmentation)
+    if trained and table is not None:
+        column = table.GetColumnIndex("verdict")
+        verdicts = [table.GetCellText(k, column) for k in range(len(greys))]
+        expected = [square_table.GetCellText(k, column) for k in range(len(greys))]
+        assert verdicts == expected, f"per-slice verdicts {verdicts} != those with square pixels {expected}"
+        # and the tumor is where it is with square pixels: thick row j against the square volume's row 6j + 3,
+        # the square-pixel row its label comes from
+        tumor, square_tumor = labels == 1, square_labels[:, 3::6] == 1
+        if tumor.any() or square_tumor.any():
+            dice = 2.0 * (tumor & square_tumor).sum() / (tumor.sum() + square_tumor.sum())
+            assert dice >= 0.5, f"the tumor with thick slices meets the one with square pixels only at Dice {dice:.2f}"
+    return labels, square_labels
 
 
 def _expect_value_error(scene: Any, call: Callable[[], Any], words: Sequence[str]) -> str:
@@ -624,6 +691,8 @@ def run_all_checks(
     check_axis(scene, predictor, greys[0])
     log("a volume stored sagittally: its axial slices")
     check_sagittal_volume(scene, predictor, greys)
+    log("a volume of thick coronal slices: square pixels for the network")
+    check_rectangular_pixels(scene, predictor, greys, trained)
     log("bad inputs")
     check_bad_inputs(scene, predictor)
     log("cancel")
