@@ -43,6 +43,12 @@ from BrainTumorSegmentationLib import dependencies  # noqa: E402
 # --------------------------------------------------------------------------------------
 
 
+def _option(command: list, name: str) -> str:
+    """The value of ``name`` in a worker command, where each option and its value are one ``--name=value``."""
+    (value,) = [arg.split("=", 1)[1] for arg in command if arg.startswith(f"{name}=")]
+    return value
+
+
 @pytest.fixture
 def scene():
     return slicer.vtkMRMLScene()
@@ -322,10 +328,12 @@ def test_background_run_gives_the_in_process_result_with_progress(samples, smoke
     assert [row["slice"] for row in run.result.slice_rows] == [0, 1, 2]
     assert sum(row["input_unusual"] for row in run.result.slice_rows) == run.result.unusual_slices
     assert seen[0] == (0.0, smoke_predictor.name) and seen[-1] == (1.0, smoke_predictor.name)
-    assert "--force-cpu" in run.command and not os.path.exists(os.path.dirname(run.command[3]))  # temp files gone
+    assert "--force-cpu" in run.command and not os.path.exists(
+        os.path.dirname(_option(run.command, "--input"))
+    )  # temp files gone
     # the Log panel's lines: every line the worker wrote but PROGRESS, in order; the device reached the worker
     assert logged[0] == f"BUNDLE {smoke_predictor.name}" and logged[1] == "device: cpu"
-    assert logged[-1] == f"DONE {run.command[run.command.index('--output') + 1]}"
+    assert logged[-1] == f"DONE {_option(run.command, '--output')}"
     assert not any(line.startswith("PROGRESS") for line in logged)
     assert [line for line in logged if not line.startswith("BUNDLE ")] == run.log  # the rest is logged, as before
 
@@ -524,9 +532,9 @@ def test_the_device_choice_reaches_the_worker_command_line_and_environment(tmp_p
         (("cpu", False), ["--force-cpu"], "-1"),
         ((None, True), ["--force-cpu"], "-1"),
         (("cuda", True), ["--force-cpu"], "-1"),  # force_cpu wins, as for load_predictor
-        ((" CUDA ", False), ["--device", "cuda"], inherited),
-        (("cuda:1", False), ["--device", "cuda:1"], inherited),
-        (("mps", False), ["--device", "mps"], inherited),
+        ((" CUDA ", False), ["--device=cuda"], inherited),
+        (("cuda:1", False), ["--device=cuda:1"], inherited),
+        (("mps", False), ["--device=mps"], inherited),
     ]
     for (device, force_cpu), options, visible in cases:
         logged = []
@@ -540,10 +548,10 @@ def test_the_device_choice_reaches_the_worker_command_line_and_environment(tmp_p
         )
         assert run.wait(60) and run.error.startswith("echoed")
         argv = json.loads(logged[0].removeprefix("ARGV "))
-        device_options = [a for a, before in zip(argv, ["", *argv]) if a == "--force-cpu" or "--device" in (a, before)]
+        device_options = [a for a in argv if a == "--force-cpu" or a.startswith("--device=")]
         assert device_options == options, (device, force_cpu, argv)
         assert logged[1] == f"CUDA_VISIBLE_DEVICES {visible}", (device, force_cpu)
-    assert worker_command("py", "in.npy", "out.npz", "b", device="mps")[-2:] == ["--device", "mps"]
+    assert worker_command("py", "in.npy", "out.npz", "b", device="mps")[-1] == "--device=mps"
     # a misspelt device stops before anything is started
     with pytest.raises(ValueError, match="'gpu 0' is not a device"):
         WorkerRun(np.zeros((1, 4, 4), np.float32), str(BUNDLE), worker=str(worker), device="gpu 0")
@@ -609,7 +617,7 @@ def test_an_unavailable_device_is_reported_by_the_worker_naming_it(samples, smok
             ckpt_path=str(smoke_model),
             config_files=[str(SMOKE_NETWORK)],
         )
-        assert ["--device", device] == run.command[run.command.index("--device") :][:2]
+        assert _option(run.command, "--device") == device
         assert run.wait(300)
         assert run.result is None and not run.cancelled and run.process.returncode == 2
         first = run.error.splitlines()[0]
@@ -924,7 +932,7 @@ def test_the_worker_cuts_a_sagittal_volume_as_the_lib_does(tmp_path, samples, sm
         spacing=spacing,
     )
     assert run.wait(300) and run.error is None, run.error
-    assert run.command[run.command.index("--axis") + 1] == "1"
+    assert _option(run.command, "--axis") == "1"
     assert "--direction=0.0,0.0,-1.0,-1.0,0.0,0.0,0.0,1.0,0.0" in run.command
     assert "--spacing=3.0,0.5,0.5" in run.command
     reports: list = []
@@ -983,6 +991,37 @@ def test_the_worker_reads_the_spacing_as_three_positive_numbers_only(tmp_path, c
     )
     assert proc.returncode == 2 and "--spacing: expected three positive numbers" in proc.stderr
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_every_value_the_worker_is_given_reaches_it_as_given_even_one_that_starts_with_a_minus():
+    """Each option and its value are one argument, so a direction, a path or a folder that starts with "-" is
+    read as the value it is, never as an option (``--direction -1.0,...`` was refused as a missing value)."""
+    from BrainTumorSegmentationLib import worker
+    from BrainTumorSegmentationLib.background import worker_command
+
+    direction = -np.eye(3)
+    command = worker_command(
+        "python",
+        "-scans/in.npy",
+        "-scans/out.npz",
+        "-bundle",
+        batch_size=3,
+        ckpt_path="-weights.pt",
+        config_files=["-a.json", "-b.json"],
+        axis=1,
+        device="cuda:1",
+        direction=direction,
+        spacing=(0.5, 3.0, 0.5),
+    )
+    args = worker.build_parser().parse_args(command[2:])
+    assert (args.input, args.output, args.bundle_dir, args.ckpt_path) == (
+        "-scans/in.npy",
+        "-scans/out.npz",
+        "-bundle",
+        "-weights.pt",
+    )
+    assert (args.config_file, args.axis, args.batch_size, args.device) == (["-a.json", "-b.json"], "1", 3, "cuda:1")
+    assert np.array_equal(args.direction, direction) and args.spacing == (0.5, 3.0, 0.5)
 
 
 def test_a_volume_of_thick_coronal_slices_is_segmented_with_square_pixels(scene, samples, tumor_predictor):

@@ -191,15 +191,16 @@ def worker_command(
         ValueError: ``device`` is not spelled like a device.
     """
     device = resolve_device(device, force_cpu)
-    command = [python, worker, "--input", input_path, "--output", output_path, "--batch-size", str(int(batch_size))]
-    command += ["--bundle-dir", os.fspath(bundle_dir)]
+    # "--option=value", one argument each: a value starting with a minus (most directions, "-1.0,0.0,...", or a
+    # folder named "-scans") would be taken for an option
+    command = [python, worker, f"--input={input_path}", f"--output={output_path}", f"--batch-size={int(batch_size)}"]
+    command.append(f"--bundle-dir={os.fspath(bundle_dir)}")
     if ckpt_path:
-        command += ["--ckpt-path", os.fspath(ckpt_path)]
+        command.append(f"--ckpt-path={os.fspath(ckpt_path)}")
     for config in config_files:
-        command += ["--config-file", os.fspath(config)]
+        command.append(f"--config-file={os.fspath(config)}")
     if axis is not None:
-        command += ["--axis", str(int(axis))]
-    # "--option=value": a value starting with a minus (most directions: "-1.0,0.0,...") would be taken for an option
+        command.append(f"--axis={int(axis)}")
     if direction is not None:
         command.append("--direction=" + ",".join(repr(float(v)) for v in np.asarray(direction, dtype=float).ravel()))
     if spacing is not None:
@@ -209,7 +210,7 @@ def worker_command(
     if device == "cpu":
         command.append("--force-cpu")
     elif device is not None:
-        command += ["--device", device]
+        command.append(f"--device={device}")
     return command
 
 
