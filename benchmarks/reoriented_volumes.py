@@ -89,11 +89,17 @@ def slice_truth(lgg_dir: str, path: str) -> tuple[np.ndarray, np.ndarray]:
     return truth.reshape(len(truth), -1).any(axis=1), free
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def lgg_arguments(description: str) -> argparse.ArgumentParser:
+    """A parser with the volumes to measure: ``lgg_dir``, ``--cases``, ``--split`` (:func:`t1c_volumes`)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("lgg_dir", nargs="?", default="../shared/data/lgg_volumes", help="holds t1c/ and masks/")
     ap.add_argument("--cases", help="JSON of case lists (train, tune)")
     ap.add_argument("--split", default="tune", help="the list of --cases to measure (default: tune)")
+    return ap
+
+
+def main() -> None:
+    ap = lgg_arguments(__doc__)
     ap.add_argument(
         "--storage",
         action="append",

@@ -21,7 +21,6 @@ first.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from benchmark_results import emit, share
-from reoriented_volumes import STORAGES, back, reoriented, slice_truth, t1c_volumes
+from reoriented_volumes import STORAGES, back, lgg_arguments, reoriented, slice_truth, t1c_volumes
 
 #: The acquisitions made: the numpy axis of the original (k, j, i) array averaged in blocks (the thick
 #: slices' axis), and the storage that puts the slices along K.
@@ -64,10 +63,7 @@ def acquisition(image: Any, np_axis: int, n: int, storage: str, true_spacing: bo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("lgg_dir", nargs="?", default="../shared/data/lgg_volumes", help="holds t1c/ and masks/")
-    ap.add_argument("--cases", help="JSON of case lists (train, tune)")
-    ap.add_argument("--split", default="tune", help="the list of --cases to measure (default: tune)")
+    ap = lgg_arguments(__doc__)
     ap.add_argument(
         "--thickness", type=int, action="append", help="voxels per thick slice (repeatable; default: 3 and 6)"
     )

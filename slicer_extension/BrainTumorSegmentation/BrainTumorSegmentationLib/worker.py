@@ -47,25 +47,27 @@ def _say(*words: object) -> None:
     print(*words, flush=True)
 
 
-def _direction(text: str) -> list[list[float]]:
-    """``--direction``: nine numbers, row by row (read as numbers only, never evaluated)."""
+def _comma_numbers(text: str, count: int, expected: str) -> list[float]:
+    """``count`` comma-separated numbers, read with ``float`` only (never evaluated); an argparse error saying
+    ``expected`` otherwise."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected nine comma-separated numbers, got {text!r}") from None
-    if len(values) != 9:
-        raise argparse.ArgumentTypeError(f"expected nine comma-separated numbers, got {len(values)}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {len(values)}")
+    return values
+
+
+def _direction(text: str) -> list[list[float]]:
+    """``--direction``: nine numbers, row by row."""
+    values = _comma_numbers(text, 9, "nine comma-separated numbers")
     return [values[0:3], values[3:6], values[6:9]]
 
 
 def _spacing(text: str) -> tuple[float, float, float]:
-    """``--spacing``: three positive numbers, I, J, K (read as numbers only, never evaluated)."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (I,J,K), got {text!r}") from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (I,J,K), got {len(values)}")
+    """``--spacing``: three positive numbers, I, J, K."""
+    values = _comma_numbers(text, 3, "three comma-separated numbers (I,J,K)")
     # float() also reads "nan" and "inf": a spacing must be a real length, or the planes' proportions are nonsense
     if not all(math.isfinite(v) and v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected three positive numbers (I,J,K), got {text!r}")
