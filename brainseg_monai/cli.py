@@ -684,8 +684,9 @@ def _already_done(path: str, args: argparse.Namespace, reported: dict[str, dict]
     return True
 
 
-def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) -> tuple[str, dict]:
-    """Segment one input and write its mask; returns the mask's path and the input's tumor report row.
+def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) -> tuple[str, dict, str]:
+    """Segment one input and write its mask; returns the mask's path, the input's tumor report row and how a
+    medical input was cut where not as it lies (:meth:`~scripts.volumes.VolumeResult.cut_note`; "" otherwise).
 
     ``progress`` is called with the fraction of a volume's slices done.
     """
@@ -703,7 +704,7 @@ def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) 
             # the slices as the model saw them: a sagittal or coronal volume's axial slices, with square pixels
             slices, masks = result.planes(result.array), result.planes(result.mask, labels=True)
             _volume_overlays(path, slices, masks, result.slice_reports, Path(args.output_dir) / "overlays")
-        return result.mask_path, result.row
+        return result.mask_path, result.row, result.cut_note()
     target = mask_output_path(path, args.output_dir, args.format)
     prediction = predictor.predict_file(path, details=True)
     # the label map: 1 tumor, 2 possible tumor (PNG: 255 and 128)
@@ -718,8 +719,16 @@ def _segment_one(predictor, path: str, args: argparse.Namespace, progress=None) 
         single_overlay(
             grey, labels, mask_output_path(path, Path(args.output_dir) / "overlays", ".png"), caption=caption
         )
-    return target, tumor_row(
-        name, prediction.tumor_score, prediction.components, prediction.input_unusual, prediction.possible_components
+    return (
+        target,
+        tumor_row(
+            name,
+            prediction.tumor_score,
+            prediction.components,
+            prediction.input_unusual,
+            prediction.possible_components,
+        ),
+        "",
     )
 
 
@@ -843,7 +852,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 continue
             slices = _SliceProgress(progress, os.path.basename(os.path.normpath(path)), args.batch_size)
             try:
-                target, row = _segment_one(predictor, path, args, slices)
+                target, row, cut = _segment_one(predictor, path, args, slices)
             except Exception as e:  # noqa: BLE001 - keep going past a bad file, report it
                 if args.debug:
                     raise
@@ -857,7 +866,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 slices.finish()
             rows.append(row)
             progress.write(target, sys.stdout)  # stream: a caller sees each mask as soon as it is written
-            progress.write(f"{path}: {row_summary(row)} (tumor score {row['tumor_score']:.2f})", sys.stderr)
+            # how a volume was cut, where not as it lies: its axial slices along J, rectangular pixels made square
+            cut = f"; {cut}" if cut else ""
+            progress.write(f"{path}: {row_summary(row)} (tumor score {row['tumor_score']:.2f}{cut})", sys.stderr)
             if row["input_unusual"]:
                 progress.write(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", sys.stderr)
     finally:

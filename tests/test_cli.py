@@ -336,7 +336,7 @@ def test_segment_cuts_a_sagittal_volume_into_its_axial_slices_and_shows_them(tmp
         assert same > 0.95, f"only {same:.1%} of the pixels agree (the captions name the files)"
 
 
-def test_segment_gives_the_axial_slices_of_thick_coronal_slices_square_pixels(tmp_path):
+def test_segment_gives_the_axial_slices_of_thick_coronal_slices_square_pixels(tmp_path, capsys):
     """A head acquired in coronal slices 4 mm apart, 1 mm in their plane (every fourth row of a sample
     slice, front to back): its axial slice is squeezed four times. With its spacing read, the shipped model
     segments it as the axial original; squeezed as it lies (its spacing written as 1 mm), it finds nothing."""
@@ -357,6 +357,10 @@ def test_segment_gives_the_axial_slices_of_thick_coronal_slices_square_pixels(tm
     counts = ("verdict", "slices_with_tumor", "slices_with_possible_tumor")
     assert [rows["coronal.nii.gz"][k] for k in counts] == [rows["axial.nii.gz"][k] for k in counts]
     assert rows["axial.nii.gz"]["verdict"] != "no tumor found" == rows["squeezed.nii.gz"]["verdict"]
+    said = capsys.readouterr().err  # each volume's line says how it was cut, where not as it lies
+    assert "coronal.nii.gz: " in said and "; axial slices along J, 4 x 1 mm pixels made square)" in said
+    axial = [line for line in said.splitlines() if "axial.nii.gz: " in line]
+    assert len(axial) == 1 and axial[0].endswith(f"(tumor score {float(rows['axial.nii.gz']['tumor_score']):.2f})")
     assert abs(float(rows["coronal.nii.gz"]["tumor_score"]) - float(rows["axial.nii.gz"]["tumor_score"])) < 0.05
     labels = itk.array_from_image(itk.imread(str(out / "coronal.nii.gz")))
     assert labels.shape == (tumor.shape[0] // 4, 3, tumor.shape[1]) and labels[:, 1].any() and not labels[:, 0].any()

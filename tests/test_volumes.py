@@ -430,6 +430,7 @@ def test_a_sagittal_volume_file_is_cut_into_its_axial_slices_and_its_mask_keeps_
     axial = segment_medical_file(StandIn(), _axial_file(tmp_path), tmp_path / "out" / "axial.nii.gz")
     assert (result.slice_axis, result.transposed) == ("J", True)
     assert (axial.slice_axis, axial.transposed) == ("K", False)
+    assert (result.cut_note(), axial.cut_note()) == ("axial slices along J", "")
     written = itk.array_from_image(itk.imread(result.mask_path))
     assert written.shape == (8, 4, 6) and np.array_equal(written, np.transpose(axial.mask, (2, 0, 1)))
     assert [np.array_equal(a, b) for a, b in zip(result.planes(result.array), axial.planes(axial.array))] == [True] * 4
@@ -451,6 +452,7 @@ def test_a_coronal_file_of_thick_slices_is_segmented_with_square_pixels_and_its_
     result = segment_medical_file(StandIn(), tmp_path / "coronal.nrrd", tmp_path / "out" / "coronal.nii.gz")
     axial = segment_medical_file(StandIn(), _axial_file(tmp_path), tmp_path / "out" / "axial.nii.gz")
     assert (result.slice_axis, result.transposed, result.spacing) == ("J", False, (0.9, 3.0, 2.7))
+    assert result.cut_note() == "axial slices along J, 2.7 x 0.9 mm pixels made square" and axial.cut_note() == ""
     written = itk.array_from_image(itk.imread(result.mask_path))
     assert written.shape == (6, 4, 8) and np.array_equal(written, np.transpose(axial.mask, (1, 0, 2)))
     assert np.allclose(itk.imread(result.mask_path).GetSpacing(), [0.9, 3.0, 2.7])

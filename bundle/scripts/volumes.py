@@ -358,6 +358,20 @@ class VolumeResult:
     transposed: bool = False
     spacing: Optional[tuple[float, float, float]] = None
 
+    def cut_note(self) -> str:
+        """How the input was cut, for a person, where it was not as it lies: "axial slices along J",
+        "0.5 x 4 mm pixels made square" (rows x columns of the slices as cut), both joined by ", "; empty
+        for an axial volume with square pixels and for a 2D image with square pixels."""
+        notes = [f"axial slices along {self.slice_axis}"] if self.slice_axis != "K" and self.array.ndim == 3 else []
+        if self.spacing is not None:
+            ijk_axis = {v: k for k, v in AXIS_NAMES.items()}[self.slice_axis]
+            pixel = plane_spacing(self.spacing, ijk_axis, self.transposed)
+            stack = self.array[None] if self.array.ndim == 2 else self.array
+            shape = slice_plane(stack, 0, ijk_axis, self.transposed).shape[:2]
+            if square_shape(shape, pixel) != tuple(shape):
+                notes.append(f"{pixel[0]:.3g} x {pixel[1]:.3g} mm pixels made square")
+        return ", ".join(notes)
+
     def planes(self, volume: np.ndarray, labels: bool = False) -> list[np.ndarray]:
         """``array`` or ``mask`` (or a volume on their grid) as the slices the predictor saw, in slice order:
         with square pixels where the spacing made them rectangular, interpolated linearly or, for ``labels``
@@ -493,8 +507,8 @@ class VolumeSegmentation:
             target = mask_output_path(path, self.output_dir, self.output_ext)
             results.append(segment_medical_file(self.predictor, path, target, self.batch_size))
             row, name = results[-1].row, os.path.basename(path)
-            slices, axis = results[-1].slice_report_path, results[-1].slice_axis
-            cut = f" (its axial slices lie along {axis})" if axis != "K" and slices else ""
+            slices, note = results[-1].slice_report_path, results[-1].cut_note()
+            cut = f" ({note})" if note else ""
             self.logger.info(
                 f"{name}: {row_summary(row)}{cut} -> {target}" + (f", per slice: {slices}" if slices else "")
             )
