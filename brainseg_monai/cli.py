@@ -867,8 +867,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             rows.append(row)
             progress.write(target, sys.stdout)  # stream: a caller sees each mask as soon as it is written
             # how a volume was cut, where not as it lies: its axial slices along J, rectangular pixels made square
-            cut = f"; {cut}" if cut else ""
-            progress.write(f"{path}: {row_summary(row)} (tumor score {row['tumor_score']:.2f}{cut})", sys.stderr)
+            said = f"{row_summary(row)} (tumor score {row['tumor_score']:.2f}" + (f"; {cut})" if cut else ")")
+            progress.write(f"{path}: {said}", sys.stderr)
             if row["input_unusual"]:
                 progress.write(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", sys.stderr)
     finally:

@@ -118,7 +118,10 @@ def scale_components(
     components: Sequence[Mapping[str, Any]], square: Sequence[int], shape: Sequence[int]
 ) -> list[dict[str, Any]]:
     """Components (``{"bbox": [x, y, w, h], "area", "confidence"}``) found on the ``square`` grid, in the
-    pixels of the plane's own ``shape``: boxes and areas scaled, a component never smaller than a pixel."""
+    pixels of the plane's own ``shape``: boxes and areas scaled, a component never smaller than a pixel; as they
+    are where the two shapes are one."""
+    if tuple(square) == tuple(shape):
+        return list(components)
     row_scale = int(shape[0]) / int(square[0])
     column_scale = int(shape[1]) / int(square[1])
     scaled = []

@@ -257,7 +257,7 @@ def predict_volume(
     ijk_axis, transpose = slicing(arr.shape, axis, direction)
     np_axis = 2 - ijk_axis
     n = arr.shape[np_axis]
-    plane_shape = tuple(arr.shape[a] for a in range(3) if a != np_axis)[:: -1 if transpose else 1]
+    plane_shape = tuple(slice_plane(arr, 0, ijk_axis, transpose).shape[:2])  # a view: nothing copied
     pixel = (1.0, 1.0) if spacing is None else plane_spacing(volume_spacing(spacing), ijk_axis, transpose)
     square = square_shape(plane_shape, pixel)
 
@@ -358,36 +358,35 @@ class VolumeResult:
     transposed: bool = False
     spacing: Optional[tuple[float, float, float]] = None
 
+    def _grid(self) -> tuple[int, tuple[float, float], tuple[int, int], tuple[int, int]]:
+        """The IJK axis cut along, the slices' (row, column) pixel spacing ((1, 1) without a spacing), their own
+        (rows, columns) and those the predictor got (:func:`~scripts.square_pixels.square_shape`)."""
+        ijk_axis = {v: k for k, v in AXIS_NAMES.items()}[self.slice_axis]
+        stack = self.array[None] if self.array.ndim == 2 else self.array
+        shape = tuple(slice_plane(stack, 0, ijk_axis, self.transposed).shape[:2])
+        pixel = (1.0, 1.0) if self.spacing is None else plane_spacing(self.spacing, ijk_axis, self.transposed)
+        return ijk_axis, pixel, shape, square_shape(shape, pixel)
+
     def cut_note(self) -> str:
         """How the input was cut, for a person, where it was not as it lies: "axial slices along J",
         "0.5 x 4 mm pixels made square" (rows x columns of the slices as cut), both joined by ", "; empty
         for an axial volume with square pixels and for a 2D image with square pixels."""
+        _, pixel, shape, square = self._grid()
         notes = [f"axial slices along {self.slice_axis}"] if self.slice_axis != "K" and self.array.ndim == 3 else []
-        if self.spacing is not None:
-            ijk_axis = {v: k for k, v in AXIS_NAMES.items()}[self.slice_axis]
-            pixel = plane_spacing(self.spacing, ijk_axis, self.transposed)
-            stack = self.array[None] if self.array.ndim == 2 else self.array
-            shape = slice_plane(stack, 0, ijk_axis, self.transposed).shape[:2]
-            if square_shape(shape, pixel) != tuple(shape):
-                notes.append(f"{pixel[0]:.3g} x {pixel[1]:.3g} mm pixels made square")
+        if square != shape:
+            notes.append(f"{pixel[0]:.3g} x {pixel[1]:.3g} mm pixels made square")
         return ", ".join(notes)
 
     def planes(self, volume: np.ndarray, labels: bool = False) -> list[np.ndarray]:
         """``array`` or ``mask`` (or a volume on their grid) as the slices the predictor saw, in slice order:
         with square pixels where the spacing made them rectangular, interpolated linearly or, for ``labels``
         (a mask), each pixel the label at its place."""
-        ijk_axis = {v: k for k, v in AXIS_NAMES.items()}[self.slice_axis]
+        ijk_axis, _, _, square = self._grid()
         stack = volume[None] if volume.ndim == 2 else volume
-        planes = [slice_plane(stack, k, ijk_axis, self.transposed) for k in range(stack.shape[2 - ijk_axis])]
-        if self.spacing is None or not planes:
-            return planes
-        shape = planes[0].shape[:2]
-        square = square_shape(shape, plane_spacing(self.spacing, ijk_axis, self.transposed))
-        if square == tuple(shape):
-            return planes
-        if labels:  # the centre of each square pixel lies in one of the plane's own pixels
-            return [resample_nearest(p, square) for p in planes]
-        return [resample_linear(p, square) for p in planes]
+        resample = resample_nearest if labels else resample_linear  # both leave a plane of that shape as it is
+        return [
+            resample(slice_plane(stack, k, ijk_axis, self.transposed), square) for k in range(stack.shape[2 - ijk_axis])
+        ]
 
 
 def segment_medical_file(
