@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import BUNDLE, SAMPLE_ROOT, SAMPLE_SPLIT, SMOKE_NETWORK, smoke_train_argv
 from PIL import Image
 
 from brainseg_monai.cli import main
-from conftest import BUNDLE, SAMPLE_ROOT, SAMPLE_SPLIT, SMOKE_NETWORK, smoke_train_argv
 
 
 def _brainseg(*args: str):
@@ -334,6 +334,24 @@ def test_segment_cuts_a_sagittal_volume_into_its_axial_slices_and_shows_them(tmp
         assert a.size == s.size == (tumor.shape[1], tumor.shape[0]), "the sagittal volume's overlay is an axial slice"
         same = (np.asarray(a) == np.asarray(s)).all(axis=-1).mean()
         assert same > 0.95, f"only {same:.1%} of the pixels agree (the captions name the files)"
+
+
+def test_segment_finds_no_tumor_on_a_nearly_blank_slice(tmp_path, capsys):
+    """A black slice with two bright specks (0.2% of its pixels; the top of a volume, or a bad export): its 0.5
+    and 99.5 percentiles are both black. Scaled by its own range it is a black slice with two white specks
+    (the shipped model finds nothing); shifted as MONAI shifts it, the network saw raw 8-bit values and
+    called most of the frame a tumor with a score of 1.0."""
+    image = np.zeros((256, 256), np.uint8)
+    image[100:110, 120:130] = 255
+    image[50:60, 60:66] = 180
+    (tmp_path / "input").mkdir()
+    Image.fromarray(image).save(tmp_path / "input" / "specks.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "input"), "--output-dir", str(out), "--device", "cpu"]) == 0
+    with open(out / "tumor_report.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["verdict"] == "no tumor found" and float(row["tumor_score"]) < 0.3
+    assert "Divide by zero" not in capsys.readouterr().err
 
 
 def test_segment_gives_the_axial_slices_of_thick_coronal_slices_square_pixels(tmp_path, capsys):

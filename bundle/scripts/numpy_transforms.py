@@ -8,6 +8,9 @@ Same arguments, same results to float precision, a fraction of the CPU time on o
   ``numpy.percentile`` (a partial sort) gives the same linearly interpolated values. The range
   mapping is done on the array too: on a ``MetaTensor`` MONAI's arithmetic spends most of its time
   on the metadata of each intermediate result.
+- :func:`percentiles` counts instead of sorting when a slice holds whole numbers in a narrow range
+  (8- and 16-bit pixels, as nearly every JPEG, PNG and DICOM slice does): the same values as
+  ``numpy.percentile``, in a sixth of its time on a 640x640 slice.
 - MONAI's ``Resize`` with ``anti_aliasing`` smooths with a separable Gaussian through
   ``torch.conv2d`` with zero padding, slow on CPU for a one-channel 640x640 slice;
   ``scipy.ndimage.correlate1d`` applies MONAI's own kernel (``gaussian_1d``) with the same padding.
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
-from warnings import warn
 
 import numpy as np
 import torch
@@ -33,22 +35,75 @@ __all__ = [
     "NumpyScaleIntensityRangePercentilesd",
     "ScipyAntiAliasResized",
     "anti_alias",
+    "percentiles",
 ]
+
+#: the widest range of whole-number values :func:`percentiles` counts (16-bit pixels); wider ones are sorted
+COUNTED_RANGE = 65536
+#: whole numbers up to this magnitude are exact in float32, so subtracting the minimum keeps them whole
+_EXACT_FLOAT32 = 2**24
+
+
+def percentiles(values: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``numpy.percentile(values, q)`` (its default, linear method), counting values instead of sorting them.
+
+    A slice of whole numbers spanning at most :data:`COUNTED_RANGE` (8- and 16-bit pixels, stored
+    as floats or not) has each order statistic read off its cumulative histogram; the two nearest
+    order statistics are then interpolated with ``numpy.percentile``'s own arithmetic, so the
+    result is the same to the bit. Any other array (fractions, NaN or infinity, a wide range, integer
+    dtypes, fewer than two values, a percentile outside 0..100 exclusive of 100) goes to
+    ``numpy.percentile`` itself.
+
+    Args:
+        values: any array; all of its values are taken together.
+        q: percentiles, each in 0..100.
+
+    Returns:
+        float64 array of ``len(q)`` values.
+    """
+    arr = np.asarray(values)
+    flat = arr.ravel()
+    n = flat.size
+    virtual = (n - 1) * (np.asarray(q, dtype=np.float64) / 100.0)  # numpy's virtual index, method "linear"
+    if arr.dtype.kind != "f" or n < 2 or virtual.ndim != 1 or not np.all((virtual >= 0) & (virtual < n - 1)):
+        return np.percentile(arr, q)
+    low, high = flat.min(), flat.max()  # NaN propagates: the range check below fails
+    if not (-_EXACT_FLOAT32 < low <= high < _EXACT_FLOAT32 and high - low < COUNTED_RANGE):
+        return np.percentile(arr, q)
+    shifted = flat - low
+    whole = shifted.astype(np.intp)
+    if not np.array_equal(whole, shifted):
+        return np.percentile(arr, q)
+    rank_ends = np.cumsum(np.bincount(whole))  # rank_ends[v]: how many values are <= low + v
+    previous = np.floor(virtual)
+    ranks = np.concatenate([previous, previous + 1]).astype(np.intp)
+    order = np.searchsorted(rank_ends, ranks, side="right").astype(arr.dtype) + low  # value of rank r
+    a, b = order[: len(virtual)], order[len(virtual) :]
+    gamma = virtual - previous
+    # numpy's _lerp, step by step, so that the result is its own to the last bit
+    diff = b - a
+    result = np.add(a, diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=result, where=gamma >= 0.5, casting="unsafe")
+    return result
 
 
 class NumpyScaleIntensityRangePercentiles(ScaleIntensityRangePercentiles):
     """:class:`monai.transforms.ScaleIntensityRangePercentiles`, computed in numpy.
 
     Same arguments and results: the percentiles interpolate linearly between the nearest ranks, as
-    ``torch.quantile`` does, and the range mapping is MONAI's ``ScaleIntensityRange`` arithmetic
-    (including its warning and offset for a slice whose two percentiles are equal). The arithmetic is
-    done on the numpy array too: on a tensor, MONAI's version spends most of its time creating and
-    tracking metadata for each intermediate result.
+    ``torch.quantile`` does (:func:`percentiles`), and the range mapping is MONAI's ``ScaleIntensityRange``
+    arithmetic. The arithmetic is done on the numpy array too: on a tensor, MONAI's version spends most
+    of its time creating and tracking metadata for each intermediate result.
+
+    Two departures, where the two percentiles are equal: a slice that holds more than one value (nearly
+    all background, a few bright pixels) is scaled by its minimum and maximum instead, where MONAI
+    shifts it by ``b_min - a_min`` and leaves it unscaled and unclipped; a slice of one value becomes
+    ``b_min`` throughout, as in MONAI, without MONAI's "Divide by zero" warning.
     """
 
     def _normalize(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-        a_min, a_max = (float(v) for v in np.percentile(arr, (self.lower, self.upper)))
+        a_min, a_max = (float(v) for v in percentiles(arr, (self.lower, self.upper)))
         b_min, b_max = self.b_min, self.b_max
         if self.relative:
             if b_min is None or b_max is None:
@@ -57,8 +112,11 @@ class NumpyScaleIntensityRangePercentiles(ScaleIntensityRangePercentiles):
                 (self.b_max - self.b_min) * (self.lower / 100.0) + self.b_min,
                 (self.b_max - self.b_min) * (self.upper / 100.0) + self.b_min,
             )
-        if a_max - a_min == 0.0:
-            warn("Divide by zero (a_min == a_max)", Warning)
+        if a_max == a_min:
+            # nearly one value throughout (a blank slice with a few bright pixels): MONAI's offset would hand
+            # the network raw intensities (a 1000 where it knows 0..1); the slice's full range keeps it in range
+            a_min, a_max = float(np.min(arr)), float(np.max(arr))
+        if a_max - a_min == 0.0:  # one value: nothing to scale (a blank slice at a volume's end is no error)
             out = arr - a_min if b_min is None else arr - a_min + b_min
         else:
             out = (arr - a_min) / (a_max - a_min)
