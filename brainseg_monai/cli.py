@@ -755,7 +755,7 @@ def _volume_overlays(
             grey(slices[k]),
             masks[k],
             folder / f"{stem}_slice{k:03d}.png",
-            caption=overlay_caption(f"{name} slice {k}", reports[k]["verdict"], reports[k]["tumor_score"]),
+            caption=overlay_caption(name, reports[k]["verdict"], reports[k]["tumor_score"], slice_index=k),
         )
         for k in picked
     ]

@@ -470,11 +470,20 @@ def single_overlay(
     return _save(fig, output_path)
 
 
-def overlay_caption(name: str, verdict: str, score: float) -> str:
-    """The caption of an overlay: the input's name, its verdict (:mod:`scripts.verdict`) and tumor score."""
+def overlay_caption(name: str, verdict: str, score: float, slice_index: int | None = None) -> str:
+    """The caption of an overlay: the input's name, its verdict (:mod:`scripts.verdict`) and tumor score.
+
+    Args:
+        name: the input's file or folder name (its image suffix is left out; a long name is shortened).
+        verdict: the slice's verdict.
+        score: its tumor score.
+        slice_index: for one slice of a volume, its index (0-based, as the ``slice`` column of the
+            volume's per-slice report and the ``_slice<k>`` of the overlay's file name).
+    """
     stem = image_stem(name)
     short = stem if len(stem) <= 40 else stem[:39] + "…"
-    return f"{short}: {verdict} (score {float(score):.2f})"
+    where = "" if slice_index is None else f" slice {int(slice_index)}"
+    return f"{short}{where}: {verdict} (score {float(score):.2f})"
 
 
 # --------------------------------------------------------------------------- training curves

@@ -210,6 +210,10 @@ def test_single_overlay_draws_possible_tumors_dashed_and_says_the_verdict(tmp_pa
     labels[250:350, 250:350] = 2  # a possible tumor only (PNG value 128 reads the same)
     caption = overlay_caption("case_07.jpg", "possible tumor", 0.4321)
     assert caption == "case_07: possible tumor (score 0.43)"
+    # a volume's slice: named after the file without its double suffix, with the slice's index
+    assert overlay_caption("case_07.nii.gz", "tumor", 0.7249, slice_index=25) == "case_07 slice 25: tumor (score 0.72)"
+    long = overlay_caption("x" * 60 + ".nii.gz", "nothing found", 0.0, slice_index=3)
+    assert long.startswith("x" * 39 + "… slice 3: ")
     out = single_overlay(grey, labels * 64, tmp_path / "p.png", caption=caption)  # 128: the PNG's possible tumor
     with Image.open(out) as im:
         rgb = np.asarray(im.convert("RGB"))
