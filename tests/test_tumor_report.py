@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import BUNDLE, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle
 from PIL import Image
 
 from brainseg_monai.cli import main
@@ -27,7 +28,6 @@ from scripts.tumor_report import (
     write_tumor_report,
 )
 from scripts.verdict import NO_TUMOR, POSSIBLE_TUMOR, TUMOR
-from conftest import BUNDLE, SAMPLE_SPLIT, SMOKE_NETWORK, run_bundle
 
 
 def _scores(prob: np.ndarray) -> torch.Tensor:
@@ -121,6 +121,9 @@ def test_report_rows_sentences_and_atomic_csv(tmp_path: Path):
     assert tumor_summary(rows) == "tumor found on 1 of 3 images; possible tumor on 1 more"
     assert tumor_summary(rows[1:2], "slices") == "no tumor found on any of 1 slices"
     assert tumor_count_summary(7, 24, "slices") == "tumor found on 7 of 24 slices"
+    # possible tumors alone: never "no tumor found" (the verdict of nothing shown) beside them
+    assert tumor_summary(rows[1:], "slices") == "possible tumor on 1 of 2 slices, tumor on none"
+    assert tumor_count_summary(0, 2, "slices", 2) == "possible tumor on 2 of 2 slices, tumor on none"
     path = write_tumor_report(rows, tmp_path / "r" / TUMOR_REPORT_FILE)
     with open(path, newline="", encoding="utf-8") as f:
         read = list(csv.DictReader(f))
@@ -147,10 +150,7 @@ def test_volume_row_counts_slices_by_verdict_and_flags_the_volume_not_a_count():
     assert row["tumor_area_px"] == 4 and row["possible_area_px"] == 6
     only_possible = volume_row("v.nii.gz", [report(NO_TUMOR, True), report(POSSIBLE_TUMOR, True), report(NO_TUMOR)])
     assert only_possible["verdict"] == POSSIBLE_TUMOR and only_possible["input_unusual"] is True
-    assert (
-        row_summary(only_possible)
-        == "possible tumor (no tumor found on any of 3 slices; possible tumor on 1 of 3 slices)"
-    )
+    assert row_summary(only_possible) == "possible tumor (possible tumor on 1 of 3 slices, tumor on none)"
 
 
 def test_slice_report_has_a_row_per_slice_with_the_neighbour_rules_verdict(tmp_path: Path):

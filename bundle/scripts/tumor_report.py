@@ -161,9 +161,11 @@ def row_summary(row: Mapping[str, Any]) -> str:
     """
     said = str(row["verdict"])
     if is_volume_row(row):
-        n = int(row["n_slices"])
-        tumor = tumor_count_summary(int(row["slices_with_tumor"]), n, "slices")
-        said = f"{said} ({tumor}; possible tumor on {int(row['slices_with_possible_tumor'])} of {n} slices)"
+        n, found, possible = int(row["n_slices"]), int(row["slices_with_tumor"]), int(row["slices_with_possible_tumor"])
+        if found == 0 and possible:
+            said = f"{said} ({tumor_count_summary(found, n, 'slices', possible)})"
+        else:
+            said = f"{said} ({tumor_count_summary(found, n, 'slices')}; possible tumor on {possible} of {n} slices)"
     return said
 
 
@@ -203,7 +205,13 @@ def tumor_summary(rows: Sequence[Mapping[str, Any]], unit: str = "images") -> st
 
 
 def tumor_count_summary(found: int, total: int, unit: str = "images", possible: int = 0) -> str:
-    """:func:`tumor_summary` from the counts."""
+    """:func:`tumor_summary` from the counts.
+
+    "tumor found on 2 of 24 slices; possible tumor on 1 more"; with no tumor, "possible tumor on 1 of 24 slices,
+    tumor on none" (never "no tumor found", the verdict of a slice with nothing shown, beside a possible tumor).
+    """
+    if found == 0 and possible:
+        return f"possible tumor on {possible} of {total} {unit}, tumor on none"
     said = f"no tumor found on any of {total} {unit}" if found == 0 else f"tumor found on {found} of {total} {unit}"
     return f"{said}; possible tumor on {possible} more" if possible else said
 
