@@ -16,11 +16,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import BUNDLE, SAMPLE_SPLIT, smoke_train_argv
 
 from brainseg_monai.cli import main
 from brainseg_monai.run_record import DATA_RECORD
-from conftest import BUNDLE, SAMPLE_SPLIT, smoke_train_argv
 
 BRAINSEG = Path(sys.executable).parent / "brainseg"
 IMAGE = sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]
@@ -159,7 +160,13 @@ def test_a_full_disk_without_a_file_name_is_said_as_such():
 def test_weights_that_are_not_a_regular_file_are_called_so(tmp_path, capsys):
     out, folder = tmp_path / "out", tmp_path / "weights_folder"
     folder.mkdir()
+    pointer, damaged = tmp_path / "pointer.pt", tmp_path / "damaged.pt"
+    # a clone without git lfs: a pointer where the weights should be; and bytes that are no pickle at all
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 6500000\n")
+    damaged.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)))
     for model, said in (
+        (str(pointer), f"{pointer}: a Git LFS pointer, not the weights: fetch them with 'git lfs pull'"),
+        (str(damaged), f"{damaged}: not a readable torch checkpoint: damaged, or not a weights file"),
         ("/dev/zero", "/dev/zero: not a regular file (a character device): not a weights file"),
         (str(folder), f"{folder}: not a regular file (a folder): not a weights file"),
         (str(tmp_path / "missing.pt"), f"{tmp_path / 'missing.pt'}: model weights not found"),

@@ -276,6 +276,10 @@ class EpochSeeder:
             set_rnd(data if transform is None else transform, seed)
 
 
+#: How a Git LFS pointer file starts: a clone without ``git lfs`` holds these where the weights should be.
+GIT_LFS_POINTER = b"version https://git-lfs"
+
+
 def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
     """``torch.load(path, weights_only=True)``, with a one-line error that names the file.
 
@@ -285,8 +289,8 @@ def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        ValueError: not a regular file (a device such as ``/dev/zero``, a FIFO, a folder), the file holds
-            pickled code or objects (refused), or is not a torch file.
+        ValueError: not a regular file (a device such as ``/dev/zero``, a FIFO, a folder), a Git LFS
+            pointer, the file holds pickled code or objects (refused), or is not a torch file.
     """
     import pickle
 
@@ -296,10 +300,14 @@ def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         detail = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "")
+        if not detail:  # not a pickle that names code: bytes torch cannot read at all (a damaged or foreign file)
+            said = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")), "")
+            raise ValueError(
+                f"{p}: not a readable torch checkpoint: damaged, or not a weights file" + (f" ({said})" if said else "")
+            ) from None
         detail = detail.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
         raise ValueError(
-            f"{p}: refused: not a plain weights file, its pickle calls code (torch.load weights_only=True)"
-            + (f" [{detail}]" if detail else "")
+            f"{p}: refused: not a plain weights file, its pickle calls code (torch.load weights_only=True) [{detail}]"
         ) from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not a checkpoint
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -334,6 +342,10 @@ def _check_weights_file(path: str) -> None:
         }
         kind = next((name for test, name in kinds.items() if test(mode)), "not a file")
         raise ValueError(f"{path}: not a regular file ({kind}): not a weights file")
+    with open(path, "rb") as f:
+        head = f.read(len(GIT_LFS_POINTER))
+    if head == GIT_LFS_POINTER:
+        raise ValueError(f"{path}: a Git LFS pointer, not the weights: fetch them with 'git lfs pull'")
 
 
 def _checkpoint_loader_base():
