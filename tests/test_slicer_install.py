@@ -155,6 +155,71 @@ def test_a_pytorch_install_that_raises_is_reported_with_what_to_do_not_as_a_trac
     assert "PyTorch Utils module" in outcome.message
 
 
+def _slicer_pip_install(args: list[str]) -> None:
+    """What Slicer's ``slicer.util.pip_install`` does (``_executePythonModule``): pip in a child process whose
+    output ``slicer.util.logProcessOutput`` prints line by line, then a ``CalledProcessError`` holding the spent
+    stream. ``--no-index``: no network is needed to fail."""
+    import slicer.util
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pip", "install", "--no-index", "--disable-pip-version-check", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+    )
+    slicer.util.logProcessOutput(proc)
+
+
+def test_a_failed_pip_install_in_slicer_is_reported_with_pip_s_own_words(capsys):
+    """Slicer's pip runner keeps no output in its error: the installer keeps the end of what it printed, and the
+    printing still reaches the console."""
+    absent = (dependencies.Requirement("brainseg-no-such-dist", "brainseg_no_such_dist", "1.0"),)
+    outcome = installer.DependencyInstaller(_slicer_pip_install, lambda: True, requirements=absent, torch=None).run()
+    assert not outcome.ready
+    assert outcome.message.startswith("Installing Python packages failed: Command '[")
+    assert "No matching distribution found for brainseg-no-such-dist" in outcome.message  # pip's own words
+    assert outcome.message.endswith(installer.NETWORK_ADVICE)
+    assert "No matching distribution found for brainseg-no-such-dist" in capsys.readouterr().out  # the console
+
+    # PyTorch Utils installs through the same runner: its failure keeps pip's words as well
+    def install_torch() -> bool:
+        _slicer_pip_install(["brainseg-no-such-torch>=2.4"])
+        return True
+
+    absent_torch = dependencies.Requirement("brainseg-no-such-torch", "brainseg_no_such_torch", "2.4")
+    outcome = installer.DependencyInstaller(
+        _slicer_pip_install, install_torch, requirements=(), torch=absent_torch
+    ).run()
+    assert outcome.message.startswith("Installing PyTorch failed: Command '[")
+    assert "No matching distribution found for brainseg-no-such-torch" in outcome.message
+
+
+def test_the_confirmation_says_how_much_is_downloaded():
+    """PyTorch's gigabytes are announced only when PyTorch is to be installed."""
+    absent = (dependencies.Requirement("brainseg-no-such-dist", "brainseg_no_such_dist", "1.0"),)
+    asked: list[str] = []
+    installer.DependencyInstaller(lambda a: None, lambda: True, lambda t: asked.append(t) and False, absent, None).run()
+    absent_torch = dependencies.Requirement("brainseg-no-such-torch", "brainseg_no_such_torch", "2.4")
+    installer.DependencyInstaller(
+        lambda a: None, lambda: True, lambda t: asked.append(t) and False, (), absent_torch
+    ).run()
+    assert "a few minutes" in asked[0] and "GB" not in asked[0] and "brainseg-no-such-dist" in asked[0]
+    assert "PyTorch alone is 1-3 GB" in asked[1]
+
+
+def test_printed_tail_keeps_the_last_lines_and_writes_through():
+    import io
+
+    console = io.StringIO()
+    tail = installer.PrintedTail(console, lines=2)
+    tail.write("one\ntwo\n\nthree")
+    tail.write(" and more\nfour\n")
+    assert console.getvalue() == "one\ntwo\n\nthree and more\nfour\n"
+    assert tail.text() == "three and more\nfour"
+    tail.write("five, unfinished")
+    assert tail.text() == "four\nfive, unfinished"
+
+
 # -- the installer and the worker in a fresh environment -------------------------------------
 
 

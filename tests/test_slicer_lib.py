@@ -824,6 +824,56 @@ def test_each_slice_gets_a_row_in_the_per_slice_table_and_a_rerun_refills_it(sce
     assert btl.slice_table_node_of(image) is None
 
 
+def test_another_volumes_result_is_never_written_over(scene, samples):
+    """Patient A's segmentation, then patient B's volume with it as the output: refused, naming both, A's result
+    unchanged; :func:`output_segmentation_for` says to make a new one, and B's result goes there."""
+    greys = np.stack([s.grey for s in samples[:2]]).astype(np.float32)
+    patient_a = testing.add_scalar_volume(scene, greys, "patient A")
+    patient_b = testing.add_scalar_volume(scene, greys[::-1].copy(), "patient B")
+    mask = np.zeros(greys.shape, np.uint8)
+    mask[:, 100:140, 100:140] = 1
+    result_a = btl.apply_prediction(patient_a, mask)
+    assert btl.source_volume_of(result_a) is patient_a
+    assert btl.output_segmentation_for(patient_a, result_a) is result_a  # a rerun of A: the same node
+    assert btl.output_segmentation_for(patient_b, result_a) is None
+    nodes = scene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="'patient A brain tumor'.* holds the result of the volume 'patient A'"):
+        btl.apply_prediction(patient_b, np.zeros(greys.shape, np.uint8), segmentation_node=result_a)
+    with pytest.raises(ValueError, match="holds the result of the volume 'patient A'"):
+        btl.segment_volume(patient_b, result_a, predictor=testing.IntensityPredictor())
+    assert scene.GetNumberOfNodes() == nodes and np.array_equal(btl.segmentation_label_map(result_a), mask)
+    result_b = btl.apply_prediction(patient_b, mask, segmentation_node=btl.output_segmentation_for(patient_b, result_a))
+    assert result_b is not result_a and result_b.GetName() == "patient B brain tumor"
+    assert btl.source_volume_of(result_b) is patient_b
+    # a segmentation made elsewhere (Segment Editor), or one whose volume is gone, is written into
+    drawn = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn by hand")
+    assert btl.output_segmentation_for(patient_b, drawn) is drawn
+    scene.RemoveNode(patient_a)
+    assert btl.output_segmentation_for(patient_b, result_a) is result_a
+
+
+def test_a_rerun_sets_aside_what_it_does_not_replace(scene, samples):
+    """A rerun without a probability map, or of a volume that became one slice, no longer points at the earlier
+    run's probability volume or per-slice table: they stay in the scene, named as an earlier run's."""
+    from scripts.tumor_report import slice_rows
+
+    greys = np.stack([s.grey for s in samples[:3]]).astype(np.float32)
+    volume = testing.add_scalar_volume(scene, greys, "mri")
+    mask = np.zeros(greys.shape, np.uint8)
+    reports = [{"index": k, "tumor_score": 0.0, "components": [], "input_unusual": False} for k in range(3)]
+    rows = slice_rows(reports)
+    segmentation = btl.apply_prediction(volume, mask, np.zeros(greys.shape, np.float32), slice_rows=rows)
+    probability, table = btl.probability_node_of(segmentation), btl.slice_table_node_of(segmentation)
+    assert probability is not None and table is not None
+    btl.apply_prediction(volume, mask, segmentation_node=segmentation, slice_rows=rows)  # no probability this time
+    assert btl.probability_node_of(segmentation) is None and probability.GetScene() is scene
+    assert probability.GetName() == "mri tumor probability (earlier run)"
+    assert btl.slice_table_node_of(segmentation) is table  # refilled, as before
+    slicer.util.updateVolumeFromArray(volume, greys[:1])  # now a single slice: its verdict is all, no table
+    btl.apply_prediction(volume, mask[:1], segmentation_node=segmentation, slice_rows=rows[:1])
+    assert btl.slice_table_node_of(segmentation) is None and table.GetName() == "mri tumor per slice (earlier run)"
+
+
 def test_per_slice_rows_that_do_not_fit_are_refused_before_the_scene_changes(scene, samples):
     volume = testing.add_scalar_volume(scene, np.stack([s.grey for s in samples[:2]]).astype(np.float32))
     mask = np.zeros((2, *samples[0].grey.shape), np.uint8)

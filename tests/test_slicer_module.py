@@ -798,3 +798,97 @@ def test_the_extensions_index_entry_parses_and_matches_cmakelists():
     assert "segmentation result rendered off-screen, not a Slicer window" in readme and repository in readme
     assert _cmake_set(top, "EXTENSION_LICENSE_FILE") == "${CMAKE_CURRENT_SOURCE_DIR}/LICENSE.txt"
     assert (REPO / "LICENSE.txt").read_text() == (REPO / "LICENSE").read_text()
+
+
+class _StandInWidget(types.SimpleNamespace):
+    """A Qt widget of the panel: its ``enabled``, ``toolTip`` and ``text``, and the calls the module makes."""
+
+    def __init__(self, **fields):
+        super().__init__(enabled=True, toolTip="", text="", lines=[], **fields)
+
+    def clear(self):
+        self.lines.clear()
+
+    def appendPlainText(self, line):  # noqa: N802 - Qt's name
+        self.lines.append(line)
+
+    def setValue(self, value):  # noqa: N802 - Qt's name
+        self.value = value
+
+    def setVisible(self, visible):  # noqa: N802 - Qt's name
+        self.visible = visible
+
+
+def test_apply_waits_for_the_install_then_never_writes_over_another_volumes_result(
+    import_module_in_slicer, monkeypatch
+):
+    """Apply with the output selector still on patient A's result and patient B's volume as input: Apply stays
+    disabled while the packages install (Slicer's pip runner keeps the panel live), and B's result goes to a
+    new segmentation; A's is left as it was. A failed run says why in the dialog's main text and the status."""
+    import numpy as np
+    import scene_checks as testing
+
+    module, _ = import_module_in_slicer("5.8.1", 5, 8)
+    scene = slicer.vtkMRMLScene()
+    monkeypatch.setattr(module.slicer, "mrmlScene", scene, raising=False)
+    voxels = np.zeros((2, 16, 16), np.float32)
+    voxels[:, 4:12, 4:12] = 100.0
+    patient_a = testing.add_scalar_volume(scene, voxels, "patient A")
+    patient_b = testing.add_scalar_volume(scene, voxels, "patient B")
+    result_a = btl.apply_prediction(patient_a, (voxels > 0).astype(np.uint8))
+
+    widget = module.BrainTumorSegmentationWidget()
+    widget.ui = types.SimpleNamespace(
+        **{
+            name: _StandInWidget()
+            for name in (
+                "applyButton",
+                "cancelButton",
+                "inputVolumeSelector",
+                "outputSegmentationSelector",
+                "bundlePathLineEdit",
+                "logTextEdit",
+                "statusLabel",
+                "progressBar",
+            )
+        }
+    )
+    widget._parameterNode = types.SimpleNamespace(
+        inputVolume=patient_b,
+        outputSegmentation=result_a,  # where the selector points after A's run
+        axis=types.SimpleNamespace(choice=None),
+        device=types.SimpleNamespace(choice="cpu"),
+        outputProbability=False,
+        batchSize=2,
+    )
+    widget.saveSettings = lambda: None
+    widget.bundleDir = lambda: str(BUNDLE)
+    seen = {}
+
+    class Logic:
+        sliceAxis = staticmethod(lambda volume, axis, bundle_dir: 0)
+
+        def setupPythonRequirements(self, bundle_dir):
+            seen["apply enabled while installing"] = widget.ui.applyButton.enabled
+            return True
+
+        def startProcessing(self, volume, segmentation, **options):
+            seen["volume"], seen["output"] = volume, segmentation
+            return None  # the run ends at once: Apply is enabled again
+
+    widget.logic = Logic()
+    widget.onApply()
+    assert seen == {"apply enabled while installing": False, "volume": patient_b, "output": None}
+    assert widget.ui.applyButton.enabled and not widget._installing
+    assert any(
+        "'patient A brain tumor' holds the result of another volume" in line for line in widget.ui.logTextEdit.lines
+    )
+    assert btl.source_volume_of(result_a) is patient_a and btl.segment_mask_array(result_a).any()
+
+    shown = []
+    monkeypatch.setattr(module.slicer.util, "errorDisplay", lambda text, **kw: shown.append((text, kw)), raising=False)
+    widget.onFinished(None, "device 'cuda' (CUDA GPU) is not available: choose Auto or CPU\nTraceback ...", False)
+    ((text, details),) = shown
+    assert text == "Brain tumor segmentation failed: device 'cuda' (CUDA GPU) is not available: choose Auto or CPU"
+    assert details["detailedText"].endswith("Traceback ...")
+    assert widget.ui.statusLabel.text.startswith("Failed: device 'cuda'")

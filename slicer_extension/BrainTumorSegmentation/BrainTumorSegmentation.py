@@ -241,6 +241,7 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         VTKObservationMixin.__init__(self)  # observes the scene and the parameter node
         self.logic = None
         self.run = None
+        self._installing = False  # Python packages being installed: Apply waits
         self._started = 0.0
         self._axis = None
         self._parameterNode = None
@@ -344,14 +345,16 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.statusLabel.toolTip = info["path"]
 
     def updateButtons(self, *args):
-        running = self.run is not None
+        running = self.run is not None or self._installing
         volume = self._parameterNode.inputVolume if self._parameterNode is not None else None
         self.ui.applyButton.enabled = volume is not None and not running
-        if running:
+        if self._installing:
+            self.ui.applyButton.toolTip = "Python packages are being installed"
+        elif running:
             self.ui.applyButton.toolTip = "Segmentation is running"
         else:
             self.ui.applyButton.toolTip = "Segment the brain tumor" if volume is not None else "Select the input volume"
-        self.ui.cancelButton.enabled = running
+        self.ui.cancelButton.enabled = self.run is not None
         for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.bundlePathLineEdit):
             widget.enabled = not running
 
@@ -372,9 +375,24 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         except (ValueError, ImportError) as e:
             slicer.util.errorDisplay(f"Cannot segment: {e}")
             return
-        if not self.logic.setupPythonRequirements(self.bundleDir()):
-            self.ui.statusLabel.text = "Python packages are not ready (see the message shown)."
+        # the install can take minutes, and Slicer's pip runner keeps the panel live: no second Apply meanwhile
+        self._installing = True
+        self.updateButtons()
+        self.ui.statusLabel.text = "Checking Python packages..."
+        try:
+            ready = self.logic.setupPythonRequirements(self.bundleDir())
+        finally:
+            self._installing = False
+            self.updateButtons()
+        if not ready:
+            self.ui.statusLabel.text = "Python packages are not ready: nothing was segmented."
             return
+        output = btl.output_segmentation_for(volume, parameters.outputSegmentation)
+        if output is None and parameters.outputSegmentation is not None:
+            self.onLog(
+                f"'{parameters.outputSegmentation.GetName()}' holds the result of another volume: the result of "
+                f"'{volume.GetName()}' goes to a new segmentation."
+            )
         self.ui.progressBar.setValue(0)
         self.ui.progressBar.setVisible(True)
         self.ui.statusLabel.text = "Starting the model..."
@@ -383,7 +401,7 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         try:
             self.run = self.logic.startProcessing(
                 volume,
-                parameters.outputSegmentation,
+                output,
                 bundleDir=self.bundleDir(),
                 device=parameters.device.choice,
                 outputProbability=parameters.outputProbability,
@@ -422,9 +440,10 @@ class BrainTumorSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             self.onLog("Cancelled: nothing was changed.")
             return
         if error:
-            self.ui.statusLabel.text = "Failed (see the error message)."
-            self.onLog(f"Failed: {error.splitlines()[0]}")  # the details are in the message box
-            slicer.util.errorDisplay("Brain tumor segmentation failed.", detailedText=error)
+            reason = error.strip().splitlines()[0] if error.strip() else "no reason given"
+            self.ui.statusLabel.text = f"Failed: {reason}"
+            self.onLog(f"Failed: {reason}")  # the details are in the message box
+            slicer.util.errorDisplay(f"Brain tumor segmentation failed: {reason}", detailedText=error)
             return
         if self._parameterNode is not None:
             self._parameterNode.outputSegmentation = segmentationNode  # the selector follows

@@ -9,10 +9,16 @@ pip gets a constraints file pinning the torch and numpy already in Slicer's Pyth
 (:func:`pinned_constraints`): resolving MONAI must never replace the torch build that PyTorch
 Utils chose, or the numpy that Slicer itself was built with. pip picks versions of the other
 packages that fit those, or fails with its own message, which is passed on.
+
+Slicer's ``pip_install`` prints pip's output line by line to the Python console and raises a
+``CalledProcessError`` whose output is the spent stream; so the installer keeps the last lines
+printed while a runner works (:class:`PrintedTail`) and passes those on instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import subprocess
@@ -24,10 +30,51 @@ from typing import Any, Callable
 
 from .dependencies import REQUIREMENTS, TORCH, Requirement, Status, check, needs_restart
 
-__all__ = ["DependencyInstaller", "InstallOutcome", "pinned_constraints", "subprocess_pip"]
+__all__ = ["DependencyInstaller", "InstallOutcome", "PrintedTail", "pinned_constraints", "subprocess_pip"]
 
 #: Distributions pip must keep at their installed version.
 PINNED = ("torch", "numpy")
+#: How many of a failed command's last output lines the user is shown.
+TAIL_LINES = 8
+#: What to try when a download failed.
+NETWORK_ADVICE = "Check the network connection and apply again."
+
+
+class PrintedTail(io.TextIOBase):
+    """A text stream that writes through to ``target`` and keeps the last ``lines`` lines written to it.
+
+    Used as ``sys.stdout`` while an install runs (:meth:`capture`): what Slicer's ``pip_install``
+    prints still reaches the Python console, and the end of it can be shown when the install fails.
+    """
+
+    def __init__(self, target: Any = None, lines: int = TAIL_LINES) -> None:
+        super().__init__()
+        self.target, self.limit = target, int(lines)
+        self.lines: list[str] = []
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        if self.target is not None:
+            self.target.write(text)
+        *complete, self._partial = (self._partial + text).split("\n")
+        self.lines = (self.lines + [line.rstrip() for line in complete if line.strip()])[-self.limit :]
+        return len(text)
+
+    def flush(self) -> None:
+        if self.target is not None:
+            self.target.flush()
+
+    def text(self) -> str:
+        """The last lines written (a line not yet ended included)."""
+        return "\n".join((self.lines + ([self._partial.rstrip()] if self._partial.strip() else []))[-self.limit :])
+
+    @classmethod
+    @contextlib.contextmanager
+    def capture(cls, lines: int = TAIL_LINES) -> Any:
+        """``with PrintedTail.capture() as tail:``: ``sys.stdout`` goes through a new tail for the block."""
+        tail = cls(sys.stdout, lines)
+        with contextlib.redirect_stdout(tail):
+            yield tail
 
 
 @dataclass
@@ -117,10 +164,10 @@ class DependencyInstaller:
                 message=f"PyTorch {torch.installed} is installed, but {self.torch.spec} is needed.\n"
                 "Open the PyTorch Utils module, uninstall PyTorch, restart Slicer, and apply again.",
             )
+        takes = "several minutes (PyTorch alone is 1-3 GB)" if torch is not None and not torch.ok else "a few minutes"
         text = (
             "Brain Tumor Segmentation needs Python packages that will now be downloaded and installed "
-            "into Slicer's Python. This can take several minutes (PyTorch alone is 1-3 GB).\n\n"
-            + "\n".join(f"  {s.describe()}" for s in missing)
+            f"into Slicer's Python. This can take {takes}.\n\n" + "\n".join(f"  {s.describe()}" for s in missing)
         )
         if not self.confirm(text):
             return InstallOutcome(ready=False)
@@ -130,11 +177,16 @@ class DependencyInstaller:
                 return InstallOutcome(ready=False, message=failure)
         specs = [s.requirement.spec for s in missing if s.requirement in self.requirements]
         if specs:
-            try:
-                self._pip(specs)
-            except Exception as e:  # noqa: BLE001 - pip's failure, whatever its type, is the user's message
-                logging.getLogger(__name__).exception("installing Python packages failed")
-                return InstallOutcome(ready=False, message=f"Installing Python packages failed: {e}")
+            with PrintedTail.capture() as printed:
+                try:
+                    self._pip(specs)
+                    failure = None
+                except Exception as e:  # noqa: BLE001 - pip's failure, whatever its type, is the user's message
+                    logging.getLogger(__name__).exception("installing Python packages failed")
+                    failure = e
+            if failure is not None:
+                message = f"Installing Python packages failed: {_failure_text(failure, printed.text())}"
+                return InstallOutcome(ready=False, message=f"{message}\n\n{NETWORK_ADVICE}")
         still = [s.describe() for s in self.statuses() if not s.ok]
         if still:
             return InstallOutcome(ready=False, message="These packages are still missing:\n" + "\n".join(still))
@@ -152,11 +204,12 @@ class DependencyInstaller:
             "Check the network connection (PyTorch is downloaded, 1-3 GB) and apply again, or install PyTorch "
             "with the PyTorch Utils module (PyTorch extension, Extensions Manager), restart Slicer and apply again."
         )
-        try:
-            installed = self.install_torch()
-        except Exception as e:  # noqa: BLE001 - whatever PyTorch Utils or pip raised, the user is told
-            logging.getLogger(__name__).exception("installing PyTorch failed")
-            return f"Installing PyTorch failed: {_failure_text(e)}\n\n{advice}"
+        with PrintedTail.capture() as printed:
+            try:
+                installed = self.install_torch()
+            except Exception as e:  # noqa: BLE001 - whatever PyTorch Utils or pip raised, the user is told
+                logging.getLogger(__name__).exception("installing PyTorch failed")
+                return f"Installing PyTorch failed: {_failure_text(e, printed.text())}\n\n{advice}"
         return "" if installed else f"PyTorch was not installed.\n\n{advice}"
 
     def _pip(self, specs: list[str]) -> None:
@@ -173,13 +226,20 @@ class DependencyInstaller:
             os.unlink(path)
 
 
-def _failure_text(error: BaseException) -> str:
-    """What failed, in words: the exception, and the end of a failed command's output when it kept it."""
+def _failure_text(error: BaseException, printed: str = "") -> str:
+    """What failed, in words: the exception, and the end of a failed command's output.
+
+    The output is the one the error kept (a ``CalledProcessError`` with text output), else what was
+    ``printed`` while the command ran (Slicer's ``pip_install`` prints it and keeps only the spent stream),
+    unless the error's message holds it already.
+    """
     text = str(error) or type(error).__name__
+    output: Any = None
     if isinstance(error, subprocess.CalledProcessError):
         output = error.output if error.output is not None else error.stderr
         if isinstance(output, bytes):
             output = output.decode("utf-8", "replace")
-        if isinstance(output, str) and output.strip():
-            text += "\n" + "\n".join(output.strip().splitlines()[-8:])
-    return text
+    if not (isinstance(output, str) and output.strip()):
+        output = printed
+    tail = "\n".join(output.strip().splitlines()[-TAIL_LINES:])
+    return f"{text}\n{tail}" if tail and tail not in text else text

@@ -32,10 +32,12 @@ __all__ = [
     "SEGMENT_NAME",
     "SLICE_TABLE_REFERENCE_ROLE",
     "SOURCE_TAG",
+    "SOURCE_VOLUME_REFERENCE_ROLE",
     "TERMINOLOGY",
     "apply_prediction",
     "check_volume_node",
     "export_segment_labelmap",
+    "output_segmentation_for",
     "probability_node_of",
     "save_segmentation",
     "segment_ids",
@@ -43,6 +45,7 @@ __all__ = [
     "segment_volume",
     "segmentation_label_map",
     "slice_table_node_of",
+    "source_volume_of",
     "tumor_slice_summary",
     "UNUSUAL_SLICES_ATTRIBUTE",
     "unusual_slice_note",
@@ -97,6 +100,12 @@ PROBABILITY_REFERENCE_ROLE = "BrainTumorSegmentation.Probability"
 #: Node reference role from the segmentation node to its per-slice table: one row per slice, the
 #: columns of the bundle's per-slice report (``scripts.tumor_report.SLICE_REPORT_FIELDS``).
 SLICE_TABLE_REFERENCE_ROLE = "BrainTumorSegmentation.SliceTable"
+#: Node reference role from the segmentation node to the volume whose result it holds: a result is never
+#: written over another volume's (another patient's) result.
+SOURCE_VOLUME_REFERENCE_ROLE = "BrainTumorSegmentation.SourceVolume"
+#: Appended to the name of a probability volume or per-slice table a later run of its segmentation did not
+#: replace: it is kept, but no longer describes the segments.
+EARLIER_RUN = " (earlier run)"
 
 _SUPPORTED_VOLUMES = ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode")
 _FOUR_D_VOLUMES = ("vtkMRMLMultiVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode", "vtkMRMLDiffusionTensorVolumeNode")
@@ -189,6 +198,26 @@ def volume_spacing(volume_node: Any) -> tuple[float, float, float]:
     return float(i), float(j), float(k)
 
 
+def source_volume_of(segmentation_node: Any) -> Any:
+    """The volume node whose result this segmentation node holds (None: none, or that volume was removed)."""
+    if segmentation_node is None or not hasattr(segmentation_node, "GetNodeReference"):
+        return None
+    node = segmentation_node.GetNodeReference(SOURCE_VOLUME_REFERENCE_ROLE)
+    return node if node is not None and node.GetScene() is not None else None
+
+
+def output_segmentation_for(volume_node: Any, segmentation_node: Any) -> Any:
+    """The segmentation node a run on ``volume_node`` may write into: ``segmentation_node``, or None (a new one)
+    when it holds the result of another volume still in the scene.
+
+    After a run the module's output selector shows its result; segmenting the next patient's volume into
+    it would replace that patient's result (and any edits) under a name that is no longer true. A
+    segmentation made elsewhere (Segment Editor), or one whose volume was removed, is written into.
+    """
+    source = source_volume_of(segmentation_node)
+    return None if source is not None and source is not volume_node else segmentation_node
+
+
 def _check_output_nodes(volume_node: Any, segmentation_node: Any, probability_node: Any) -> None:
     scene = volume_node.GetScene()
     if segmentation_node is not None:
@@ -196,6 +225,12 @@ def _check_output_nodes(volume_node: Any, segmentation_node: Any, probability_no
             raise ValueError(f"the output must be a segmentation node, got {_describe(segmentation_node)}")
         if segmentation_node.GetScene() is not scene:
             raise ValueError(f"the segmentation {_describe(segmentation_node)} is not in the input volume's scene")
+        if output_segmentation_for(volume_node, segmentation_node) is None:
+            raise ValueError(
+                f"the segmentation {_describe(segmentation_node)} holds the result of the volume "
+                f"{_describe(source_volume_of(segmentation_node))}: segment {_describe(volume_node)} into a new "
+                "segmentation (None), not over another volume's result"
+            )
     if probability_node is not None:
         if (
             not hasattr(probability_node, "GetClassName")
@@ -386,8 +421,12 @@ def apply_prediction(
     slice, its verdict, tumor score, areas, neighbour support...), fills a table node, "<volume>
     tumor per slice", referenced from the segmentation node (:data:`SLICE_TABLE_REFERENCE_ROLE`,
     :func:`slice_table_node_of`; a run again with the same segmentation node refills it) when the
-    volume has more than one slice: a 2D image's one row is its verdict, which the segments show.
-    None leaves any earlier table as it was.
+    volume has more than one slice: a 2D image's one row is its verdict, which the segments show (an
+    earlier run's table is then set aside, as a probability volume is when ``probability`` is None: no
+    longer referenced, its name ending in " (earlier run)"). None leaves any earlier table as it was.
+
+    A segmentation node that holds another volume's result (:func:`source_volume_of`) is refused: the
+    caller passes None, or :func:`output_segmentation_for`'s answer, to get a new one.
 
     This is the scene-changing half of :func:`segment_volume`, for results computed elsewhere
     (the Slicer module runs the model in a background process and calls this on its output).
@@ -433,9 +472,12 @@ def apply_prediction(
                 _replace_segment(segmentation_node, labelmaps[label], source, name, color, terminology)
             if unusual_slices is not None:
                 segmentation_node.SetAttribute(UNUSUAL_SLICES_ATTRIBUTE, str(int(unusual_slices)))
+            segmentation_node.SetNodeReferenceID(SOURCE_VOLUME_REFERENCE_ROLE, volume_node.GetID())
         finally:
             segmentation_node.EndModify(was_modifying)
-        if probability is not None:
+        if probability is None:
+            _set_aside(segmentation_node, PROBABILITY_REFERENCE_ROLE, probability_node_of(segmentation_node))
+        else:
             target = probability_node or probability_node_of(segmentation_node)
             if target is None:
                 target = scene.AddNewNodeByClass(
@@ -446,6 +488,8 @@ def apply_prediction(
                 created.extend(_display_nodes(target))
             _write_probability(target, volume_node, np.asarray(probability, dtype=np.float32))
             segmentation_node.SetNodeReferenceID(PROBABILITY_REFERENCE_ROLE, target.GetID())
+        if slice_rows is not None and columns is None:  # a 2D image: an earlier volume's table says nothing of it
+            _set_aside(segmentation_node, SLICE_TABLE_REFERENCE_ROLE, slice_table_node_of(segmentation_node))
         if columns is not None:
             table = slice_table_node_of(segmentation_node)
             if table is None:
@@ -461,6 +505,18 @@ def apply_prediction(
                 scene.RemoveNode(node)
         raise
     return segmentation_node
+
+
+def _set_aside(segmentation_node: Any, role: str, node: Any) -> None:
+    """Stop referencing an earlier run's ``node`` that this run did not replace, and name it so (:data:`EARLIER_RUN`).
+
+    It is kept: what was written is not lost, but it no longer passes for the segments' own.
+    """
+    if node is None:
+        return
+    segmentation_node.RemoveNodeReferenceIDs(role)
+    if not node.GetName().endswith(EARLIER_RUN):
+        node.SetName(node.GetScene().GenerateUniqueName(node.GetName() + EARLIER_RUN))
 
 
 def _referenced_node(segmentation_node: Any, role: str, class_name: str) -> Any:
