@@ -1073,12 +1073,18 @@ def test_training_refuses_to_replace_weights_it_did_not_make(tmp_path):
     (models / "model.pt").write_bytes(shipped)
     configs = f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']"
     args = ["--config_file", configs, "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "eval")]
-    proc = run_bundle(*args)
-    assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and str(models / "model.pt") in last and "--overwrite_weights true" in last
-    assert sorted(p.name for p in models.iterdir()) == ["model.pt"] and (models / "model.pt").read_bytes() == shipped
-    proc = run_bundle(*args, "--overwrite_weights", "True", "--train#trainer#max_epochs", "1")
+    # "false" typed on the command line arrives as text, which bool() calls true: it must mean false
+    for given in ([], ["--overwrite_weights", "false", "--resume", "false"]):
+        proc = run_bundle(*args, *given)
+        assert proc.returncode != 0
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and str(models / "model.pt") in last and "--overwrite_weights true" in last
+        assert sorted(p.name for p in models.iterdir()) == ["model.pt"]
+        assert (models / "model.pt").read_bytes() == shipped
+    proc = run_bundle(*args, "--overwrite_weights", "maybe")
+    assert proc.stderr.strip().splitlines()[-1] == "error: overwrite_weights: expected true or false, got 'maybe'"
+    assert (models / "model.pt").read_bytes() == shipped
+    proc = run_bundle(*args, "--overwrite_weights", "true", "--train#trainer#max_epochs", "1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (models / "model.pt").read_bytes() != shipped
 

@@ -14,6 +14,7 @@ from types import ModuleType
 __all__ = [
     "coco",
     "components",
+    "config_values",
     "distributed",
     "errors",
     "handlers",

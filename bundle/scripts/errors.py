@@ -107,6 +107,13 @@ def one_line_errors(debug: bool = False) -> None:
     :data:`TRACEBACK_LOGGERS` (a training refused at its start, a disk that fills up during an evaluation):
     the error is said once, by the error line. ``debug`` keeps them all.
     """
+    from .config_values import switch  # here: config_values reports with this module's short_repr
+
+    try:
+        debug = switch(debug, "debug")
+    except ValueError:
+        one_line_errors(False)  # the bad value itself is said in one line
+        raise
     for name in TRACEBACK_LOGGERS:
         logger = _logger(name)
         for old in [f for f in logger.filters if isinstance(f, _NoTraceback)]:

@@ -22,6 +22,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MetricsSaver
 
+from .config_values import switch
 from .io import atomic_output, staged_outputs
 
 __all__ = [
@@ -477,8 +478,8 @@ class ExistingWeightsGuard:
         names: tuple[str, ...] = ("model.pt",),
     ) -> None:
         self.folder = Path(folder)
-        self.resume = bool(resume)
-        self.overwrite = bool(overwrite)
+        self.resume = switch(resume, "resume")
+        self.overwrite = switch(overwrite, "overwrite_weights")
         self.names = names
 
     def attach(self, engine: Engine) -> None:

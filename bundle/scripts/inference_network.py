@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .config_values import switch
+
 __all__ = ["fold_batch_norms", "prepare_for_inference"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -95,8 +97,7 @@ def prepare_for_inference(network: nn.Module, optimize: bool = True) -> nn.Modul
     Raises:
         ValueError: ``optimize`` is not a bool.
     """
-    if not isinstance(optimize, bool):  # a command line's "false" is a non-empty string: true
-        raise ValueError(f"optimize_networks: expected True or False, got {optimize!r}")
+    optimize = switch(optimize, "optimize_networks")  # a command line's "false" is text: bool() would say True
     network.eval()
     if not optimize:
         return network

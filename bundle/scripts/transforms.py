@@ -19,6 +19,7 @@ from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
 from .coco import rasterize_annotations
 from .components import components_to_boxes
+from .config_values import number, switch
 from .io import mask_output_path, to_grey, write_mask
 from .numpy_transforms import NumpyScaleIntensityRangePercentiles
 from .tumor_crops import context_square, crop_square, paste_square
@@ -344,13 +345,17 @@ class TumorProbabilityToMaskd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if not 0.0 < float(threshold) < 1.0:
+        if not 0.0 < number(threshold, "threshold") < 1.0:
             raise ValueError(f"threshold: must be a tumor probability in (0, 1), got {threshold!r}")
-        if not 0.0 <= float(min_confidence) < 1.0:
+        if not 0.0 <= number(min_confidence, "min_confidence") < 1.0:
             raise ValueError(f"min_confidence: must be a component confidence in [0, 1), got {min_confidence!r}")
-        if not 0.0 <= float(min_area_fraction) < 1.0:
+        if not 0.0 <= number(min_area_fraction, "min_area_fraction") < 1.0:
             raise ValueError(f"min_area_fraction: must be a fraction of the image in [0, 1), got {min_area_fraction!r}")
-        possible = float(min_confidence) if possible_min_confidence is None else float(possible_min_confidence)
+        possible = (
+            float(min_confidence)
+            if possible_min_confidence is None
+            else number(possible_min_confidence, "possible_min_confidence")
+        )
         if not 0.0 <= possible <= float(min_confidence):
             raise ValueError(
                 f"possible_min_confidence: must be in [0, min_confidence={min_confidence}], "
@@ -359,9 +364,9 @@ class TumorProbabilityToMaskd(MapTransform):
         self.possible_min_confidence = possible
         self.threshold = float(threshold)
         self.min_area_fraction = float(min_area_fraction)
-        self.keep_largest_component = bool(keep_largest_component)
+        self.keep_largest_component = switch(keep_largest_component, "keep_largest_component")
         self.min_confidence = float(min_confidence)
-        self.fill_holes = bool(fill_holes)
+        self.fill_holes = switch(fill_holes, "fill_holes")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -506,7 +511,7 @@ class RefineTumorOutlined(MapTransform):
         super().__init__(keys, allow_missing_keys)
         if network is None:
             raise ValueError("network: the cascade needs its outline network")
-        if not 0.0 < float(threshold) < 1.0:
+        if not 0.0 < number(threshold, "threshold") < 1.0:
             raise ValueError(f"threshold: must be a tumor probability in (0, 1), got {threshold!r}")
         self.image_key = image_key
         self.network = network.eval()
@@ -514,7 +519,7 @@ class RefineTumorOutlined(MapTransform):
         self.context = float(context)
         self.min_side = int(min_side)
         self.threshold = float(threshold)
-        self.fill_holes = bool(fill_holes)
+        self.fill_holes = switch(fill_holes, "fill_holes")
 
     @staticmethod
     def _scaled(image: Any) -> torch.Tensor:
