@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from brainseg_monai.cli import main
-from scripts.io import DICOM_MODALITY_TAG, read_medical_image
+from scripts.io import DICOM_MODALITY_TAG, DICOM_SOP_CLASS_TAG, read_medical_image
 
 itk = pytest.importorskip("itk")
 
@@ -122,3 +122,40 @@ def test_segment_reports_a_ct_dicom_on_one_line_and_writes_no_mask_for_it(tmp_pa
     assert not any("Traceback" in line for line in err)
     assert (out / "brain_mr.nii.gz").is_file()
     assert not (out / "chest_ct.nii.gz").exists() and not (out / "abdomen_ct.nii.gz").exists()
+
+
+def _blank_modality(path: Path) -> None:
+    """Write spaces over the Modality's value: an empty tag, as some anonymizers leave it."""
+    data = path.read_bytes()
+    at = data.find(struct.pack("<HH", 0x0008, 0x0060))
+    (length,) = struct.unpack("<I", data[at + 4 : at + 8])
+    path.write_bytes(data[: at + 8] + b" " * length + data[at + 8 + length :])
+
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+
+
+@pytest.mark.parametrize("stripped", ["dropped", "blank", "OT"])
+def test_a_ct_whose_modality_says_nothing_is_refused_by_its_sop_class(tmp_path: Path, stripped: str, capsys):
+    """A CT whose Modality was removed, emptied or written as OT still says what it is in its SOP Class UID."""
+    tags = {DICOM_SOP_CLASS_TAG: CT_IMAGE_STORAGE}
+    path = _write_dicom(
+        tmp_path / "scan.dcm", _pixels((64, 64)), {"dropped": None, "blank": "CT", "OT": "OT"}[stripped], tags
+    )
+    if stripped == "blank":
+        _blank_modality(path)
+    said = "no Modality" if stripped != "OT" else "Modality OT"
+    expected = f"{path}: DICOM SOP Class UID {CT_IMAGE_STORAGE} (CT), {MESSAGE.replace('not MR', f'not MR ({said})')}"
+    with pytest.raises(ValueError) as info:
+        read_medical_image(path)
+    assert str(info.value) == expected
+    out = tmp_path / "out"
+    assert main(["segment", str(path), "--output-dir", str(out), "--device", "cpu"]) == 1
+    assert f"FAILED {expected}" in capsys.readouterr().err and not (out / "scan.nii.gz").exists()
+
+
+@pytest.mark.parametrize("sop_class", [MR_IMAGE_STORAGE, MR_IMAGE_STORAGE + ".1", "1.2.840.10008.5.1.4.1.1.7"])
+def test_an_mr_or_secondary_capture_class_without_modality_is_read(tmp_path: Path, sop_class: str):
+    path = _write_dicom(tmp_path / "slice.dcm", _pixels(), None, {DICOM_SOP_CLASS_TAG: sop_class})
+    assert read_medical_image(path)[0].shape == (1, 16, 16)

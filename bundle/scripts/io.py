@@ -394,6 +394,17 @@ DICOM_MODALITY_TAG = "0008|0060"
 #: Modalities read: MR, and OT ("other"), what secondary captures and converters (ITK's own writer among
 #: them) put on MR slices saved as DICOM; every other (CT, US, CR, PT...) is refused.
 ACCEPTED_MODALITIES = ("MR", "OT")
+#: DICOM SOP Class UID (0008,0016): what kind of object the file stores, whatever its Modality says.
+DICOM_SOP_CLASS_TAG = "0008|0016"
+#: The standard image storage classes; below it ``.4`` is MR (MR, enhanced MR...) and ``.7`` secondary capture.
+STORAGE_CLASS_ROOT = "1.2.840.10008.5.1.4.1.1"
+#: Storage classes read when the Modality says nothing (missing, empty or OT): MR and secondary capture.
+ACCEPTED_STORAGE_CLASSES = ("4", "7")
+#: Names of the commonest other storage classes, for the message that refuses them.
+STORAGE_CLASS_NAMES = {
+    "1": "CR", "1.1": "DX", "1.2": "MG", "2": "CT", "2.1": "enhanced CT", "3.1": "US multi-frame", "6.1": "US",
+    "12.1": "XA", "20": "NM", "128": "PET",
+}  # fmt: skip
 
 
 def _itk_error(error: BaseException) -> str:
@@ -416,16 +427,19 @@ def _check_dicom_modality(path: str, dicom_file: str) -> None:
     """Refuse a DICOM whose Modality (0008,0060) is not MR, from its header, before any pixel is read.
 
     The model segments T1 contrast MRI: a CT, ultrasound or radiograph would still get a mask, and
-    one that means nothing. A file without the tag (or with it empty), or with OT ("other", what
-    secondary captures and format converters write), is accepted: neither says anything against MR.
-    Files that are not DICOM (NIfTI, NRRD...) are left alone.
+    one that means nothing. Where the Modality says nothing (no tag, an empty one, or OT, "other",
+    what secondary captures and format converters write), the SOP Class UID (0008,0016) decides: a
+    standard image storage class other than MR or secondary capture (a CT whose Modality was
+    stripped) is refused; MR, secondary capture, no class or a private one is accepted. Files that
+    are not DICOM (NIfTI, NRRD...) are left alone.
 
     Args:
         path: the input as the user named it (a file or a series folder), named in the message.
         dicom_file: the file whose header is read (``path`` itself, or a series' first file).
 
     Raises:
-        ValueError: ``"<path>: DICOM Modality is CT, not MR: this model segments T1 contrast MRI only"``.
+        ValueError: ``"<path>: DICOM Modality is CT, not MR: this model segments T1 contrast MRI only"``, or
+            ``"<path>: DICOM SOP Class UID 1.2.840.10008.5.1.4.1.1.2 (CT), not MR: ..."`` (Modality missing).
     """
     import itk
 
@@ -436,14 +450,22 @@ def _check_dicom_modality(path: str, dicom_file: str) -> None:
         io.SetFileName(dicom_file)
         io.ReadImageInformation()  # the header only: GDCM stops before the pixel data
         tags = io.GetMetaDataDictionary()
-        if not tags.HasKey(DICOM_MODALITY_TAG):
-            return
-        modality = str(tags[DICOM_MODALITY_TAG]).strip().upper()  # DICOM pads odd-length values with a space
+        # DICOM pads odd-length values with a space (a UID with a NUL)
+        modality = str(tags[DICOM_MODALITY_TAG]).strip().upper() if tags.HasKey(DICOM_MODALITY_TAG) else ""
+        sop_class = str(tags[DICOM_SOP_CLASS_TAG]).strip(" \x00") if tags.HasKey(DICOM_SOP_CLASS_TAG) else ""
     except (RuntimeError, AttributeError, TypeError):
         return  # an unreadable header: imread names the problem
     if modality and modality not in ACCEPTED_MODALITIES:
         shown = modality if modality.isprintable() and len(modality) <= 16 else repr(modality[:16])
         raise ValueError(f"{path}: DICOM Modality is {shown}, not MR: this model segments T1 contrast MRI only")
+    kind = sop_class[len(STORAGE_CLASS_ROOT) + 1 :] if sop_class.startswith(STORAGE_CLASS_ROOT + ".") else ""
+    if kind and kind.split(".")[0] not in ACCEPTED_STORAGE_CLASSES:
+        name = STORAGE_CLASS_NAMES.get(kind, "an image storage class that is not MR")
+        shown = sop_class if sop_class.isprintable() and len(sop_class) <= 64 else repr(sop_class[:64])
+        said = f"Modality {modality}" if modality else "no Modality"
+        raise ValueError(
+            f"{path}: DICOM SOP Class UID {shown} ({name}), not MR ({said}): this model segments T1 contrast MRI only"
+        )
 
 
 def _size_problem(name: str, dims) -> str | None:
