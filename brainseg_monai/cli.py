@@ -837,9 +837,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     device = _device("--device", args.device)
     predictor = _load_predictor(BundlePredictor, args, device, _operating_point(args, "inference.json"))
     report_path = Path(args.output_dir) / TUMOR_REPORT_FILE
-    # --skip-existing: the earlier run's rows, kept for the inputs skipped now (read first: a bad file stops here)
-    earlier = read_tumor_report(report_path) if args.skip_existing and report_path.is_file() else []
+    # the earlier runs' rows, kept for every input not segmented again now: a second run into the folder adds to
+    # its report, never drops the rows of masks already there (read first: a file that is no report stops here)
+    earlier = read_tumor_report(report_path) if report_path.is_file() else []
     reported = {str(r["file_name"]): r for r in earlier}
+    this_run: list[dict] = []  # the rows of this run's inputs, for its summary: segmented now or skipped
     failures: list[str] = []
     rows: list[dict] = []
     skipped = 0
@@ -848,6 +850,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         for path in files:
             if args.skip_existing and _already_done(path, args, reported):
                 skipped += 1
+                this_run.append(reported[os.path.basename(os.path.normpath(path))])
                 progress.update(1)
                 continue
             slices = _SliceProgress(progress, os.path.basename(os.path.normpath(path)), args.batch_size)
@@ -865,6 +868,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             finally:
                 slices.finish()
             rows.append(row)
+            this_run.append(row)
             progress.write(target, sys.stdout)  # stream: a caller sees each mask as soon as it is written
             # how a volume was cut, where not as it lies: its axial slices along J, rectangular pixels made square
             said = f"{row_summary(row)} (tumor score {row['tumor_score']:.2f}" + (f"; {cut})" if cut else ")")
@@ -881,12 +885,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     done = len(files) - len(failures) - skipped
     already = f", {skipped} already done (--skip-existing)" if skipped else ""
     print(f"segmented {done} of {len(files)} image(s) into {args.output_dir}{already}", file=sys.stderr)
-    if rows:
-        nothing = sum(row["verdict"] == NO_TUMOR for row in rows)
-        volumes = any(map(is_volume_row, rows))
+    if this_run:
+        nothing = sum(row["verdict"] == NO_TUMOR for row in this_run)
+        volumes = any(map(is_volume_row, this_run))
         per_slice = f"; per slice: <volume>{SLICE_REPORT_SUFFIX} beside each volume's mask" if volumes else ""
+        kept = len(rows) - len(this_run)
+        others = f" (and {kept} earlier row{'s' if kept != 1 else ''} of other inputs)" if kept > 0 else ""
         print(
-            f"{tumor_summary(rows)}; nothing found on {nothing}; per-image report: {report}{per_slice}", file=sys.stderr
+            f"{tumor_summary(this_run)}; nothing found on {nothing}; per-image report: {report}{others}{per_slice}",
+            file=sys.stderr,
         )
     if failures:
         print(f"{len(failures)} failed: {', '.join(map(_shown, failures))}", file=sys.stderr)

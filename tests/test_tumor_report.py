@@ -300,3 +300,69 @@ def test_min_area_fraction_drops_specks():
     assert out["pred_tumor_score"] == pytest.approx(0.9)  # the speck does not count, not even for the score
     with pytest.raises(ValueError, match="min_area_fraction: must be a fraction of the image"):
         TumorProbabilityToMaskd(min_area_fraction=1.0)
+
+
+# --------------------------------------------------------------------------- reports a person opens
+
+
+def test_a_file_name_that_a_spreadsheet_would_run_is_written_as_text_and_read_back(tmp_path):
+    """``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM(...)``, ``-2+3``: a spreadsheet runs cells that start so. They are
+    written with a leading quote (shown as text) and read back as the names they are."""
+    from scripts.tumor_report import read_tumor_report, tumor_row, write_tumor_report
+
+    names = ['=HYPERLINK("http://x","y").jpg', "+cmd|calc.jpg", "@SUM(1).jpg", "-2+3.jpg", "\tx.jpg", "plain.jpg"]
+    path = write_tumor_report([tumor_row(n, 0.1, [], False) for n in names], tmp_path / "tumor_report.csv")
+    with open(path, newline="", encoding="utf-8") as f:
+        cells = [row["file_name"] for row in csv.DictReader(f)]
+    assert cells == ["'" + n for n in names[:-1]] + ["plain.jpg"]
+    assert [r["file_name"] for r in read_tumor_report(path)] == names
+
+
+def test_a_file_name_that_is_not_utf8_keeps_the_report(tmp_path):
+    """A Latin-1 name on a Linux disk reaches Python as surrogates: written as its own bytes, read back the same;
+    a report a spreadsheet saved with a byte order mark, or in Latin-1, is read, not refused."""
+    from scripts.tumor_report import read_tumor_report, tumor_row, write_tumor_report
+
+    name = b"scan_\xe9.jpg".decode("utf-8", "surrogateescape")
+    path = write_tumor_report([tumor_row(name, 0.9, [], False)], tmp_path / "tumor_report.csv")
+    assert b"scan_\xe9.jpg" in (tmp_path / "tumor_report.csv").read_bytes()
+    assert read_tumor_report(path)[0]["file_name"] == name
+    text = (tmp_path / "tumor_report.csv").read_bytes().replace(b"\xe9", b"e")
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text)  # Excel's "CSV UTF-8"
+    assert read_tumor_report(tmp_path / "bom.csv")[0]["file_name"] == "scan_e.jpg"
+    (tmp_path / "latin1.csv").write_bytes(text.replace(b"scan_e", "scan_ü".encode("latin-1")))
+    assert read_tumor_report(tmp_path / "latin1.csv")[0]["file_name"].startswith("scan_")
+
+
+def test_a_second_run_into_the_folder_adds_to_its_report(tmp_path, capsys):
+    """``brainseg segment`` and ``monai.bundle run``, one image, then another into the same folder: the report
+    holds both rows (the first image's mask is still there); a file there that is no report stops a run before
+    anything is written."""
+    first, second = sorted(SAMPLE_SPLIT.glob("*.jpg"))[:2]
+    out = tmp_path / "out"
+    for image in (first, second):
+        assert main(["segment", str(image), "--output-dir", str(out), "--device", "cpu"]) == 0
+    with open(out / "tumor_report.csv", newline="", encoding="utf-8") as f:
+        assert [r["file_name"] for r in csv.DictReader(f)] == [first.name, second.name]
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.startswith("tumor found on 1 of 1 images") and "(and 1 earlier row of other inputs)" in said
+
+    bundle_out = tmp_path / "bundle_out"
+    for image in (first, second):
+        folder = tmp_path / image.stem
+        folder.mkdir()
+        shutil.copy(image, folder)
+        proc = run_bundle(
+            "--config_file", "configs/inference.json", "--dataset_dir", str(folder), "--output_dir", str(bundle_out)
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(bundle_out / "tumor_report.csv", newline="", encoding="utf-8") as f:
+        assert [r["file_name"] for r in csv.DictReader(f)] == [first.name, second.name]
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "tumor_report.csv").write_text("patient,notes\n1,keep me\n", encoding="utf-8")
+    assert main(["segment", str(first), "--output-dir", str(foreign), "--device", "cpu"]) != 0
+    assert "not a tumor report" in capsys.readouterr().err
+    assert sorted(p.name for p in foreign.iterdir()) == ["tumor_report.csv"]
+    assert (foreign / "tumor_report.csv").read_text(encoding="utf-8") == "patient,notes\n1,keep me\n"

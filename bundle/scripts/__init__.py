@@ -15,6 +15,7 @@ __all__ = [
     "coco",
     "components",
     "config_values",
+    "csv_files",
     "distributed",
     "errors",
     "handlers",

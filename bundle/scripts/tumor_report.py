@@ -10,13 +10,13 @@ report of its own, one row per slice (:data:`SLICE_REPORT_FIELDS`, ``<stem>_slic
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .io import atomic_output, mask_output_path
+from .csv_files import read_csv, write_csv
+from .io import mask_output_path
 from .verdict import NO_TUMOR, POSSIBLE_TUMOR, TUMOR, verdict_of, volume_verdict
 
 __all__ = [
@@ -216,25 +216,15 @@ def tumor_count_summary(found: int, total: int, unit: str = "images", possible: 
     return f"{said}; possible tumor on {possible} more" if possible else said
 
 
-def _write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, fields: Sequence[str]) -> str:
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in fields})
-    return os.fspath(path)
-
-
 def write_tumor_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
     """Write the rows as CSV (:data:`TUMOR_REPORT_FIELDS`), atomically; returns the path."""
-    return _write_csv(rows, path, TUMOR_REPORT_FIELDS)
+    return write_csv(rows, path, TUMOR_REPORT_FIELDS)
 
 
 def write_slice_report(slice_reports: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
     """Write a volume's per-slice report (:func:`slice_rows`, :data:`SLICE_REPORT_FIELDS`) as CSV, atomically;
     returns the path."""
-    return _write_csv(slice_rows(slice_reports), path, SLICE_REPORT_FIELDS)
+    return write_csv(slice_rows(slice_reports), path, SLICE_REPORT_FIELDS)
 
 
 def read_tumor_report(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -244,19 +234,18 @@ def read_tumor_report(path: str | os.PathLike) -> list[dict[str, Any]]:
     Raises:
         ValueError: the file is not a tumor report (named, with its header).
     """
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "file_name" not in reader.fieldnames or "tumor_found" not in reader.fieldnames:
-            raise ValueError(f"{path}: not a tumor report (header {reader.fieldnames})")
-        return [
-            {
-                **row,
-                "tumor_found": row["tumor_found"] == "True",
-                "possible_tumor": row.get("possible_tumor") == "True",
-                "verdict": row.get("verdict") or (TUMOR if row["tumor_found"] == "True" else NO_TUMOR),
-            }
-            for row in reader
-        ]
+    fields, rows = read_csv(path)
+    if "file_name" not in fields or "tumor_found" not in fields:
+        raise ValueError(f"{path}: not a tumor report (header {fields or None})")
+    return [
+        {
+            **row,
+            "tumor_found": row["tumor_found"] == "True",
+            "possible_tumor": row.get("possible_tumor") == "True",
+            "verdict": row.get("verdict") or (TUMOR if row["tumor_found"] == "True" else NO_TUMOR),
+        }
+        for row in rows
+    ]
 
 
 class TumorReportWriter:
@@ -271,6 +260,10 @@ class TumorReportWriter:
     sets ``final_summary`` and calls :meth:`finish` last: the report is still written at each step,
     but the summary is logged once, over every input, instead of once for the images and again,
     with other counts, for images and volumes together.
+
+    A report already in ``output_dir`` (an earlier run) keeps its rows of the inputs this run does
+    not segment: a second run into the folder adds to the report. A file there that is not a tumor
+    report stops the run at its start, before anything is written.
 
     Args:
         output_dir: the folder of the report (the masks' folder).
@@ -294,6 +287,7 @@ class TumorReportWriter:
         self.source_key = source_key
         self.final_summary = bool(final_summary)
         self.rows: list[dict[str, Any]] = []
+        self._earlier: list[dict[str, Any]] | None = None  # read on first use
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Any) -> None:
@@ -306,6 +300,15 @@ class TumorReportWriter:
 
     def _reset(self, engine: Any) -> None:
         self.rows = []
+        self._earlier = None
+        self._report_rows()  # an unreadable earlier report stops the run here, before any output
+
+    def _report_rows(self) -> list[dict[str, Any]]:
+        """The earlier report's rows of inputs not in this run, then this run's rows."""
+        if self._earlier is None:
+            self._earlier = read_tumor_report(self.path) if os.path.isfile(self.path) else []
+        names = {r["file_name"] for r in self.rows}
+        return [r for r in self._earlier if r["file_name"] not in names] + self.rows
 
     def _collect(self, engine: Any) -> None:
         outputs = engine.state.output
@@ -332,7 +335,7 @@ class TumorReportWriter:
 
     def finish(self) -> str:
         """Write the report and log its one summary, over every input of the run; returns the summary."""
-        write_tumor_report(self.rows, self.path)
+        write_tumor_report(self._report_rows(), self.path)
         said = self.summary()
         self.logger.info(said)
         return said
@@ -356,6 +359,6 @@ class TumorReportWriter:
         return f"{said}{odd}; report: {self.path}"
 
     def _write(self, engine: Any) -> None:
-        write_tumor_report(self.rows, self.path)
+        write_tumor_report(self._report_rows(), self.path)
         if not self.final_summary:
             self.logger.info(self.summary())

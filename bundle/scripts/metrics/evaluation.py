@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import statistics
@@ -17,6 +16,7 @@ import numpy as np
 
 from ..coco import rasterize_annotations
 from ..components import _as_binary, components_to_boxes
+from ..csv_files import write_csv
 from ..io import atomic_output, image_stem
 from .coco_ap import coco_ap, to_coco_results
 from .detection import (
@@ -295,7 +295,4 @@ def write_json(data: Any, path: str | os.PathLike) -> None:
 
 def write_rows(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
     """CSV with the columns :data:`ROW_FIELDS`; ``None`` becomes an empty cell."""
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    write_csv(rows, path, ROW_FIELDS)
