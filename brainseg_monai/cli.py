@@ -498,7 +498,13 @@ def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     files: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            files.extend(list_images(item, PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES, series=True))
+            found = list_images(item, PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES, series=True)
+            if not found and len(inputs) > 1:  # named, it is an input: never dropped without a word
+                suffixes = ", ".join(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES)
+                raise CommandError(
+                    f"{item}: no images in this folder (files ending in {suffixes}; DICOM files need their .dcm suffix)"
+                )
+            files.extend(found)
         elif os.path.exists(item):
             files.append(item)
         else:

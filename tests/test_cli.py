@@ -384,3 +384,17 @@ def test_segment_gives_the_axial_slices_of_thick_coronal_slices_square_pixels(tm
     assert labels.shape == (tumor.shape[0] // 4, 3, tumor.shape[1]) and labels[:, 1].any() and not labels[:, 0].any()
     with Image.open(out / "overlays" / "coronal_slice001.png") as im:
         assert im.size == (tumor.shape[1], tumor.shape[0]), "the overlay shows the slice with square pixels"
+
+
+def test_segment_refuses_a_named_folder_that_holds_no_images(tmp_path, capsys):
+    """A folder given beside other inputs that yields nothing (a DICOM export without suffixes) is said, not dropped:
+    the run stops before any work."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "IM0001").write_bytes(b"\0" * 132 + b"DICM")
+    image = sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]
+    out = tmp_path / "out"
+    assert main(["segment", str(export), str(image), "--output-dir", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert f"{export}: no images in this folder" in err and "DICOM files need their .dcm suffix" in err
+    assert not out.exists()

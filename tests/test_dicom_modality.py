@@ -150,9 +150,10 @@ def test_a_ct_whose_modality_says_nothing_is_refused_by_its_sop_class(tmp_path: 
     with pytest.raises(ValueError) as info:
         read_medical_image(path)
     assert str(info.value) == expected
-    out = tmp_path / "out"
-    assert main(["segment", str(path), "--output-dir", str(out), "--device", "cpu"]) == 1
-    assert f"FAILED {expected}" in capsys.readouterr().err and not (out / "scan.nii.gz").exists()
+    if stripped == "dropped":  # once through brainseg segment: the same reader refuses it there
+        out = tmp_path / "out"
+        assert main(["segment", str(path), "--output-dir", str(out), "--device", "cpu"]) == 1
+        assert f"FAILED {expected}" in capsys.readouterr().err and not (out / "scan.nii.gz").exists()
 
 
 @pytest.mark.parametrize("sop_class", [MR_IMAGE_STORAGE, MR_IMAGE_STORAGE + ".1", "1.2.840.10008.5.1.4.1.1.7"])

@@ -1081,9 +1081,6 @@ def test_training_refuses_to_replace_weights_it_did_not_make(tmp_path):
         assert last.startswith("error: ") and str(models / "model.pt") in last and "--overwrite_weights true" in last
         assert sorted(p.name for p in models.iterdir()) == ["model.pt"]
         assert (models / "model.pt").read_bytes() == shipped
-    proc = run_bundle(*args, "--overwrite_weights", "maybe")
-    assert proc.stderr.strip().splitlines()[-1] == "error: overwrite_weights: expected true or false, got 'maybe'"
-    assert (models / "model.pt").read_bytes() == shipped
     proc = run_bundle(*args, "--overwrite_weights", "true", "--train#trainer#max_epochs", "1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (models / "model.pt").read_bytes() != shipped

@@ -347,17 +347,18 @@ def test_a_second_run_into_the_folder_adds_to_its_report(tmp_path, capsys):
     said = capsys.readouterr().err.splitlines()[-1]
     assert said.startswith("tumor found on 1 of 1 images") and "(and 1 earlier row of other inputs)" in said
 
-    bundle_out = tmp_path / "bundle_out"
-    for image in (first, second):
-        folder = tmp_path / image.stem
-        folder.mkdir()
-        shutil.copy(image, folder)
-        proc = run_bundle(
-            "--config_file", "configs/inference.json", "--dataset_dir", str(folder), "--output_dir", str(bundle_out)
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    with open(bundle_out / "tumor_report.csv", newline="", encoding="utf-8") as f:
-        assert [r["file_name"] for r in csv.DictReader(f)] == [first.name, second.name]
+    # the bundle's own run into that folder, the second image again: the first one's row stays, the second's renewed
+    folder = tmp_path / "again"
+    folder.mkdir()
+    shutil.copy(second, folder)
+    (out / "tumor_report.csv").write_text(
+        (out / "tumor_report.csv").read_text(encoding="utf-8").replace(",tumor,", ",stale,", 2), encoding="utf-8"
+    )
+    proc = run_bundle("--config_file", "configs/inference.json", "--dataset_dir", str(folder), "--output_dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out / "tumor_report.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["file_name"], r["verdict"]) for r in rows] == [(first.name, "stale"), (second.name, "tumor")]
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
