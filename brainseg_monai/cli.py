@@ -449,9 +449,14 @@ def _evaluation_summary(summary: dict[str, Any], out: Path, args: argparse.Names
     if args.outlines and isinstance(summary.get("outline_dice_mean"), (int, float)):
         lines.append(f"outline Dice {summary['outline_dice_mean']:.3f} (mean over {summary['n_outlines']} outlines)")
     files = [PER_IMAGE_FILE, SUMMARY_FILE, f"{MASKS_DIR}/"]
-    files += [name for name in (GALLERY_FILE, "training_curves.png") if (out / name).is_file()]
-    files += [f"{OVERLAYS_DIR}/"] if (out / OVERLAYS_DIR).is_dir() else []
+    files += [GALLERY_FILE] if (out / GALLERY_FILE).is_file() else []
+    # written only when asked for: one left by an earlier evaluation describes that one, not this run
+    optional = {"training_curves.png": bool(args.train_log), f"{OVERLAYS_DIR}/": bool(args.overlays)}
+    files += [name for name, made in optional.items() if made]
     lines.append(f"files in {out}: {', '.join(files)}")
+    earlier = [name for name, made in optional.items() if not made and (out / name.rstrip("/")).exists()]
+    if earlier:
+        lines.append(f"from an earlier evaluation, not this one: {', '.join(earlier)} in {out}")
     return lines
 
 
@@ -1024,7 +1029,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="segment a COCO split and measure against its boxes (and true outlines)")
     p.add_argument("split_dir", help="split folder with _annotations.coco.json")
-    p.add_argument("--output-dir", required=True, help="where metrics, masks and pictures go")
+    p.add_argument(
+        "--output-dir",
+        required=True,
+        help="where metrics, masks and pictures go; each run replaces masks/ (and, with --overlays, overlays/) whole",
+    )
     p.add_argument("--outlines", help="folder of true tumor masks <stem>.png (0/255) to report outline Dice")
     p.add_argument(
         "--overlays", action="store_true", help="also write one overlay PNG per image into OUTPUT_DIR/overlays"

@@ -398,3 +398,26 @@ def test_segment_refuses_a_named_folder_that_holds_no_images(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{export}: no images in this folder" in err and "DICOM files need their .dcm suffix" in err
     assert not out.exists()
+
+
+def test_evaluate_lists_only_the_files_it_wrote_and_names_an_earlier_run_s(tmp_path):
+    """An evaluation without --overlays into a folder where an earlier one drew overlays: its last line lists the
+    files it wrote, and says that overlays/ (and training curves) there are the earlier evaluation's."""
+    import argparse
+
+    from brainseg_monai.cli import _evaluation_summary
+
+    out = tmp_path / "ev"
+    (out / "overlays").mkdir(parents=True)
+    (out / "training_curves.png").write_bytes(b"")
+    summary = {"n_images": 2, "n_images_tumor_found": 1}
+    quiet = argparse.Namespace(outlines=None, overlays=False, train_log=None)
+    lines = _evaluation_summary(summary, out, quiet)
+    assert lines[-2] == f"files in {out}: metrics_per_image.csv, metrics_summary.json, masks/"
+    assert lines[-1] == f"from an earlier evaluation, not this one: training_curves.png, overlays/ in {out}"
+    drawn = argparse.Namespace(outlines=None, overlays=True, train_log="logs")
+    lines = _evaluation_summary(summary, out, drawn)
+    assert (
+        lines[-1]
+        == f"files in {out}: metrics_per_image.csv, metrics_summary.json, masks/, training_curves.png, overlays/"
+    )
