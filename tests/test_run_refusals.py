@@ -213,3 +213,23 @@ def test_a_bundle_zip_without_weights_is_named_by_the_zip_and_member_not_a_tempo
     err = capsys.readouterr().err
     assert f"brainseg segment: error: {z} (member my_bundle/models/model.pt): model weights not found" in err
     assert "brainseg_bundle_" not in err
+
+
+def test_a_bundle_run_reads_every_input_before_it_writes_anything(tmp_path):
+    """``monai.bundle run`` over a folder with a truncated JPEG, an empty file and a file that is no image among
+    good ones: refused before any mask, naming the first problem and every other file at fault; the output
+    folder is not even made. (``brainseg segment`` skips such files and reports them instead.)"""
+    from conftest import run_bundle
+
+    folder, out = tmp_path / "scans", tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(IMAGE, folder / "a_good.jpg")
+    (folder / "b_truncated.jpg").write_bytes(IMAGE.read_bytes()[:2000])
+    (folder / "c_empty.png").write_bytes(b"")
+    (folder / "d_notes.png").write_text("not a picture", encoding="utf-8")
+    proc = run_bundle("--config_file", "configs/inference.json", "--dataset_dir", str(folder), "--output_dir", str(out))
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {folder / 'b_truncated.jpg'}: image file is unreadable or truncated"), last
+    assert f"(and 2 more input(s) that cannot be read: {folder / 'c_empty.png'}, {folder / 'd_notes.png'})" in last
+    assert last.endswith("; nothing was segmented") and not out.exists()

@@ -33,6 +33,7 @@ __all__ = [  # noqa: F822 - PILImageReader is built on first use (__getattr__)
     "bundle_folders",
     "check_distinct_masks",
     "check_inference_inputs",
+    "check_inputs_readable",
     "check_output_dir",
     "check_output_file",
     "image_direction",
@@ -1015,6 +1016,55 @@ def check_inference_inputs(
         raise FileNotFoundError(f"{os.fspath(folder)}: no images to segment ({kinds} files or DICOM series folders)")
     check_output_dir(output_dir, {"dataset_dir": folder, **dict(read or {})}, bundle_root=bundle_root)
     check_distinct_masks(inputs, output_ext, volume_ext)
+    check_inputs_readable(inputs)
+
+
+def check_inputs_readable(inputs: Sequence[str]) -> None:
+    """Read every input before a run writes anything: a 2D image decoded (:func:`open_image`), a medical file's or
+    DICOM series' header (size, data file, Modality, what ITK can read).
+
+    ``python -m monai.bundle run`` segments a folder in one pass that stops at the first error: without this a
+    bad file half-way left the masks of the files before it and no report. What only the pixels of a volume
+    show (NaN, a fourth dimension) is still found when it is read.
+
+    Raises:
+        ValueError: the first unreadable input's problem, naming it, and the names of the others.
+    """
+    problems: list[tuple[str, str]] = []
+    for path in inputs:
+        p = os.fspath(path)
+        try:
+            if is_medical_image(p):
+                _check_medical_readable(p)
+            else:
+                with open_image(p) as image:
+                    image.load()
+        except (ValueError, OSError) as e:
+            message = str(e)
+            problems.append((p, message if message.startswith(p) else f"{p}: {message}"))
+    if problems:
+        others = [p for p, _ in problems[1:]]
+        more = f" (and {len(others)} more input(s) that cannot be read: {', '.join(others)})" if others else ""
+        raise ValueError(f"{problems[0][1]}{more}; nothing was segmented")
+
+
+def _check_medical_readable(path: str) -> None:
+    """The header checks of :func:`read_medical_image`, without reading a voxel."""
+    import itk
+
+    if os.path.isdir(path):
+        _check_dicom_modality(path, _series_files(path)[0])
+        return
+    _check_medical_header(path)
+    _check_dicom_modality(path, path)
+    io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+    try:
+        if io is None:
+            raise RuntimeError("No ImageIO is registered to handle the given file")
+        io.SetFileName(path)
+        io.ReadImageInformation()
+    except RuntimeError as e:
+        raise ValueError(f"{path}: {_unreadable_reason(path) or f'cannot read image ({_itk_error(e)})'}") from None
 
 
 # PIL modes with several channels that are not red, green and blue.
