@@ -431,9 +431,10 @@ def test_unusual_but_valid_images_are_segmented_like_their_plain_grey_version(sm
             assert set(np.unique(np.asarray(mask))) <= {0, 255}
 
 
-def test_bundle_inference_segments_unusual_images_then_stops_at_a_corrupt_one(smoke_model, tmp_path):
-    """``monai.bundle run`` inference reads images like the CLI (same reader): the unusual ones are
-    segmented, the corrupt one stops the run with one line naming it, and gets no mask."""
+def test_bundle_inference_segments_unusual_images_and_refuses_a_folder_with_a_corrupt_one(smoke_model, tmp_path):
+    """``monai.bundle run`` inference reads images like the CLI (same reader): the unusual ones are segmented,
+    each mask at its image's size. A corrupt image added to the folder refuses the next run before it writes
+    anything, with one line naming it: the masks and report of the first run stay as they were."""
     grey = _grey()
     images = tmp_path / "images"
     images.mkdir()
@@ -441,9 +442,8 @@ def test_bundle_inference_segments_unusual_images_then_stops_at_a_corrupt_one(sm
     Image.fromarray(np.dstack([grey, grey, grey, np.full_like(grey, 90)]), "RGBA").save(images / "b_rgba.png")
     Image.fromarray(np.array([[77]], np.uint8)).save(images / "c_one_pixel.png")
     Image.fromarray(grey[40:400, 10:630]).save(images / "d_non_square.png")
-    (images / "z_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 100)  # sorted last
     out = tmp_path / "masks"
-    proc = _bundle(
+    args = (
         "--config_file",
         f"['configs/inference.json','{SMOKE_NETWORK}']",
         "--dataset_dir",
@@ -453,18 +453,23 @@ def test_bundle_inference_segments_unusual_images_then_stops_at_a_corrupt_one(sm
         "--output_dir",
         str(out),
     )
+    proc = _bundle(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    masks = ["a_sixteen_bit.png", "b_rgba.png", "c_one_pixel.png", "d_non_square.png"]
+    assert sorted(p.name for p in out.iterdir()) == [*masks, "tumor_report.csv"]
+    for name in masks:
+        with Image.open(images / name) as im, Image.open(out / name) as m:
+            assert m.size == im.size
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    (images / "z_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 100)
+    proc = _bundle(*args)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     (line,) = _error_lines(proc.stderr)
-    assert line == f"error: {images / 'z_corrupt.png'}: image file is unreadable or truncated (Truncated File Read)"
-    assert sorted(p.name for p in out.iterdir()) == [
-        "a_sixteen_bit.png",
-        "b_rgba.png",
-        "c_one_pixel.png",
-        "d_non_square.png",
-    ]
-    for mask in out.iterdir():
-        with Image.open(images / mask.name) as im, Image.open(mask) as m:
-            assert m.size == im.size
+    assert line == (
+        f"error: {images / 'z_corrupt.png'}: image file is unreadable or truncated (Truncated File Read); "
+        "nothing was segmented"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written
 
 
 def test_bundle_error_hook_prints_the_innermost_cause_and_debug_restores_tracebacks():
@@ -1073,14 +1078,16 @@ def test_training_refuses_to_replace_weights_it_did_not_make(tmp_path):
     (models / "model.pt").write_bytes(shipped)
     configs = f"['configs/train.json','{SMOKE_NETWORK}','{CONFIGS / 'smoke_cpu.json'}']"
     args = ["--config_file", configs, "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "eval")]
-    # "false" typed on the command line arrives as text, which bool() calls true: it must mean false
-    for given in ([], ["--overwrite_weights", "false", "--resume", "false"]):
-        proc = run_bundle(*args, *given)
-        assert proc.returncode != 0
-        last = proc.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: ") and str(models / "model.pt") in last and "--overwrite_weights true" in last
-        assert sorted(p.name for p in models.iterdir()) == ["model.pt"]
-        assert (models / "model.pt").read_bytes() == shipped
+    proc = run_bundle(*args)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(models / "model.pt") in last and "--overwrite_weights true" in last
+    assert sorted(p.name for p in models.iterdir()) == ["model.pt"] and (models / "model.pt").read_bytes() == shipped
+    # "--overwrite_weights false --resume false" reaches the guard as text, which bool() calls true: it means false
+    from scripts.handlers import ExistingWeightsGuard
+
+    with pytest.raises(RuntimeError, match="--overwrite_weights true"):
+        ExistingWeightsGuard(models, resume="false", overwrite="false")()
     proc = run_bundle(*args, "--overwrite_weights", "true", "--train#trainer#max_epochs", "1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (models / "model.pt").read_bytes() != shipped
