@@ -48,8 +48,8 @@ _EXACT_FLOAT32 = 2**24
 def percentiles(values: np.ndarray, q: Sequence[float]) -> np.ndarray:
     """``numpy.percentile(values, q)`` (its default, linear method), counting values instead of sorting them.
 
-    A slice of whole numbers spanning at most :data:`COUNTED_RANGE` (8- and 16-bit pixels, stored
-    as floats or not) has each order statistic read off its cumulative histogram; the two nearest
+    A float slice of whole numbers spanning at most :data:`COUNTED_RANGE` (8- and 16-bit pixels, as the
+    bundle's readers hand them on) has each order statistic read off its cumulative histogram; the two nearest
     order statistics are then interpolated with ``numpy.percentile``'s own arithmetic, so the
     result is the same to the bit. Any other array (fractions, NaN or infinity, a wide range, integer
     dtypes, fewer than two values, a percentile outside 0..100 exclusive of 100) goes to
