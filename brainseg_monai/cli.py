@@ -85,15 +85,16 @@ CONFIG_IS_CODE = "(repeatable). A config file is code: MONAI runs its $ expressi
 
 
 def _device(option: str, text: str | None):
-    """``--device`` as a ``torch.device`` object: user text never becomes a config expression."""
+    """``--device`` as a ``torch.device`` object this machine has: user text never becomes a config expression,
+    and a device it lacks is named before any work, not by torch half-way (:func:`scripts.devices.check_device`)."""
     if text is None:
         return None
-    import torch
+    from scripts.devices import check_device
 
     try:
-        return torch.device(text)
-    except (RuntimeError, ValueError, TypeError):
-        raise CommandError(f"{option} {text!r}: not a device (cpu, cuda, cuda:1, mps...)") from None
+        return check_device(text, f"leave out {option} (the bundle's choice) or use {option} cpu", what=option)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
 
 
 def _config_literal(option: str, value: str) -> str:
@@ -365,11 +366,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.split_dir}: the split has errors (listed above); nothing evaluated")
     if args.train_log and not os.path.isdir(args.train_log):
         raise CommandError(f"--train-log {args.train_log}: folder not found")
+    device = _device("--device", args.device)
     _unpack_bundle_zip(args)
     _check_output_dir(
         args.output_dir, [args.split_dir, args.outlines, args.model, args.train_log, *args.config], args.bundle_dir
     )
-    device = _device("--device", args.device)
     try:
         evaluation = evaluate_split(
             args.split_dir,
@@ -844,8 +845,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     files = _expand_inputs(args.inputs)
     _check_distinct_outputs(files, args.format)
     _unpack_bundle_zip(args)  # a refused zip leaves nothing behind, not even the output folder
+    device = _device("--device", args.device)  # a device this machine lacks: named before the output folder exists
     _check_output_dir(args.output_dir, [*args.inputs, args.model, *args.config], args.bundle_dir)
-    device = _device("--device", args.device)
     predictor = _load_predictor(BundlePredictor, args, device, _operating_point(args, "inference.json"))
     report_path = Path(args.output_dir) / TUMOR_REPORT_FILE
     # the earlier runs' rows, kept for every input not segmented again now: a second run into the folder adds to

@@ -16,6 +16,7 @@ __all__ = [
     "components",
     "config_values",
     "csv_files",
+    "devices",
     "distributed",
     "errors",
     "handlers",

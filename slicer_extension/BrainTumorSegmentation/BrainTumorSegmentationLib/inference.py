@@ -191,12 +191,19 @@ def resolve_device(device: str | None = None, force_cpu: bool = False) -> str | 
     return text
 
 
-def check_device(device: str | None) -> None:
+def check_device(device: str | None, bundle_dir: str | os.PathLike | None = None) -> None:
     """Raise a ``ValueError`` naming ``device`` when this PyTorch cannot run on it (imports torch).
 
     Without this check an unavailable device fails deep inside torch (``AssertionError: Torch not
     compiled with CUDA enabled``, ``RuntimeError: PyTorch is not linked with support for mps devices``),
     which says nothing about the device the user chose. ``None`` (the bundle's choice) always passes.
+    Whether this machine has the device is the bundle's own check (``scripts/devices.py``, bundles
+    from 0.6.7, the check ``brainseg`` and ``monai.bundle run`` make too); an older bundle's device is
+    only checked for its spelling here.
+
+    Args:
+        device: as :func:`resolve_device` takes it.
+        bundle_dir: the bundle that will run (default: :func:`find_bundle_dir`).
     """
     device = resolve_device(device)
     if device is None:
@@ -204,42 +211,18 @@ def check_device(device: str | None) -> None:
     import torch
 
     try:
-        kind = torch.device(device).type
+        torch.device(device)
     except (RuntimeError, ValueError):
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:<index> or mps") from None
-    advice = "choose Auto or CPU instead"
-    if kind == "cuda":
-        if torch.version.cuda is None and torch.version.hip is None:
-            raise ValueError(
-                f"device {device!r} (CUDA GPU) is not available: this PyTorch ({torch.__version__}) was built "
-                f"without CUDA; {advice}, or install a CUDA build of PyTorch (the PyTorch extension's PyTorch Utils)"
-            )
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            hidden = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
-            raise ValueError(
-                f"device {device!r} (CUDA GPU) is not available: PyTorch finds no CUDA GPU{hidden} "
-                f"(no GPU, or its driver is missing or too old); {advice}"
-            )
-        index = torch.device(device).index
-        if index is not None and index >= count:
-            raise ValueError(
-                f"device {device!r} is not available: this machine has {count} CUDA GPU(s), "
-                f"cuda:0 to cuda:{count - 1}; {advice}"
-            )
-    elif kind == "mps":
-        if not torch.backends.mps.is_available():
-            why = (
-                "this PyTorch was built without MPS (Apple GPUs, macOS only)"
-                if not torch.backends.mps.is_built()
-                else "macOS 12.3 or newer on a Mac with an Apple GPU is needed"
-            )
-            raise ValueError(f"device {device!r} (Apple MPS) is not available: {why}; {advice}")
-    elif kind != "cpu":  # another backend (xpu...): its own availability check, where torch has one
-        available = getattr(getattr(torch, kind, None), "is_available", None)
-        if callable(available) and not available():
-            raise ValueError(f"device {device!r} is not available on this machine; {advice}")
+    try:
+        devices = bundle_module("devices", bundle_dir)
+    except ImportError:  # an older bundle, or none: loading it names what is wrong
+        return
+    devices.check_device(
+        device,
+        "choose Auto or CPU instead",
+        cuda_install="install a CUDA build of PyTorch (the PyTorch extension's PyTorch Utils)",
+    )
 
 
 def load_predictor(
@@ -266,8 +249,8 @@ def load_predictor(
             available on this machine (the message names it; see :func:`check_device`).
     """
     device = resolve_device(device, force_cpu)
-    check_device(device)  # before the bundle's code: a clear message, not a failure inside torch
     bundle = find_bundle_dir(bundle_dir)
+    check_device(device, bundle)  # before the networks load: a clear message, not a failure inside torch
     BundlePredictor = bundle_module("predictor", bundle).BundlePredictor
     return BundlePredictor(
         bundle, ckpt_path=ckpt_path, device=device, config_files=[os.fspath(c) for c in config_files]
