@@ -1033,7 +1033,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output-dir",
         required=True,
-        help="where metrics, masks and pictures go; each run replaces masks/ (and, with --overlays, overlays/) whole",
+        help="where metrics, masks and pictures go; each run replaces masks/ (and, with --overlays, overlays/) whole, "
+        "and refuses to when they hold files an evaluation did not write",
     )
     p.add_argument("--outlines", help="folder of true tumor masks <stem>.png (0/255) to report outline Dice")
     p.add_argument(

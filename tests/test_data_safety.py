@@ -31,6 +31,7 @@ from PIL import Image
 
 from brainseg_monai.bundle_zip import MAX_MEMBERS, sha256_file
 from brainseg_monai.cli import main
+from brainseg_monai.metrics import check_replaced_folders
 from scripts.io import MAX_PIXELS, atomic_output, read_medical_image
 
 itk = pytest.importorskip("itk")
@@ -417,6 +418,35 @@ def test_evaluate_stopped_by_ctrl_c_leaves_no_summary_that_looks_finished(smoke_
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "brainseg: interrupted" in err, err[-3000:]
     assert list(out.iterdir()) == []
+
+
+def test_evaluate_refuses_to_replace_mask_folders_that_hold_a_persons_files(smoke_model, tmp_path, capsys):
+    """masks/ and overlays/ are replaced whole by each evaluation: one holding a file no evaluation wrote (notes, a
+    corrected mask under its own name) stops the run before any work; the earlier evaluation's own files do not."""
+    out = tmp_path / "out"
+    argv = _evaluate_argv(smoke_model, SAMPLE_SPLIT, out)
+    assert main(argv) == 0
+    capsys.readouterr()
+    (out / "masks" / "notes.txt").write_text("my notes")
+    (out / "overlays" / "corrected_case.png").write_bytes(b"not ours")
+    (out / "overlays" / "subfolder").mkdir()
+    before = _tree(out)
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"brainseg evaluate: error: {out / 'masks'} holds 1 file that no evaluation wrote there (notes.txt); each "
+        "evaluation replaces masks/ whole: move them or choose another output folder; nothing was evaluated"
+    )
+    assert _tree(out) == before
+    (out / "masks" / "notes.txt").unlink()
+    assert main(argv) == 1
+    assert f"{out / 'overlays'} holds 2 files that no evaluation wrote there (corrected_case.png, subfolder)" in (
+        capsys.readouterr().err
+    )
+    assert main(argv[:4] + argv[5:]) == 0  # without --overlays, overlays/ is not replaced: it is not looked at
+    assert (out / "overlays" / "corrected_case.png").read_bytes() == b"not ours"
+    (out / "masks" / ".DS_Store").write_bytes(b"Finder")  # what an operating system leaves is no one's work
+    check_replaced_folders(out)
 
 
 def test_train_stopped_by_sigterm_while_caching_its_data_ends_without_reading_the_data_again(tmp_path):

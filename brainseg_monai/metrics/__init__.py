@@ -14,6 +14,8 @@ from brainseg_monai.metrics.evaluation import (
     MASKS_DIR,
     OVERLAYS_DIR,
     Evaluation,
+    ForeignFilesError,
+    check_replaced_folders,
     evaluate_split,
 )
 from scripts.components import Component, components_to_boxes
@@ -55,12 +57,14 @@ __all__ = [
     "DetectionCounts",
     "Evaluation",
     "EvaluationWriter",
+    "ForeignFilesError",
     "TumorEvaluation",
     "annotation_box",
     "annotation_masks",
     "best_match_box_iou",
     "box_iou",
     "box_masks",
+    "check_replaced_folders",
     "coco_ap",
     "components_to_boxes",
     "containment_counts",

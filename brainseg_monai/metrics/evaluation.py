@@ -10,6 +10,7 @@ none half-written, and adds the overlays and the gallery.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import os
@@ -19,15 +20,32 @@ from pathlib import Path
 from typing import Any
 
 from scripts.coco import coco_to_datalist
+from scripts.csv_files import read_csv
 from scripts.io import mask_output_path, staged_outputs
 from scripts.metrics.detection import annotation_box
-from scripts.metrics.evaluation import SUMMARY_FILE, check_outlines_dir, outline_path
+from scripts.metrics.evaluation import PER_IMAGE_FILE, SUMMARY_FILE, check_outlines_dir, outline_path
 
-__all__ = ["GALLERY_FILE", "MASKS_DIR", "OVERLAYS_DIR", "Evaluation", "evaluate_split"]
+__all__ = [
+    "GALLERY_FILE",
+    "MASKS_DIR",
+    "OVERLAYS_DIR",
+    "Evaluation",
+    "ForeignFilesError",
+    "check_replaced_folders",
+    "evaluate_split",
+]
 
 GALLERY_FILE = "gallery.png"
 MASKS_DIR = "masks"
 OVERLAYS_DIR = "overlays"
+#: Files an operating system leaves in any folder a person opened (Finder, Explorer): never a user's work.
+SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+#: Foreign files named in a refusal; more are counted.
+MAX_NAMED_FILES = 5
+
+
+class ForeignFilesError(ValueError):
+    """A folder an evaluation replaces whole holds files no evaluation wrote there."""
 
 
 @dataclass
@@ -95,6 +113,8 @@ def evaluate_split(
     Raises:
         CocoDataError: the split has errors.
         FileNotFoundError: ``outlines_dir`` is given but is not a folder.
+        ForeignFilesError: ``masks/`` (or, with ``overlays``, ``overlays/``) holds files that the last
+            evaluation there did not write (:func:`check_replaced_folders`).
         ValueError: the weights do not fit the network.
     """
     from monai.bundle import ConfigWorkflow
@@ -102,6 +122,7 @@ def evaluate_split(
     from brainseg_monai.bundle_code import default_bundle_dir
 
     check_outlines_dir(outlines_dir)
+    check_replaced_folders(output_dir, overlays)
     bundle = Path(bundle_dir or default_bundle_dir()).resolve()
     split = Path(split_dir).resolve()
     out = Path(output_dir)
@@ -162,6 +183,53 @@ def evaluate_split(
         if gallery and records:
             _write_gallery(records, evaluation.rows, staged_masks, outlines_dir, Path(staged) / GALLERY_FILE)
     return evaluation
+
+
+def check_replaced_folders(output_dir: str | os.PathLike, overlays: bool = False) -> None:
+    """Refuse, before any work, to replace a mask or overlay folder holding anything but an evaluation's files.
+
+    An evaluation replaces ``masks/`` (and, with ``overlays``, ``overlays/``) whole, so that no mask of an
+    earlier split lies beside this one's. What the last evaluation wrote there is known from its
+    :data:`~scripts.metrics.evaluation.PER_IMAGE_FILE`: one ``<image stem>.png`` per row. Anything else (a
+    person's notes, a corrected mask saved under a new name, a folder) would be lost, so it stops the run
+    instead. Files an operating system leaves behind (:data:`SYSTEM_FILES`) are not a person's work.
+
+    Raises:
+        ForeignFilesError: naming the folder, the first files (:data:`MAX_NAMED_FILES`) and how many there are.
+    """
+    out = Path(output_dir)
+    written = _names_written(out / PER_IMAGE_FILE)
+    for name in (MASKS_DIR, OVERLAYS_DIR) if overlays else (MASKS_DIR,):
+        folder = out / name
+        if not folder.exists() and not folder.is_symlink():
+            continue
+        if folder.is_symlink() or not folder.is_dir():
+            raise ForeignFilesError(
+                f"{folder}: not a folder an evaluation wrote; the evaluation would replace it with its {name}/ folder: "
+                "move it or choose another output folder; nothing was evaluated"
+            )
+        foreign = sorted(
+            entry.name
+            for entry in os.scandir(folder)
+            if entry.name not in SYSTEM_FILES and not (entry.name in written and entry.is_file(follow_symlinks=False))
+        )
+        if foreign:
+            shown = ", ".join(n if n.isprintable() else repr(n) for n in foreign[:MAX_NAMED_FILES])
+            more = f" and {len(foreign) - MAX_NAMED_FILES} more" if len(foreign) > MAX_NAMED_FILES else ""
+            raise ForeignFilesError(
+                f"{folder} holds {len(foreign)} {'file' if len(foreign) == 1 else 'files'} that no evaluation wrote "
+                f"there ({shown}{more}); each evaluation "
+                f"replaces {name}/ whole: move them or choose another output folder; nothing was evaluated"
+            )
+
+
+def _names_written(table: Path) -> set[str]:
+    """The mask and overlay file names of the evaluation whose per-image table is ``table`` (none without one)."""
+    try:
+        _, rows = read_csv(table)
+    except (OSError, ValueError, csv.Error):  # missing or not a table: nothing there is known to be an evaluation's
+        return set()
+    return {os.path.basename(mask_output_path(row["file_name"], "")) for row in rows if row.get("file_name")}
 
 
 @contextlib.contextmanager
