@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from brainseg_monai.cli import main
 from conftest import SAMPLE_OUTLINES, SAMPLE_SPLIT
-from scripts.io import open_image, read_grey, read_medical_image
+from scripts.io import MEDICAL_SUFFIXES, PLAIN_IMAGE_SUFFIXES, list_images, open_image, read_grey, read_medical_image
 
 itk = pytest.importorskip("itk")
 
@@ -146,6 +146,30 @@ def test_a_series_with_a_missing_slice_is_refused_naming_the_gap(series):
     assert "spacing would be wrong" in message
     with pytest.raises(ValueError, match="two slices at one position .2 mm along the slice normal.: 1111_001.dcm"):
         read_medical_image(series["repeated"])
+
+
+def test_a_series_folder_with_a_stray_picture_is_refused_not_cut_into_single_slices(series, tmp_path, capsys):
+    """A preview.jpg beside a series' .dcm files made the folder a folder of separate images: each slice was
+    segmented alone, without its neighbours. Refused where brainseg and monai.bundle run list their inputs, given
+    as the folder or as a sub-folder, before anything is written."""
+    folder = series["complete"]
+    shutil.copy(sorted(SAMPLE_SPLIT.glob("*.jpg"))[0], folder / "preview.jpg")
+    expected = (
+        f"{folder}: holds 4 DICOM file(s) and other images (preview.jpg); a folder of .dcm files is read as one "
+        "DICOM series: move the other images out of it, or name the files to segment one by one"
+    )
+    out = tmp_path / "out"
+    for given in (folder, folder.parent):
+        assert main(["segment", str(given), "--output-dir", str(out)]) == 1
+        assert capsys.readouterr().err.strip() == f"brainseg segment: error: {expected}"
+    assert not out.exists()
+    for suffixes in (MEDICAL_SUFFIXES, PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES):  # monai.bundle run's lists, brainseg's
+        with pytest.raises(ValueError) as refused:
+            list_images(folder, suffixes, series=True)
+        assert str(refused.value) == expected
+    (folder / "preview.jpg").unlink()
+    assert main(["segment", str(folder), "--output-dir", str(out), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["complete.nii.gz", "complete_slices.csv", "tumor_report.csv"]
 
 
 def test_a_folder_of_two_series_is_refused_listing_both(series):

@@ -834,6 +834,28 @@ def is_dicom_series(folder: str | os.PathLike) -> bool:
     )
 
 
+def _check_not_mixed(folder: str) -> None:
+    """Refuse a folder of ``.dcm`` files that holds other images too (a ``preview.jpg`` beside a series).
+
+    It is neither a DICOM series (:func:`is_dicom_series`) nor a folder of separate images: read as the
+    latter, every slice of the series would be segmented alone, without its neighbours, and the
+    stray picture with them.
+
+    Raises:
+        ValueError: naming the folder and the first other images.
+    """
+    names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    dicom = [n for n in names if n.lower().endswith(".dcm")]
+    others = [n for n in names if n.lower().endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES[:-1])]
+    if dicom and others:
+        shown = ", ".join(n if n.isprintable() else repr(n) for n in others[:3])
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise ValueError(
+            f"{folder}: holds {len(dicom)} DICOM file(s) and other images ({shown}{more}); a folder of .dcm files is "
+            "read as one DICOM series: move the other images out of it, or name the files to segment one by one"
+        )
+
+
 def list_images(
     folder: str | os.PathLike, suffixes: tuple[str, ...] = PLAIN_IMAGE_SUFFIXES, series: bool = False
 ) -> list[str]:
@@ -843,17 +865,25 @@ def list_images(
         folder: the folder.
         suffixes: which files count.
         series: DICOM series count as one input each (:func:`is_dicom_series`): ``folder``
-            itself when it is one, else its sub-folders that are.
+            itself when it is one, else its sub-folders that are. A folder (or sub-folder) holding
+            ``.dcm`` files and other images is refused: it is neither.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist or is not a folder.
+        ValueError: with ``series``, ``folder`` or one of its sub-folders holds DICOM files and other images.
     """
     p = os.fspath(folder)
     if not os.path.isdir(p):
         raise FileNotFoundError(f"{p}: image folder not found")
-    if series and is_dicom_series(p):
-        return [p]
+    if series:
+        _check_not_mixed(p)
+        if is_dicom_series(p):
+            return [p]
     names = sorted(n for n in os.listdir(p) if not n.startswith("."))
+    if series:
+        for n in names:
+            if os.path.isdir(os.path.join(p, n)):
+                _check_not_mixed(os.path.join(p, n))
     return [
         os.path.join(p, n)
         for n in names
