@@ -881,12 +881,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 slices.finish()
             rows.append(row)
             this_run.append(row)
-            progress.write(target, sys.stdout)  # stream: a caller sees each mask as soon as it is written
+            # stream: a caller sees each mask as soon as it is written, one per line (a newline in a name is quoted)
+            progress.write(_shown(target), sys.stdout)
             # how a volume was cut, where not as it lies: its axial slices along J, rectangular pixels made square
             said = f"{row_summary(row)} (tumor score {row['tumor_score']:.2f}" + (f"; {cut})" if cut else ")")
-            progress.write(f"{path}: {said}", sys.stderr)
+            progress.write(f"{_shown(path)}: {said}", sys.stderr)
             if row["input_unusual"]:
-                progress.write(f"WARNING {path} {UNUSUAL_INPUT_WARNING}", sys.stderr)
+                progress.write(f"WARNING {_shown(path)} {UNUSUAL_INPUT_WARNING}", sys.stderr)
     finally:
         progress.close()
         fresh = {r["file_name"] for r in rows}

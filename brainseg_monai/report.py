@@ -135,6 +135,22 @@ def _draw_boxes(ax: Any, boxes: Sequence[Sequence[float]], linewidth: float) -> 
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=BOX_COLOR, linewidth=linewidth))
 
 
+def _grey_range(image: np.ndarray) -> dict[str, float]:
+    """``vmin``/``vmax`` for ``imshow``: the image's own range, or, for an image of one value, a range that shows it.
+
+    Matplotlib maps a range of zero width to its lowest colour: an all-white slice would be drawn black.
+    Such an image is drawn as an 8-bit picture shows it, its value against 0 to 255 (white for a larger
+    value, black for 0 or below).
+    """
+    finite = image[np.isfinite(image)] if np.issubdtype(image.dtype, np.floating) else image
+    if finite.size == 0:
+        return {"vmin": 0.0, "vmax": 1.0}
+    low, high = float(finite.min()), float(finite.max())
+    if high > low:
+        return {"vmin": low, "vmax": high}
+    return {"vmin": 0.0, "vmax": max(high, 255.0)} if high > 0 else {"vmin": low, "vmax": low + 1.0}
+
+
 def _draw_overlay(
     ax: Any,
     image: np.ndarray,
@@ -145,7 +161,7 @@ def _draw_overlay(
     possible: np.ndarray | None = None,
 ) -> None:
     """Greyscale image, COCO boxes, true outline, predicted contour and dashed possible tumors on one axes."""
-    ax.imshow(image, cmap="gray", interpolation="bilinear")
+    ax.imshow(image, cmap="gray", interpolation="bilinear", **_grey_range(image))
     _draw_boxes(ax, boxes, linewidth)
     if outline is not None:
         _draw_contour(ax, outline, OUTLINE_COLOR, linewidth)

@@ -160,3 +160,19 @@ def test_bundle_inference_logs_one_summary_over_images_and_volumes(smoke_model, 
     assert len(verdicts) == 3
     said = tumor_count_summary(verdicts.count(TUMOR), 3, "inputs (2 images, 1 volume)", verdicts.count(POSSIBLE_TUMOR))
     assert summaries[0].endswith(f"{said}; report: {out / TUMOR_REPORT_FILE}")
+
+
+def test_segment_prints_a_name_with_a_newline_quoted_on_one_line(smoke_model, tmp_path, capsys):
+    """stdout holds one mask path per line for a caller to read: a newline in a file name (legal on Linux) is
+    quoted, as in the error lines, never printed raw across two lines."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(_grey(size=256).astype(np.uint8)).save(inputs / "case\nslice.png")
+    out = tmp_path / "out"
+    args = ["segment", str(inputs), "--output-dir", str(out), "--model", str(smoke_model)]
+    assert main([*args, "--config", str(SMOKE_NETWORK), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [repr(str(out / "case\nslice.png"))]
+    assert (out / "case\nslice.png").is_file()
+    verdicts = [line for line in captured.err.splitlines() if "tumor score" in line]
+    assert len(verdicts) == 1 and verdicts[0].startswith(repr(str(inputs / "case\nslice.png")) + ": ")

@@ -87,6 +87,18 @@ def test_single_overlay_keeps_the_image_size(tmp_path: Path):
         single_overlay(rgb, np.zeros((64, 48)), tmp_path / "bad.png")
 
 
+@pytest.mark.parametrize(
+    "value, dtype, shown",
+    [(255, np.uint8, 255), (0, np.uint8, 0), (120, np.uint8, 120), (4000.0, np.float32, 255), (-3.0, np.float32, 0)],
+)
+def test_an_image_of_one_value_is_drawn_in_its_own_grey(value, dtype, shown, tmp_path: Path):
+    """matplotlib draws an image whose range has no width in its lowest colour: an all-white slice came out black."""
+    image = np.full((64, 64), value, dtype)
+    with open_png(Path(single_overlay(image, np.zeros((64, 64)), tmp_path / "one.png"))) as im:
+        top = np.asarray(im.convert("L"))[2:20, 2:62]  # above the caption and the legend
+    assert abs(float(top.mean()) - shown) <= 1
+
+
 def test_training_curves_from_a_real_bundle_run(smoke_model: Path, tmp_path: Path):
     log_dir = smoke_model.parent.parent / "eval"
     scalars = read_scalars(log_dir)
