@@ -687,7 +687,7 @@ def _train_cmd(out: Path, *extra: str) -> list[str]:
         "--output_dir",
         str(out / "eval"),
         "--train#trainer#max_epochs",
-        "4",
+        "3",
         "--batch_size",
         "2",
         "--seed",
@@ -732,8 +732,8 @@ def _assert_same_tensors(a, b, where="") -> None:
 
 @pytest.fixture(scope="module")
 def training_runs(tmp_path_factory):
-    """Three 4-epoch smoke runs with seed 7 side by side: A and B uninterrupted, C SIGKILLed in the
-    middle of epoch 3 (after epoch 2's checkpoint) and then resumed with ``--resume true``."""
+    """Three 3-epoch smoke runs with seed 7 side by side: A and B uninterrupted, C SIGKILLed in the
+    middle of epoch 2 (after epoch 1's checkpoint) and then resumed with ``--resume true``."""
     base = tmp_path_factory.mktemp("determinism")
     runs = {name: _popen(base / name, log=base / f"{name}.log") for name in ("a", "b")}
     runs["c"] = _popen(base / "c")
@@ -743,7 +743,7 @@ def training_runs(tmp_path_factory):
         killed_log = []
         for line in runs["c"].stdout:
             killed_log.append(line)
-            if "Epoch: 3/4, Iter: 2/6" in line:  # epoch 2 is saved; epoch 3 is under way
+            if "Epoch: 2/3, Iter: 2/6" in line:  # epoch 1 is saved; epoch 2 is under way
                 runs["c"].send_signal(signal.SIGKILL)
                 break
         runs["c"].wait()
@@ -774,7 +774,7 @@ def test_two_runs_with_the_same_seed_give_identical_losses_and_weights(training_
     base, logs = training_runs["base"], training_runs["logs"]
     assert training_runs["codes"]["a"] == 0 and training_runs["codes"]["b"] == 0, logs["a"][-2000:]
     losses = _losses(logs["a"])
-    assert len(losses) == 4 * 6 and losses == _losses(logs["b"])
+    assert len(losses) == 3 * 6 and losses == _losses(logs["b"])
     _assert_same_tensors(_state(base / "a"), _state(base / "b"))
     _assert_same_tensors(
         torch.load(base / "a" / "models" / "model.pt", weights_only=True),
@@ -785,12 +785,12 @@ def test_two_runs_with_the_same_seed_give_identical_losses_and_weights(training_
 def test_training_killed_mid_epoch_resumes_to_the_same_final_weights(training_runs):
     base, logs, codes = training_runs["base"], training_runs["logs"], training_runs["codes"]
     assert codes["c_killed"] == -signal.SIGKILL
-    assert "Epoch[3] Complete" not in training_runs["killed_log"]  # killed during epoch 3
-    assert training_runs["state_at_kill"]["trainer"]["iteration"] == 2 * 6  # the last state saved: epoch 2
+    assert "Epoch[2] Complete" not in training_runs["killed_log"]  # killed during epoch 2
+    assert training_runs["state_at_kill"]["trainer"]["iteration"] == 1 * 6  # the last state saved: epoch 1
     assert codes["c"] == 0, logs["c"][-3000:]
     resumed = _losses(logs["c"])
-    assert [step for step, _ in resumed] == [step for step, _ in _losses(logs["a"])[2 * 6 :]]  # epochs 3 and 4 only
-    assert resumed == _losses(logs["a"])[2 * 6 :]
+    assert [step for step, _ in resumed] == [step for step, _ in _losses(logs["a"])[1 * 6 :]]  # epochs 2 and 3 only
+    assert resumed == _losses(logs["a"])[1 * 6 :]
     final_a, final_c = _state(base / "a"), _state(base / "c")
     for key in ("model", "optimizer", "lr_scheduler", "validator"):
         _assert_same_tensors(final_a[key], final_c[key], key)
@@ -968,25 +968,25 @@ def test_resume_with_more_epochs_continues_the_learning_rate_schedule(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(
-        [*_train_cmd(out), "--train#trainer#max_epochs", "2"], cwd=BUNDLE, env=env, capture_output=True, text=True
+        [*_train_cmd(out), "--train#trainer#max_epochs", "1"], cwd=BUNDLE, env=env, capture_output=True, text=True
     )
     assert first.returncode == 0, first.stderr[-2000:]
     more = subprocess.run(
-        [*_train_cmd(out), "--train#trainer#max_epochs", "5", "--resume", "true"],
+        [*_train_cmd(out), "--train#trainer#max_epochs", "3", "--resume", "true"],
         cwd=BUNDLE,
         env=env,
         capture_output=True,
         text=True,
     )
     assert more.returncode == 0, more.stderr[-2000:]
-    assert "schedule now ends at epoch 5 (was 2)" in more.stdout + more.stderr
+    assert "schedule now ends at epoch 3 (was 1)" in more.stdout + more.stderr
     scalars = read_scalars(out / "eval")
     tag = next(t for t in scalars if t.split("/")[0].lower() in ("lr", "learning_rate"))
     lrs = [value for _, _, value in sorted(scalars[tag], key=lambda point: point[0])]
-    assert len(lrs) >= 4
+    assert len(lrs) >= 3
     assert all(later <= earlier + 1e-12 for earlier, later in zip(lrs, lrs[1:])), lrs
     state = torch.load(out / "models" / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
-    assert state["lr_scheduler"]["T_max"] == 5
+    assert state["lr_scheduler"]["T_max"] == 3
 
 
 def test_evaluate_warns_when_no_outline_matches_the_split(smoke_model, tmp_path, capsys):
@@ -1027,6 +1027,8 @@ def test_two_training_runs_into_one_folder_the_second_stops_before_writing(tmp_p
 
 def test_a_training_run_holds_the_lock_while_it_runs(tmp_path):
     """Through monai.bundle: a second run started into the folder of a running one fails at once."""
+    from scripts.handlers import RunFolderLock
+
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(
@@ -1038,8 +1040,8 @@ def test_a_training_run_holds_the_lock_while_it_runs(tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        while not list((out / "models").glob("checkpoint_latest.pt")) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the first run holds the lock from its start; one epoch done proves it runs
+        while not (out / "models" / RunFolderLock.LOCK_NAME).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first run takes the lock as its trainer starts
         assert first.poll() is None
         second = subprocess.run([*_train_cmd(out)], cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode != 0
