@@ -23,8 +23,22 @@ IMAGE = sorted(SAMPLE_SPLIT.glob("*.jpg"))[0]
 def test_devices_this_machine_has_pass_as_torch_devices():
     assert check_device(None) is None
     assert check_device("cpu") == torch.device("cpu")
-    assert check_device(" cpu:0 ") == torch.device("cpu:0")
-    assert check_device(torch.device("cpu")) == torch.device("cpu")
+    assert check_device(" cpu:0 ") == check_device(torch.device("cpu:0")) == torch.device("cpu")  # one spelling
+
+
+def test_weights_load_onto_the_cpu_however_it_is_spelt():
+    """torch.load cannot restore tensors onto "cpu:0", a device torch.device accepts: it blamed the weights file."""
+    from scripts.handlers import safe_load
+
+    for where in ("cpu:0", torch.device("cpu:0"), "cpu", None):
+        state = safe_load(BUNDLE / "models" / "model.pt", map_location=where)
+        assert next(iter(state.values())).device == torch.device("cpu"), where
+
+
+@pytest.mark.parametrize("text", ["meta", "xla", "hpu"])
+def test_device_types_the_networks_do_not_run_on_are_refused(text):
+    with pytest.raises(ValueError, match=f"^device '{text}': not a device the networks run on here; use cpu, cuda"):
+        check_device(text)
 
 
 @pytest.mark.parametrize("text", ["gpu 0", "cuda:-1", "", "$print(1)"])

@@ -13,8 +13,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEFAULT_DEVICE_ADVICE", "check_device"]
+__all__ = ["DEFAULT_DEVICE_ADVICE", "SUPPORTED_TYPES", "check_device"]
 
+#: The device types a run may ask for: torch parses more (meta, xla...), which fail inside torch or do nothing.
+SUPPORTED_TYPES = ("cpu", "cuda", "mps", "xpu")
 #: What to do instead (``monai.bundle run``'s option), ending every message unless a front end gives its own words.
 DEFAULT_DEVICE_ADVICE = "run with --device cpu instead"
 
@@ -26,6 +28,8 @@ def check_device(
     cuda_install: str = "install a CUDA build of PyTorch",
 ) -> torch.device | None:
     """``device`` as a ``torch.device`` when this PyTorch can run on it on this machine; None stays None.
+
+    The CPU comes back as ``cpu`` whatever its spelling (``cpu:0``).
 
     Args:
         device: a ``torch.device`` or its spelling (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...);
@@ -45,9 +49,12 @@ def check_device(
     except (RuntimeError, ValueError, TypeError):
         raise ValueError(f"{what} {str(device)!r}: not a device (cpu, cuda, cuda:<index>, mps)") from None
     name = f"{what} {str(device)!r}"
+    if parsed.type not in SUPPORTED_TYPES:
+        raise ValueError(f"{name}: not a device the networks run on here; use cpu, cuda, cuda:<index> or mps")
     if parsed.type == "cpu":
         if parsed.index not in (None, 0):
             raise ValueError(f"{name}: the CPU is one device, cpu (or cpu:0); {advice}")
+        return torch.device("cpu")  # one spelling: torch.load cannot map weights onto "cpu:0"
     elif parsed.type == "cuda":
         _check_cuda(parsed, name, advice, cuda_install)
     elif parsed.type == "mps":

@@ -297,6 +297,8 @@ def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
 
     p = os.fspath(path)
     _check_weights_file(p)
+    if isinstance(map_location, (str, torch.device)) and torch.device(map_location).type == "cpu":
+        map_location = "cpu"  # torch.load cannot restore tensors onto "cpu:0", a device torch.device accepts
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -188,7 +188,7 @@ def resolve_device(device: str | None = None, force_cpu: bool = False) -> str | 
         return None
     if not re.fullmatch(r"[a-z_]+(:[0-9]+)?", text):
         raise ValueError(f"{device!r} is not a device: use auto, cpu, cuda, cuda:<index> or mps")
-    return text
+    return "cpu" if text == "cpu:0" else text  # one CPU: a background run then hides the GPUs as for "cpu"
 
 
 def check_device(device: str | None, bundle_dir: str | os.PathLike | None = None) -> None:
