@@ -584,6 +584,7 @@ def test_resolve_and_check_device_name_what_is_wrong(scene, samples):
         "mps",
     ]
     assert inference.resolve_device("mps", force_cpu=True) == inference.resolve_device(None, True) == "cpu"
+    assert inference.resolve_device("CPU:0") == "cpu"
     for bad in ("gpu 0", "cuda:-1", "cuda:x", "cu da"):
         with pytest.raises(ValueError, match="is not a device"):
             inference.resolve_device(bad)
@@ -1083,3 +1084,56 @@ def test_a_volume_of_thick_coronal_slices_is_segmented_with_square_pixels(scene,
     assert labels.shape[1] * 6 == square_labels.shape[1]
     if trained:  # the shipped model finds the tumors of these three slices (a check that says something)
         assert (labels == 1).any(axis=(1, 2)).all()
+
+
+def test_results_never_replace_another_image_move_a_users_segments_or_read_other_labels_as_none(scene, tmp_path):
+    """What the Lib writes goes where it belongs, or is refused naming the nodes, with the scene as it was: a
+    probability output that holds an image (another patient's MRI, another volume's probability) is not
+    written over; a segmentation under another transform keeps its own segments where they are; a 0/255 mask
+    is not two empty segments ("no tumor"); NaN voxels and a zero spacing name the volume and the slice."""
+    grey = np.zeros((3, 16, 16), np.float32)
+    grey[:, 4:12, 4:12] = 100.0
+    volume_a = testing.add_scalar_volume(scene, grey, name="patient A")
+    volume_b = testing.add_scalar_volume(scene, grey + 1, name="patient B")
+    mask = np.zeros(grey.shape, np.uint8)
+    mask[1, 5:9, 5:9] = 1
+    probability = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
+    result_a = btl.apply_prediction(volume_a, mask, probability)
+    probability_a = btl.probability_node_of(result_a)
+    before = slicer.util.arrayFromVolume(volume_a).copy()
+    nodes = scene.GetNumberOfNodes()
+
+    for target, words in ((probability_a, "'patient A tumor probability'"), (volume_a, "'patient A'")):
+        with pytest.raises(ValueError, match=f"the probability volume {words} .*holds an image that is not the tumor"):
+            btl.apply_prediction(volume_b, mask, probability, probability_node=target)
+    assert np.array_equal(slicer.util.arrayFromVolume(volume_a), before)
+    assert btl.apply_prediction(volume_a, mask, probability, result_a, probability_node=probability_a) is result_a
+    assert btl.probability_node_of(result_a) is probability_a  # a rerun writes its own probability again
+
+    for bad, shown in ((mask * 255, "255"), (probability, "0.1, 0.9")):
+        with pytest.raises(ValueError, match=f"other values than the labels 0 .*: {shown}; a 0/255 mask"):
+            btl.apply_prediction(volume_b, bad)
+        with pytest.raises(ValueError, match="other values than the labels"):
+            btl.tumor_slice_summary(bad, bundle_dir=BUNDLE)
+    assert scene.GetNumberOfNodes() == nodes
+
+    drawn = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my outlines")
+    drawn.GetSegmentation().AddEmptySegment("ventricles", "Ventricles")
+    shift = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    drawn.SetAndObserveTransformNodeID(shift.GetID())
+    with pytest.raises(ValueError, match="'my outlines' .*lies under another transform .*'Ventricles'"):
+        btl.apply_prediction(volume_b, mask, segmentation_node=drawn)
+    assert drawn.GetTransformNodeID() == shift.GetID()
+    volume_b.SetAndObserveTransformNodeID(shift.GetID())  # both under one transform: written into
+    assert btl.apply_prediction(volume_b, mask, segmentation_node=drawn) is drawn
+
+    broken = grey.copy()
+    broken[2, 3, 3] = np.nan
+    broken[2, 3, 4] = np.inf
+    nan_volume = testing.add_scalar_volume(scene, broken, name="patient 7 T1c")
+    with pytest.raises(ValueError, match=r"'patient 7 T1c' .* has 2 NaN or infinite voxel\(s\), on 1 of its 3 K "):
+        btl.volume_array(nan_volume)
+    flat = testing.add_scalar_volume(scene, grey, name="flat", spacing=(1.0, 1.0, 1.0))
+    flat.SetSpacing(0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match=r"'flat' .* has the spacing \[0.0, 1.0, 1.0\] \(I, J, K\): each must be"):
+        btl.volume_spacing(flat)

@@ -31,6 +31,7 @@ from typing import Any
 from .inference import VOLUME_NAMES, bundle_info, find_bundle_dir, load_predictor
 
 _SEGMENTATION_NAMES = (
+    "LABEL_VALUES",
     "POSSIBLE_SEGMENT_COLOR",
     "POSSIBLE_SEGMENT_NAME",
     "POSSIBLE_TERMINOLOGY",
@@ -42,6 +43,7 @@ _SEGMENTATION_NAMES = (
     "SOURCE_VOLUME_REFERENCE_ROLE",
     "TERMINOLOGY",
     "apply_prediction",
+    "check_labels",
     "check_volume_node",
     "export_segment_labelmap",
     "output_segmentation_for",

@@ -24,6 +24,7 @@ import vtk.util.numpy_support as vtk_np
 from .inference import bundle_module, load_predictor, slice_loop_geometry
 
 __all__ = [
+    "LABEL_VALUES",
     "POSSIBLE_SEGMENT_COLOR",
     "POSSIBLE_SEGMENT_NAME",
     "POSSIBLE_TERMINOLOGY",
@@ -35,6 +36,7 @@ __all__ = [
     "SOURCE_VOLUME_REFERENCE_ROLE",
     "TERMINOLOGY",
     "apply_prediction",
+    "check_labels",
     "check_volume_node",
     "export_segment_labelmap",
     "output_segmentation_for",
@@ -177,9 +179,25 @@ def check_volume_node(volume_node: Any) -> int:
 
 
 def volume_array(volume_node: Any) -> np.ndarray:
-    """A copy of the volume's voxels after :func:`check_volume_node`: ``(k, j, i)`` or ``(k, j, i, c)``."""
+    """A copy of the volume's voxels after :func:`check_volume_node`: ``(k, j, i)`` or ``(k, j, i, c)``.
+
+    Raises:
+        ValueError: naming the volume and its first such slice, when voxels are NaN or infinite (the network
+            cannot read them; the message says where, which the bundle's own check cannot).
+    """
     check_volume_node(volume_node)
-    return np.array(slicer.util.arrayFromVolume(volume_node), copy=True)
+    array = np.array(slicer.util.arrayFromVolume(volume_node), copy=True)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            per_slice = (~finite).reshape(array.shape[0], -1).sum(axis=1)
+            first = int(np.flatnonzero(per_slice)[0])
+            raise ValueError(
+                f"the volume {_describe(volume_node)} has {int(per_slice.sum())} NaN or infinite voxel(s), "
+                f"on {int((per_slice > 0).sum())} of its {array.shape[0]} K slice(s), the first on slice {first}: "
+                "replace them (e.g. with 0) before segmenting"
+            )
+    return array
 
 
 def volume_direction(volume_node: Any) -> np.ndarray:
@@ -194,8 +212,13 @@ def volume_spacing(volume_node: Any) -> tuple[float, float, float]:
     """The volume's voxel spacing along I, J and K (``GetSpacing()``, mm), which tells the bundle's slice loop
     which planes have rectangular pixels, to be given to the network with square ones
     (``scripts.square_pixels``)."""
-    i, j, k = volume_node.GetSpacing()
-    return float(i), float(j), float(k)
+    spacing = tuple(float(v) for v in volume_node.GetSpacing())
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ValueError(
+            f"the volume {_describe(volume_node)} has the spacing {list(spacing)} (I, J, K): each must be a positive "
+            "number of mm; set it in the Volumes module (Volume Information)"
+        )
+    return spacing
 
 
 def source_volume_of(segmentation_node: Any) -> Any:
@@ -241,6 +264,25 @@ def _check_output_nodes(volume_node: Any, segmentation_node: Any, probability_no
             raise ValueError("the probability output cannot be the input volume itself")
         if probability_node.GetScene() is not scene:
             raise ValueError(f"the probability volume {_describe(probability_node)} is not in the input volume's scene")
+        if probability_node.GetImageData() is not None and not _is_probability_of(probability_node, volume_node):
+            raise ValueError(
+                f"the probability volume {_describe(probability_node)} holds an image that is not the tumor "
+                f"probability of {_describe(volume_node)} (an image, or another volume's result): writing the "
+                "probability into it would replace it; choose a new volume (None)"
+            )
+
+
+def _is_probability_of(probability_node: Any, volume_node: Any) -> bool:
+    """Whether a segmentation of ``volume_node`` (or of a volume since removed) holds ``probability_node`` as its
+    tumor probability: a rerun may write it again, nothing else may."""
+    collection = volume_node.GetScene().GetNodesByClass("vtkMRMLSegmentationNode")
+    for index in range(collection.GetNumberOfItems()):
+        segmentation = collection.GetItemAsObject(index)
+        if probability_node_of(segmentation) is probability_node:
+            source = source_volume_of(segmentation)
+            if source is None or source is volume_node:
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------------------
@@ -377,6 +419,7 @@ def tumor_slice_summary(
     arr = np.asarray(mask)
     if arr.ndim != 3 or arr.size == 0:
         raise ValueError(f"expected a non-empty (k, j, i) mask, got shape {arr.shape}")
+    check_labels(arr)
     np_axis = 2 - bundle_module("volumes", bundle_dir).resolve_axis(arr.shape, axis)
     per_slice = np.moveaxis(arr, np_axis, 0).reshape(arr.shape[np_axis], -1)
     tumor = (per_slice == 1).any(axis=1)
@@ -443,6 +486,8 @@ def apply_prediction(
     mask = np.asarray(mask)
     if mask.shape != shape:
         raise ValueError(f"the mask has shape {mask.shape} but the volume has {shape} (k, j, i)")
+    check_labels(mask)
+    _check_transform(volume_node, segmentation_node)
     if probability is not None and np.asarray(probability).shape != shape:
         raise ValueError(f"the probability has shape {np.asarray(probability).shape} but the volume has {shape}")
     columns = None if slice_rows is None else _slice_table_columns(slice_rows)
@@ -505,6 +550,51 @@ def apply_prediction(
                 scene.RemoveNode(node)
         raise
     return segmentation_node
+
+
+#: The values of a label map (``scripts.verdict``): background, tumor, possible tumor.
+LABEL_VALUES = (0, 1, 2)
+
+
+def check_labels(mask: np.ndarray) -> None:
+    """Refuse a label map holding other values than :data:`LABEL_VALUES`.
+
+    A 0/255 mask from another tool, or probabilities, would otherwise become two empty segments: "no
+    tumor", said of a mask that holds one.
+
+    Raises:
+        ValueError: naming the first few other values.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        return
+    other = mask[~np.isin(mask, LABEL_VALUES)]
+    if other.size:
+        shown = ", ".join(f"{v:g}" for v in np.unique(other)[:5].astype(float))
+        raise ValueError(
+            f"the mask holds {other.size} voxel(s) of other values than the labels 0 (background), 1 (tumor) and "
+            f"2 (possible tumor): {shown}; a 0/255 mask is written as 0/1"
+        )
+
+
+def _check_transform(volume_node: Any, segmentation_node: Any) -> None:
+    """Refuse to move a segmentation's own segments: its transform becomes the volume's, so segments drawn under
+    another transform would move with it (those this Lib writes are replaced, so they may)."""
+    if segmentation_node is None or segmentation_node.GetTransformNodeID() == volume_node.GetTransformNodeID():
+        return
+    ours = {name for name, _, _ in _SEGMENTS.values()}
+    segmentation = segmentation_node.GetSegmentation()
+    others = [
+        segmentation.GetSegment(sid).GetName()
+        for sid in segment_ids(segmentation)
+        if segmentation.GetSegment(sid).GetName() not in ours
+    ]
+    if others:
+        raise ValueError(
+            f"the segmentation {_describe(segmentation_node)} lies under another transform than the volume "
+            f"{_describe(volume_node)} and holds other segments ({', '.join(map(repr, others[:3]))}): writing the "
+            "result would move them with it; segment into a new segmentation (None), or put both under one transform"
+        )
 
 
 def _set_aside(segmentation_node: Any, role: str, node: Any) -> None:
