@@ -1137,3 +1137,27 @@ def test_results_never_replace_another_image_move_a_users_segments_or_read_other
     flat.SetSpacing(0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match=r"'flat' .* has the spacing \[0.0, 1.0, 1.0\] \(I, J, K\): each must be"):
         btl.volume_spacing(flat)
+
+
+def test_batch_size_is_a_whole_number_for_every_way_a_run_starts_and_a_probability_node_given_is_filled(scene):
+    """2.7 was cut to 2 for the background worker and refused in process; a probability_node given without
+    output_probability was left empty."""
+    from BrainTumorSegmentationLib import background
+
+    for bad in (2.7, 0, -1, True, "4"):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {re.escape(repr(bad))}"):
+            background.worker_command("python", "in.npy", "out.npz", str(BUNDLE), batch_size=bad)
+    assert "--batch-size=3" in background.worker_command(
+        "python", "in.npy", "out.npz", str(BUNDLE), batch_size=np.int64(3)
+    )
+    volume = testing.add_scalar_volume(scene, np.full((1, 32, 32), 50.0, np.float32), name="flat")
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "where the probability goes")
+
+    class Nothing:
+        def predict_arrays(self, images, with_probability=False, batch_size=8):
+            masks = [np.zeros(np.asarray(i).shape[:2], np.uint8) for i in images]
+            return [(m, np.full(m.shape, 0.25, np.float32)) for m in masks] if with_probability else masks
+
+    result = btl.segment_volume(volume, predictor=Nothing(), probability_node=target)
+    assert btl.probability_node_of(result) is target
+    assert np.allclose(slicer.util.arrayFromVolume(target), 0.25)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .inference import resolve_device
+from .inference import check_batch_size, resolve_device
 
 __all__ = [
     "Launcher",
@@ -188,12 +188,18 @@ def worker_command(
     bundle's choice).
 
     Raises:
-        ValueError: ``device`` is not spelled like a device.
+        ValueError: ``device`` is not spelled like a device, or ``batch_size`` is not a positive whole number.
     """
     device = resolve_device(device, force_cpu)
     # "--option=value", one argument each: a value starting with a minus (most directions, "-1.0,0.0,...", or a
     # folder named "-scans") would be taken for an option
-    command = [python, worker, f"--input={input_path}", f"--output={output_path}", f"--batch-size={int(batch_size)}"]
+    command = [
+        python,
+        worker,
+        f"--input={input_path}",
+        f"--output={output_path}",
+        f"--batch-size={check_batch_size(batch_size)}",
+    ]
     command.append(f"--bundle-dir={os.fspath(bundle_dir)}")
     if ckpt_path:
         command.append(f"--ckpt-path={os.fspath(ckpt_path)}")

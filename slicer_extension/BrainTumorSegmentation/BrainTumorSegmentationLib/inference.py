@@ -26,6 +26,7 @@ __all__ = [  # noqa: F822 - the slice loop names come from the bundle (__getattr
     "SegmentationCancelled",
     "bundle_info",
     "bundle_module",
+    "check_batch_size",
     "check_device",
     "find_bundle_dir",
     "is_cancelled",
@@ -165,6 +166,18 @@ def bundle_module(name: str, bundle_dir: str | os.PathLike | None = None):
 
 def _title(info: dict[str, Any]) -> str:
     return f"{info['name']} {info['version']}".strip()
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` when it is a positive whole number (slices per network call), for every way a run starts.
+
+    Raises:
+        ValueError: naming the value (2.7 was cut to 2 by one front end and refused by another).
+    """
+    # whole numbers only (int, numpy integers: what has __index__); 2.7 or "4" are refused, never cut
+    if isinstance(batch_size, bool) or not hasattr(batch_size, "__index__") or batch_size.__index__() < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size.__index__()
 
 
 def resolve_device(device: str | None = None, force_cpu: bool = False) -> str | None:

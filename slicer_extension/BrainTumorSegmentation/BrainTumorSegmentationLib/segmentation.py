@@ -21,7 +21,7 @@ import slicer
 import vtk
 import vtk.util.numpy_support as vtk_np
 
-from .inference import bundle_module, load_predictor, slice_loop_geometry
+from .inference import bundle_module, check_batch_size, load_predictor, slice_loop_geometry
 
 __all__ = [
     "LABEL_VALUES",
@@ -340,7 +340,7 @@ def segment_volume(
         output_probability: also write the tumor probability (0..1) into a scalar volume with the
             input's geometry: ``probability_node``, else the one made by an earlier run with this
             segmentation node, else a new one (see :func:`probability_node_of`).
-        probability_node: scalar volume node to write the probability into.
+        probability_node: scalar volume node to write the probability into (implies ``output_probability``).
         progress: called with the fraction done (0..1).
         cancel: callable or ``threading.Event`` checked between batches; raises
             :class:`~BrainTumorSegmentationLib.SegmentationCancelled`, leaving the scene unchanged.
@@ -357,6 +357,7 @@ def segment_volume(
     """
     check_volume_node(volume_node)
     _check_output_nodes(volume_node, segmentation_node, probability_node)
+    output_probability = output_probability or probability_node is not None  # a node given is a node to fill
     array = volume_array(volume_node)
     if predictor is not None and (bundle_dir or ckpt_path or config_files or device or force_cpu):
         raise ValueError("pass either predictor or the options to load one (bundle_dir, ckpt_path, ...), not both")
@@ -367,8 +368,7 @@ def segment_volume(
     direction = slice_loop_geometry(volumes, direction=volume_direction(volume_node))
     geometry = {**direction, **slice_loop_geometry(volumes, spacing=volume_spacing(volume_node))}
     ijk_axis = volumes.resolve_axis(array.shape, axis, **direction)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)
     if predictor is None:
         predictor = load_predictor(bundle_dir, ckpt_path, config_files, device, force_cpu)
     # a BundlePredictor also says which slices look unlike its training data; a stand-in may not
