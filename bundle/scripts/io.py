@@ -823,15 +823,21 @@ def write_medical_mask(mask: np.ndarray, reference, path: str | os.PathLike) -> 
     return p
 
 
+def _dicom_and_other_images(folder: str) -> tuple[list[str], list[str]]:
+    """The sorted ``.dcm`` files and other image files directly inside ``folder`` (hidden files left out)."""
+    names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    dicom = [n for n in names if n.lower().endswith(".dcm")]
+    others = [n for n in names if n.lower().endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES[:-1])]
+    return dicom, others
+
+
 def is_dicom_series(folder: str | os.PathLike) -> bool:
     """True for a folder of ``.dcm`` files and no other images: one DICOM series, read as one volume."""
     p = os.fspath(folder)
     if not os.path.isdir(p):
         return False
-    names = [n.lower() for n in os.listdir(p) if not n.startswith(".")]
-    return any(n.endswith(".dcm") for n in names) and not any(
-        n.endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES[:-1]) for n in names
-    )
+    dicom, others = _dicom_and_other_images(p)
+    return bool(dicom) and not others
 
 
 def _check_not_mixed(folder: str) -> None:
@@ -844,9 +850,7 @@ def _check_not_mixed(folder: str) -> None:
     Raises:
         ValueError: naming the folder and the first other images.
     """
-    names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
-    dicom = [n for n in names if n.lower().endswith(".dcm")]
-    others = [n for n in names if n.lower().endswith(PLAIN_IMAGE_SUFFIXES + MEDICAL_SUFFIXES[:-1])]
+    dicom, others = _dicom_and_other_images(folder)
     if dicom and others:
         shown = ", ".join(n if n.isprintable() else repr(n) for n in others[:3])
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""

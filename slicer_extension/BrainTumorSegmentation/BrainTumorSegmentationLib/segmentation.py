@@ -552,8 +552,8 @@ def apply_prediction(
     return segmentation_node
 
 
-#: The values of a label map (``scripts.verdict``): background, tumor, possible tumor.
-LABEL_VALUES = (0, 1, 2)
+#: The values of a label map (``scripts.verdict``): background, and the labels of :data:`_SEGMENTS`.
+LABEL_VALUES = (0, *_SEGMENTS)
 
 
 def check_labels(mask: np.ndarray) -> None:
