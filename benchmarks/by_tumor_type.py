@@ -6,7 +6,9 @@
 ``index.csv`` (``file_name``, ``figshare_label``: 1 meningioma, 2 glioma, 3 pituitary tumor) comes
 with the expert outlines of the valid split (see the dataset's NOTICE.md); images it does not list
 are counted as "not typed". Printed per type: the images, the share with a confident tumor, with a
-possible tumor only, with nothing shown, and the mean Dice against the true outlines.
+possible tumor only, with nothing shown, and the mean Dice against the true outlines; for runs whose
+rows say where the tumor was drawn (``found_at_tumor``, ``shown_at_tumor``), also the share with a
+tumor at the annotated tumor and how many show nothing there.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ def figures_by_type(rows: Iterable[Mapping[str, str]], types: Mapping[str, str])
             "nothing_shown_rate": round((len(group) - found - possible) / len(group), 3),
             "outline_dice_mean": round(float(np.mean(dice)), 3) if dice else None,
         }
+        if all(r.get("found_at_tumor") not in (None, "", "None") for r in group):  # rows that say where
+            at_tumor = sum(_true(r["found_at_tumor"]) for r in group)
+            nothing = sum(r.get("shown_at_tumor", "").strip().lower() == "false" for r in group)
+            out[name].update(found_at_tumor=at_tumor, found_at_tumor_rate=round(at_tumor / len(group), 3))
+            out[name].update(nothing_shown_at_tumor=nothing)
     return out
 
 
@@ -96,12 +103,15 @@ def main() -> None:
         raise SystemExit(str(e)) from None
     figures = figures_by_type(rows, types)
     header = ("tumor type", "images", "found", "possible only", "nothing shown", "outline Dice")
-    print(f"{header[0]:<16} {header[1]:>6} {header[2]:>14} {header[3]:>14} {header[4]:>14} {header[5]:>12}")
+    at_tumor = all("found_at_tumor" in f for f in figures.values())
+    extra = f" {'found at tumor':>16} {'nothing at tumor':>16}" if at_tumor else ""
+    print(f"{header[0]:<16} {header[1]:>6} {header[2]:>14} {header[3]:>14} {header[4]:>14} {header[5]:>12}{extra}")
     for name, f in figures.items():
         dice = "" if f["outline_dice_mean"] is None else f"{f['outline_dice_mean']:.3f}"
+        located = f" {f['found_at_tumor']:>7} ({f['found_at_tumor_rate']:>6.1%}) {f['nothing_shown_at_tumor']:>16}"
         print(
             f"{name:<16} {f['images']:>6} {f['found']:>5} ({f['found_rate']:>6.1%}) {f['possible_only']:>14} "
-            f"{f['nothing_shown']:>5} ({f['nothing_shown_rate']:>5.1%}) {dice:>12}"
+            f"{f['nothing_shown']:>5} ({f['nothing_shown_rate']:>5.1%}) {dice:>12}{located if at_tumor else ''}"
         )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:

@@ -33,6 +33,7 @@ KEYS = (
     "fill_ratio_median",
     "outline_dice_mean",
     "n_images_no_tumor_found",
+    "tumor_images_found_at_tumor_rate",
 )
 
 

@@ -428,6 +428,13 @@ def _evaluation_summary(summary: dict[str, Any], out: Path, args: argparse.Names
             f"of the {summary['n_tumor_images']} images with an annotated tumor, "
             f"{summary.get('tumor_images_nothing_shown', 0)} show nothing"
         )
+        at_tumor = summary.get("tumor_images_found_at_tumor")
+        if at_tumor is not None:
+            # a tumor drawn elsewhere on the slice says "tumor" and still leaves the tumor unmarked
+            checks[-1] += f"; at the annotated tumor itself, {at_tumor} show a tumor"
+            nothing = summary.get("tumor_images_nothing_shown_at_tumor")
+            if nothing is not None:
+                checks[-1] += f" and {nothing} nothing"
     if summary.get("n_tumor_free_images"):
         checks.append(
             f"of the {summary['n_tumor_free_images']} tumor-free images, "

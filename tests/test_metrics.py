@@ -417,6 +417,38 @@ def test_an_images_fill_ratio_is_the_mean_over_its_boxes_and_its_score_the_best_
     )  # fmt: skip
 
 
+def test_a_tumor_counts_as_at_the_tumor_only_where_it_touches_an_annotated_box():
+    """A slice can say "tumor" with the tumor itself unmarked: its tumor drawn elsewhere on the slice."""
+    rec = record(5, [[2, 2, 4, 4]])
+    elsewhere, at_box = box_mask((20, 20), 12, 12, 5, 5), box_mask((20, 20), 5, 5, 3, 3)  # the second one overlaps
+    row, _ = evaluate_image(rec, elsewhere)
+    assert (row["tumor_found"], row["found_at_tumor"], row["shown_at_tumor"]) == (True, False, False)
+    row, _ = evaluate_image(rec, elsewhere | at_box)
+    assert (row["found_at_tumor"], row["shown_at_tumor"]) == (True, True)
+    # a possible tumor at the box shows the tumor; one elsewhere does not; one without its mask cannot be told
+    row, _ = evaluate_image(rec, elsewhere, possible_tumor=True, possible_mask=at_box)
+    assert (row["found_at_tumor"], row["shown_at_tumor"]) == (False, True)
+    row, _ = evaluate_image(rec, np.zeros((20, 20)), possible_tumor=True, possible_mask=elsewhere)
+    assert (row["found_at_tumor"], row["shown_at_tumor"]) == (False, False)
+    row, _ = evaluate_image(rec, np.zeros((20, 20)), possible_tumor=True)
+    assert (row["found_at_tumor"], row["shown_at_tumor"]) == (False, None)
+    with pytest.raises(ValueError, match=r"possible tumor mask is \(10, 10\)"):
+        evaluate_image(rec, elsewhere, possible_tumor=True, possible_mask=np.ones((10, 10)))
+    free, _ = evaluate_image(record(6, []), elsewhere)  # no box: nothing to be at
+    assert (free["found_at_tumor"], free["shown_at_tumor"]) == (None, None)
+    # the split: five tumor images, two of them with their tumor only elsewhere, one with nothing at all
+    rows = [evaluate_image(rec, m, possible_tumor=p is not None, possible_mask=p)[0] for m, p in (
+        (at_box, None), (elsewhere, None), (elsewhere, at_box), (np.zeros((20, 20)), elsewhere),
+        (np.zeros((20, 20)), None),
+    )]  # fmt: skip
+    s = summarize([*rows, free])
+    assert (s["tumor_images_found_rate"], s["tumor_images_nothing_shown"]) == (3 / 5, 1)
+    assert (s["tumor_images_found_at_tumor"], s["tumor_images_found_at_tumor_rate"]) == (1, 1 / 5)
+    assert (s["tumor_images_nothing_shown_at_tumor"], s["tumor_images_nothing_shown_at_tumor_rate"]) == (3, 3 / 5)
+    unknown = evaluate_image(rec, np.zeros((20, 20)), possible_tumor=True)[0]
+    assert summarize([rows[0], unknown])["tumor_images_nothing_shown_at_tumor"] is None
+
+
 def _row(n_gt, n_pred, tp, fp, fn, containment, dice, iou, box, best, fill, outside, outline, possible, unusual):
     return dict(zip(ROW_FIELDS, (
         "x.png", 0, dice, iou, box, best, n_gt, n_pred, tp, fp, fn, *containment, fill, outside, outline,
@@ -456,6 +488,9 @@ def test_summary_of_hand_made_rows():
         "tumor_images_found_rate": 2 / 5, "tumor_images_nothing_shown": 1, "tumor_images_nothing_shown_rate": 1 / 5,
         "tumor_free_images_with_possible": 2, "components_per_tumor_image_mean": 3 / 5,
         "n_images_input_unusual": 1,
+        # rows that do not say where their tumor lies (written before found_at_tumor): unknown, not 0
+        "tumor_images_found_at_tumor": None, "tumor_images_found_at_tumor_rate": None,
+        "tumor_images_nothing_shown_at_tumor": None, "tumor_images_nothing_shown_at_tumor_rate": None,
     }  # fmt: skip
     assert s == pytest.approx(expected)
     assert not any(k.endswith("_AP") for k in s), "no AP without the ground truth"

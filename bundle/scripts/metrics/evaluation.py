@@ -73,6 +73,8 @@ ROW_FIELDS = (
     "possible_tumor",
     "tumor_score",
     "input_unusual",
+    "found_at_tumor",
+    "shown_at_tumor",
 )
 
 
@@ -84,6 +86,7 @@ def evaluate_image(
     tumor_score: float | None = None,
     input_unusual: bool | None = None,
     possible_tumor: bool = False,
+    possible_mask: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """All per-image metrics of one prediction.
 
@@ -97,6 +100,7 @@ def evaluate_image(
             score of the mask's components (0 for an empty mask).
         input_unusual: the input check's flag (:mod:`scripts.input_check`), None if not run.
         possible_tumor: the post-processing showed a possible tumor (:mod:`scripts.verdict`).
+        possible_mask: optional (H, W) mask of the possible tumors, for ``shown_at_tumor``.
 
     Returns:
         ``(row, results)``: the row has the keys :data:`ROW_FIELDS` (see :func:`summarize` for
@@ -144,8 +148,30 @@ def evaluate_image(
             float(tumor_score) if tumor_score is not None else max((c.score for c in components), default=0.0), 4
         ),
         "input_unusual": input_unusual,
+        **_at_tumor(pred, gt_box_masks, possible_tumor, possible_mask),
     }
     return row, to_coco_results(record["image_id"], pred, prob)
+
+
+def _at_tumor(
+    pred: np.ndarray, gt_box_masks: Sequence[np.ndarray], possible_tumor: bool, possible_mask: np.ndarray | None
+) -> dict[str, bool | None]:
+    """Whether a tumor (``found_at_tumor``), or a tumor or possible tumor (``shown_at_tumor``), lies at the
+    annotated tumor: at least one of its pixels inside a COCO box. A tumor drawn only elsewhere on the slice
+    says "tumor" but leaves the tumor itself unmarked. None on an image without a box, and ``shown_at_tumor``
+    None for a possible tumor whose mask was not given."""
+    if not gt_box_masks:
+        return {"found_at_tumor": None, "shown_at_tumor": None}
+    at_tumor = np.any(gt_box_masks, axis=0)
+    found = bool((pred & at_tumor).any())
+    if found or not possible_tumor:
+        return {"found_at_tumor": found, "shown_at_tumor": found}
+    if possible_mask is None:
+        return {"found_at_tumor": found, "shown_at_tumor": None}
+    possible = _as_binary(possible_mask, "possible tumor mask")
+    if possible.shape != pred.shape:
+        raise ValueError(f"the possible tumor mask is {possible.shape}, the prediction {pred.shape}")
+    return {"found_at_tumor": found, "shown_at_tumor": bool((possible & at_tumor).any())}
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -191,6 +217,12 @@ def summarize(
     * ``tumor_free_fp_components``: predicted components on images without any COCO box, and
       ``tumor_free_images_with_fp``: how many such images have one; ``tumor_free_fp_rate``:
       their fraction of the tumor-free images;
+    * ``tumor_images_found_at_tumor`` (and ``_rate``, of the images with a box): images whose tumor
+      touches an annotated box (``found_at_tumor``); ``tumor_images_nothing_shown_at_tumor`` (and
+      ``_rate``): images with neither a tumor nor a possible tumor touching one (``shown_at_tumor``
+      False), whatever is drawn elsewhere. None when a row does not say (an older row, or a possible
+      tumor without its mask). ``tumor_images_found_rate`` and ``tumor_images_nothing_shown`` count a
+      tumor anywhere on the slice;
     * ``n_images_tumor_found``, ``n_images_no_tumor_found``: images whose prediction has a
       component or none; ``components_per_tumor_image_mean``: predicted components per image
       with a box; ``n_images_input_unusual``: inputs flagged unlike the training data;
@@ -244,6 +276,15 @@ def summarize(
     summary["tumor_free_images_with_possible"] = sum(
         r["n_pred"] == 0 and bool(r.get("possible_tumor")) for r in tumor_free
     )
+    for name, field, value in (
+        ("found_at_tumor", "found_at_tumor", True),
+        ("nothing_shown_at_tumor", "shown_at_tumor", False),
+    ):
+        answers = [r.get(field) for r in tumor]
+        known = bool(tumor) and all(a is not None for a in answers)
+        count = sum(a is value for a in answers) if known else None
+        summary[f"tumor_images_{name}"] = count
+        summary[f"tumor_images_{name}_rate"] = None if count is None else count / len(tumor)
     summary["components_per_tumor_image_mean"] = _mean(r["n_pred"] for r in tumor)
     summary["n_images_input_unusual"] = sum(bool(r.get("input_unusual")) for r in rows)
     if gt_coco is not None:

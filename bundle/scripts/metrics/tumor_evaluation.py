@@ -107,6 +107,7 @@ class TumorEvaluation(Metric):
                 None if score is None else float(score),
                 None if unusual is None else bool(unusual),
                 bool(item.get(f"{self.pred_key}_possible_components")),
+                _possible_mask(item.get(f"{self.pred_key}_possible")),
             )
             self.rows.append(row)
             self.coco_results.extend(results)
@@ -155,6 +156,8 @@ def evaluate_predictions(
             mask, prob = prediction.mask, prediction.probability
             item["pred_tumor_score"], item["image_unusual"] = prediction.tumor_score, prediction.input_unusual
             item["pred_possible_components"] = prediction.possible_components
+            if prediction.possible_mask is not None:
+                item["pred_possible"] = torch.as_tensor(np.asarray(prediction.possible_mask)[None])
         else:
             mask, prob = prediction if isinstance(prediction, tuple) else (prediction, None)
         item["pred"] = torch.as_tensor(np.asarray(mask)[None])
@@ -165,6 +168,11 @@ def evaluate_predictions(
         raise ValueError(f"more predictions than the {len(records)} records")
     metric.compute()
     return metric
+
+
+def _possible_mask(value: Any) -> np.ndarray | None:
+    """The possible tumors' (H, W) mask (``<pred_key>_possible``), None when the post-processing made none."""
+    return None if value is None else _channel(value, "possible tumor mask")
 
 
 def _channel(value: Any, what: str) -> np.ndarray:
