@@ -876,13 +876,27 @@ def test_a_rerun_sets_aside_what_it_does_not_replace(scene, samples):
 
 
 def test_per_slice_rows_that_do_not_fit_are_refused_before_the_scene_changes(scene, samples):
+    from scripts.tumor_report import slice_rows
+
     volume = testing.add_scalar_volume(scene, np.stack([s.grey for s in samples[:2]]).astype(np.float32))
     mask = np.zeros((2, *samples[0].grey.shape), np.uint8)
+    reports = [{"index": k, "tumor_score": 0.0, "components": [], "input_unusual": False} for k in range(3)]
     nodes = scene.GetNumberOfNodes()
-    for rows, said in (([], "a non-empty list"), ([{"slice": 0}, {"verdict": "tumor"}], "the fields"), (["x"], "")):
+    for rows, said in (
+        ([], "a non-empty list"),
+        ([{"slice": 0}, {"verdict": "tumor"}], "the fields"),
+        (["x"], ""),
+        (slice_rows(reports), r"3 rows, but the volume has 2 x \d+ x \d+ voxels"),  # another volume's report
+    ):
         with pytest.raises(ValueError, match=f"slice_rows: .*{said}"):
             btl.apply_prediction(volume, mask, slice_rows=rows)
         assert scene.GetNumberOfNodes() == nodes
+    for count, rows in ((3, slice_rows(reports[:2])), (-1, None), (1.5, None), (True, None), (10**6, None)):
+        with pytest.raises(ValueError, match=f"unusual_slices: {count!r} is not a count of slices from 0 to"):
+            btl.apply_prediction(volume, mask, unusual_slices=count, slice_rows=rows)
+        assert scene.GetNumberOfNodes() == nodes
+    segmentation = btl.apply_prediction(volume, mask, unusual_slices=np.int64(2), slice_rows=slice_rows(reports[:2]))
+    assert segmentation.GetAttribute(btl.UNUSUAL_SLICES_ATTRIBUTE) == "2"
 
 
 def test_an_installed_extension_finds_the_bundle_it_carries(tmp_path):

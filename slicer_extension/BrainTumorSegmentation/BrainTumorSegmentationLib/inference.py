@@ -256,8 +256,9 @@ def load_predictor(
         force_cpu: run on the CPU whatever ``device`` says.
 
     Raises:
-        ImportError: brainseg-monai (or torch/MONAI) is not installed in this Python.
-        FileNotFoundError: the bundle or its weights are missing.
+        ImportError: the bundle folder holds no bundle code (``scripts/``; the message names it), or torch,
+            MONAI or another package the bundle needs is not installed in this Python.
+        FileNotFoundError: the weights are missing.
         ValueError: the weights do not fit the bundle's network, or ``device`` is unknown or not
             available on this machine (the message names it; see :func:`check_device`).
     """

@@ -352,7 +352,9 @@ def segment_volume(
 
     Raises:
         ValueError: a bad input or option (the message says what), weights that do not fit.
-        FileNotFoundError: bundle or weights missing.
+        FileNotFoundError: the weights are missing.
+        ImportError: ``bundle_dir`` holds no bundle code (``scripts/``; the message names the folder), or a
+            package the bundle needs is missing.
         SegmentationCancelled: ``cancel`` fired.
     """
     check_volume_node(volume_node)
@@ -478,7 +480,9 @@ def apply_prediction(
         the segmentation node (new when ``segmentation_node`` is None).
 
     Raises:
-        ValueError: bad nodes, or arrays that do not have the volume's shape.
+        ValueError: bad nodes, arrays that do not have the volume's shape, a label map with other values than
+            :data:`LABEL_VALUES`, per-slice rows that are not one per slice, or an ``unusual_slices`` that is
+            not a count of its slices (all checked before the scene changes).
     """
     check_volume_node(volume_node)
     _check_output_nodes(volume_node, segmentation_node, probability_node)
@@ -490,7 +494,8 @@ def apply_prediction(
     _check_transform(volume_node, segmentation_node)
     if probability is not None and np.asarray(probability).shape != shape:
         raise ValueError(f"the probability has shape {np.asarray(probability).shape} but the volume has {shape}")
-    columns = None if slice_rows is None else _slice_table_columns(slice_rows)
+    columns = None if slice_rows is None else _slice_table_columns(slice_rows, shape)
+    _check_unusual_slices(unusual_slices, shape, None if slice_rows is None else len(slice_rows))
     if columns is not None and columns[0].GetNumberOfTuples() < 2:
         columns = None  # a 2D image: no table
     labelmaps = {label: _oriented_labelmap(volume_node, mask == label) for label in _SEGMENTS}
@@ -550,6 +555,23 @@ def apply_prediction(
                 scene.RemoveNode(node)
         raise
     return segmentation_node
+
+
+def _check_unusual_slices(unusual_slices: Any, shape: Sequence[int], rows: int | None) -> None:
+    """Refuse an ``unusual_slices`` count that is not a whole number from 0 to the slice count.
+
+    The slice count is the per-slice report's row count when there is one, else the volume's largest axis
+    (the slices were cut along one of its axes).
+    """
+    if unusual_slices is None:
+        return
+    most = max(shape) if rows is None else rows
+    if (
+        isinstance(unusual_slices, (bool, np.bool_))
+        or not isinstance(unusual_slices, (int, np.integer))
+        or not 0 <= unusual_slices <= most
+    ):
+        raise ValueError(f"unusual_slices: {unusual_slices!r} is not a count of slices from 0 to {most}")
 
 
 #: The values of a label map (``scripts.verdict``): background, and the labels of :data:`_SEGMENTS`.
@@ -629,13 +651,19 @@ def slice_table_node_of(segmentation_node: Any) -> Any:
     return _referenced_node(segmentation_node, SLICE_TABLE_REFERENCE_ROLE, "vtkMRMLTableNode")
 
 
-def _slice_table_columns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+def _slice_table_columns(rows: Sequence[Mapping[str, Any]], shape: Sequence[int]) -> list[Any]:
     """The table's columns from the per-slice rows, each a VTK array named after its field: whole numbers as
     integers and scores as reals, so that the table sorts them as numbers; the rest (verdicts, True/False, an
     empty support) as text.
 
+    Args:
+        rows: one row per slice of the volume whose ``(k, j, i)`` array shape is ``shape``.
+        shape: the volume's shape: the slices were cut along one of its axes, so there are as many rows as
+            that axis has voxels (which axis is the bundle's choice, not known here).
+
     Raises:
-        ValueError: the rows are not mappings with the same fields (checked before the scene changes).
+        ValueError: the rows are not mappings with the same fields, or not one per slice (checked before the
+            scene changes).
     """
     rows = list(rows)
     if not rows or not all(isinstance(r, Mapping) for r in rows):
@@ -643,6 +671,11 @@ def _slice_table_columns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     fields = list(rows[0])
     if any(list(r) != fields for r in rows):
         raise ValueError(f"slice_rows: every row must have the fields {fields}")
+    if len(rows) not in shape:
+        raise ValueError(
+            f"slice_rows: {len(rows)} rows, but the volume has {' x '.join(map(str, shape))} voxels (k, j, i): "
+            "one row per slice along one of its axes"
+        )
     columns = []
     for field in fields:
         values = [r[field] for r in rows]
