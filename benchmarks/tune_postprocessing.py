@@ -1,12 +1,14 @@
 """Choose the bundle's post-processing on a split: threshold, largest component, hole filling, operating point.
 
     python benchmarks/tune_postprocessing.py SPLIT_DIR [--model PATH] [--config OVERRIDE.json] [--outlines DIR]
-        [--tumor-free TUMOR_FREE_SPLIT] [--thresholds 0.3,0.5] [--min-confidences 0,0.5,0.6] [--mirror-average]
+        [--tumor-free TUMOR_FREE_SPLIT] [--thresholds 0.3,0.5] [--min-confidences 0,0.5,0.6]
+        [--mirror-average]
 
 The network runs once per image (tumor probability at the input's size through the bundle's
 own ``probability_transforms``); each variant of the first stage (the first of the bundle's
 ``mask_transforms``, without the cascade's outline network, which redraws the tumors found) is then
-applied to the cached probabilities and measured with ``brainseg_monai.metrics.evaluate_predictions``. Prints one row per variant.
+applied to the cached probabilities and measured with ``brainseg_monai.metrics.evaluate_predictions``.
+Prints one row per variant.
 With ``--tumor-free`` (a split of synthetic tumor-free slices made from the same split by
 ``benchmarks/make_tumor_free_split.py``), each row also gives the fraction of those slices on
 which a tumor is drawn (``tumor_free_fp_rate``): the operating point ``min_confidence`` trades
