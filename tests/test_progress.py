@@ -135,7 +135,11 @@ def test_evaluate_on_a_terminal_shows_a_bar_then_a_short_summary_not_monai_metri
     assert max(map(len, stdout.splitlines())) < 200
     summary = stdout.splitlines()[-4:]
     assert re.fullmatch(r"(tumor found on \d+|no tumor found on any) of 12 images.*; nothing found on \d+", summary[0])
-    assert summary[1].startswith("of the 12 images with an annotated tumor, ") and summary[1].endswith(" show nothing")
+    assert re.fullmatch(
+        r"of the 12 images with an annotated tumor, \d+ show nothing; "
+        r"at the annotated tumor itself, \d+ show a tumor and \d+ nothing",
+        summary[1],
+    )
     assert summary[2].startswith("Dice ") and "(masks against the COCO annotations)" in summary[2]
     assert summary[3] == f"files in {out}: metrics_per_image.csv, metrics_summary.json, masks/, gallery.png"
 
