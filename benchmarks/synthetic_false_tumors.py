@@ -92,6 +92,43 @@ def classify(
     return CLASSES[4]
 
 
+def classify_synthetic(
+    predictor: Any, record: Mapping[str, Any], source: Mapping[str, Any], outlines_dir: str | None, threshold: float
+) -> tuple[Any, str | None, np.ndarray | None]:
+    """Segment a synthetic tumor-free slice and class its confident tumor (:func:`classify`).
+
+    Args:
+        predictor: the bundle's predictor (:class:`~scripts.predictor.BundlePredictor`).
+        record: the synthetic slice's datalist record.
+        source: the record of the slice it was made from.
+        outlines_dir: expert outlines of the source split, or None.
+        threshold: the bundle's pixel threshold.
+
+    Returns:
+        ``(prediction, class, outline)``: the synthetic slice's prediction; the class, None when no confident
+        tumor was drawn; the source's expert outline (None without one, or when no tumor was drawn).
+    """
+    from scripts.metrics.evaluation import outline_path
+    from scripts.metrics.pixel import load_outline
+
+    prediction = predictor.predict_file(record["image"], details=True)
+    if not prediction.tumor_found:
+        return prediction, None, None
+    _, source_probability = predictor.predict_file(source["image"], with_probability=True)
+    path = outline_path(outlines_dir, source["image"])
+    outline = None if path is None else load_outline(path)
+    kind = classify(
+        prediction.mask,
+        _grey(record["image"]),
+        _grey(source["image"]),
+        _boxes(source),
+        source_probability,
+        threshold,
+        outline,
+    )
+    return prediction, kind, outline
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source_split", help="the tumor split the synthetic slices were made from (DATASET/valid)")
@@ -106,8 +143,7 @@ def main() -> None:
     import brainseg_monai  # noqa: F401 - puts the bundle's code on sys.path (as `scripts`)
     from scripts.coco import coco_to_datalist
     from scripts.io import image_stem
-    from scripts.metrics.evaluation import check_outlines_dir, outline_path
-    from scripts.metrics.pixel import load_outline
+    from scripts.metrics.evaluation import check_outlines_dir
     from scripts.predictor import BundlePredictor
 
     check_outlines_dir(args.outlines)
@@ -122,22 +158,11 @@ def main() -> None:
         if stem not in sources:
             raise SystemExit(f"{record['image']}: no image {stem}.* in {args.source_split}: not made from that split")
     for record in synthetic:
-        stem = image_stem(record["image"])
-        found = predictor.predict_file(record["image"], details=True)
-        if not found.tumor_found:
-            continue
-        source = sources[stem]
-        _, source_probability = predictor.predict_file(source["image"], with_probability=True)
-        path = outline_path(args.outlines, source["image"])
-        kind = classify(
-            found.mask,
-            _grey(record["image"]),
-            _grey(source["image"]),
-            _boxes(source),
-            source_probability,
-            threshold,
-            None if path is None else load_outline(path),
+        found, kind, _ = classify_synthetic(
+            predictor, record, sources[image_stem(record["image"])], args.outlines, threshold
         )
+        if kind is None:
+            continue
         counts[kind] += 1
         rows.append({"image": os.path.basename(record["image"]), "class": kind, "score": round(found.tumor_score, 3)})
         if args.per_slice:

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from by_tumor_type import read_tumor_types
-from synthetic_false_tumors import CLASSES, _boxes, _grey, classify
+from synthetic_false_tumors import CLASSES, _grey, classify_synthetic
 
 ROWS = (
     "possible tumor only",
@@ -150,22 +150,10 @@ def main() -> None:
             found[row].append(candidate(record, prediction, outline, "", -prediction.tumor_score))
     cropped = 0
     for record in synthetic:
-        prediction = predictor.predict_file(record["image"], details=True)
-        if not prediction.tumor_found:
-            continue
         source = sources[image_stem(record["image"])]
-        _, source_probability = predictor.predict_file(source["image"], with_probability=True)
-        path = outline_path(args.outlines, source["image"])
-        outline = None if path is None else load_outline(path)
-        kind = classify(
-            prediction.mask,
-            _grey(record["image"]),
-            _grey(source["image"]),
-            _boxes(source),
-            source_probability,
-            threshold,
-            outline,
-        )
+        prediction, kind, outline = classify_synthetic(predictor, record, source, args.outlines, threshold)
+        if kind is None:
+            continue
         if kind not in SYNTHETIC_ROWS:
             cropped += kind == CLASSES[0]
             continue
